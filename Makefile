@@ -1,0 +1,28 @@
+# Two commands do everything: `make demo` and `make test`. Each builds .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export GLOG_v ?= 3
+
+.PHONY: demo test clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# stamps: reinstall only when the requirement files change
+$(VENV)/.runtime: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(PY) summary.py --config src/configs/conformer_tiny.yaml --device_target CPU --batch 8
+
+test: $(VENV)/.dev
+	$(PY) -m pytest tests -q
+
+clean-venv:
+	rm -rf $(VENV)

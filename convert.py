@@ -1,0 +1,50 @@
+"""Convert an official or mmpretrain PyTorch Conformer checkpoint to a MindSpore checkpoint.
+
+    python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --out tiny.ckpt
+
+Torch is not needed: the .pth file is read by a restricted unpickler that only
+admits tensor-rebuild and container globals (src/tools/torch_checkpoint.py).
+"""
+import argparse
+import sys
+
+import mindspore as ms
+
+from src.conformer import ARCH_NAMES, create_model
+from src.tools.checkpoint import save_checkpoint_atomic
+from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
+from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", required=True, help="PyTorch checkpoint (.pth) in official or mmpretrain format")
+    parser.add_argument("--arch", required=True, choices=ARCH_NAMES, metavar="ARCH",
+                        help=f"target variant: {', '.join(ARCH_NAMES)}")
+    parser.add_argument("--out", required=True, help="MindSpore checkpoint to write (.ckpt)")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classes of the heads (default: read from the checkpoint)")
+    parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
+                        help="device that builds the target network (conversion itself is host-side)")
+    args = parser.parse_args(argv)
+    try:
+        state_dict, source = unwrap_state_dict(load_torch_checkpoint(args.src))
+        num_classes = args.num_classes or head_classes(state_dict) or 1000
+        ms.set_device(args.device_target)
+        net = create_model(args.arch, num_classes=num_classes)
+        expected = {p.name: p.shape for p in net.get_parameters()}
+        params = convert_state_dict(state_dict, expected)
+    except ConversionError as e:
+        print(f"convert.py: error: {args.src}: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:  # these name the file
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 2
+    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out)
+    print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
+          f"from {args.src} to {args.out} for {args.arch}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

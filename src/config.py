@@ -1,0 +1,324 @@
+"""One config for every script: YAML file -> defaults, command line -> overrides.
+
+`SCHEMA` is the single list of options (the ModelZoo users' contract in
+shared/interface.md plus our extensions).  Each YAML key must be in it, with a
+value of the schema's type; each becomes a `--key` option typed the same way.
+Precedence: command line > YAML > schema default.  Any error (unknown key,
+wrong type, bad choice, out-of-range value, missing file) exits with status 2
+and one line naming the key and what is wrong.
+
+`python -m src.config --markdown` prints the README's key table from SCHEMA.
+"""
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml")
+NOT_YET = "not read yet"  # marks keys whose feature has not landed; the README table shows it
+
+ARCH_CHOICES = (  # kept literal so that `--help` works without importing MindSpore
+    "conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
+    "conformer_base_patch16", "conformer_reduced_patch16",
+    "conformer_tiny", "conformer_small", "conformer_base",
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    help: str
+    read_by: str = NOT_YET
+    choices: Optional[tuple] = None
+    check: Optional[Callable[[Any], bool]] = None  # value -> ok
+    check_msg: str = ""
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _probability(v):
+    return 0.0 <= v <= 1.0
+
+
+def _rate(v):
+    return 0.0 <= v < 1.0
+
+
+MODEL = "create_model (all scripts)"
+SCHEMA = {
+    "Dataset": {
+        "dataset": Option("ImageNet", "dataset layout: ImageFolder tree data_url/<split>/<class>/<image>",
+                          choices=("ImageNet",)),
+        "data_url": Option("/data/imagenet/", "dataset root folder"),
+        "train_dir": Option("train", "training split folder under data_url"),
+        "val_dir": Option("val", "validation split folder under data_url"),
+        "train_num_samples": Option(-1, "-1 = all training images; N = a deterministic subset of N",
+                                    check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+        "val_num_samples": Option(-1, "-1 = all validation images; N = a deterministic subset of N",
+                                  check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+    },
+    "Augmentations": {
+        "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off"),
+        "aa_interpolation": Option("bilinear", "interpolation of RandomResizedCrop and RandAugment",
+                                   choices=("bilinear", "bicubic", "nearest")),
+        "re_mode": Option("pixel", "random erasing fill", choices=("const", "rand", "pixel")),
+        "re_prob": Option(0.25, "random erasing probability", check=_probability, check_msg="must be in [0, 1]"),
+        "re_count": Option(1, "random erasing boxes per image", check=_positive, check_msg="must be > 0"),
+        "cutmix": Option(1.0, "CutMix alpha (0 = off)", check=_non_negative, check_msg="must be >= 0"),
+        "mixup": Option(0.8, "Mixup alpha (0 = off)", check=_non_negative, check_msg="must be >= 0"),
+        "mixup_prob": Option(1.0, "probability of applying mixup or cutmix to a batch",
+                             check=_probability, check_msg="must be in [0, 1]"),
+        "mixup_mode": Option("batch", "mixup granularity", choices=("batch", "pair", "elem")),
+        "mixup_off_epoch": Option(0.0, "epoch after which mixup/cutmix stop (0 = never)",
+                                  check=_non_negative, check_msg="must be >= 0"),
+        "switch_prob": Option(0.5, "probability of cutmix instead of mixup when both are on",
+                              check=_probability, check_msg="must be in [0, 1]"),
+        "label_smoothing": Option(0.1, "label smoothing", check=_rate, check_msg="must be in [0, 1)"),
+        "min_crop": Option(0.08, "RandomResizedCrop minimum area fraction",
+                           check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
+        "crop_pct": Option(0.96, "eval: resize to image_size / crop_pct, then center crop",
+                           check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
+    },
+    "Optimizer": {
+        "optimizer": Option("adamw", "optimizer", choices=("adamw", "momentum", "sgd")),
+        "beta": Option([0.9, 0.999], "AdamW betas",
+                       check=lambda v: all(0.0 <= b < 1.0 for b in v), check_msg="must be in [0, 1)"),
+        "eps": Option(1.0e-8, "AdamW epsilon", check=_positive, check_msg="must be > 0"),
+        "base_lr": Option(0.001, "peak learning rate", check=_positive, check_msg="must be > 0"),
+        "min_lr": Option(1.0e-5, "final learning rate of the cosine schedule",
+                         check=_non_negative, check_msg="must be >= 0"),
+        "lr_scheduler": Option("cosine_lr", "learning-rate schedule, stepped per iteration",
+                               choices=("cosine_lr", "step_lr", "multistep_lr", "exp_lr", "constant_lr")),
+        "lr_adjust": Option(30, "step size in epochs of step_lr/multistep_lr",
+                            check=_positive, check_msg="must be > 0"),
+        "lr_gamma": Option(0.97, "decay factor of step_lr/multistep_lr/exp_lr",
+                           check=_positive, check_msg="must be > 0"),
+        "momentum": Option(0.9, "momentum of the momentum/sgd optimizers",
+                           check=_probability, check_msg="must be in [0, 1]"),
+        "weight_decay": Option(0.05, "decoupled weight decay (not on biases, norms, cls_token)",
+                               check=_non_negative, check_msg="must be >= 0"),
+    },
+    "Network training config": {
+        "epochs": Option(300, "training epochs", check=_positive, check_msg="must be > 0"),
+        "batch_size": Option(100, "batch size per device", check=_positive, check_msg="must be > 0"),
+        "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling"),
+        "loss_scale": Option(1024, "initial (dynamic) or fixed (static) loss scale",
+                             check=_positive, check_msg="must be > 0"),
+        "num_parallel_workers": Option(8, "data-loading worker processes", check=_positive,
+                                       check_msg="must be > 0"),
+        "start_epoch": Option(0, "epoch to start from when not resuming", check=_non_negative,
+                              check_msg="must be >= 0"),
+        "warmup_length": Option(2, "linear warm-up, in epochs", check=_non_negative, check_msg="must be >= 0"),
+        "warmup_lr": Option(0.000007, "learning rate at the start of warm-up",
+                            check=_non_negative, check_msg="must be >= 0"),
+        "use_clip_grad_norm": Option(True, "clip gradients by global norm"),
+        "clip_grad_norm": Option(1.0, "global-norm clipping threshold", check=_positive, check_msg="must be > 0"),
+        "exclude_epoch_state": Option(True, "loading `pretrained`: weights only, not epoch/optimizer state"),
+        "seed": Option(0, "random seed (identical on every rank)", read_by="all scripts",
+                       check=_non_negative, check_msg="must be >= 0"),
+        "with_ema": Option(False, "keep an exponential moving average of the weights"),
+        "ema_decay": Option(0.9999, "EMA decay per step", check=_rate, check_msg="must be in [0, 1)"),
+        "pynative_mode": Option(False, "run eagerly (PYNATIVE) instead of GRAPH mode", read_by="all scripts"),
+    },
+    "Model arguments": {
+        "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
+                       read_by=MODEL, choices=ARCH_CHOICES),
+        "amp_level": Option("O0", "mixed precision level", choices=("O0", "O1", "O2", "O3")),
+        "file_format": Option("ONNX", "export format", choices=("MINDIR", "ONNX", "AIR")),
+        "pretrained": Option("", "checkpoint to load ('' = none)"),
+        "image_size": Option(224, "input resolution (a multiple of 32)", read_by="summary.py",
+                             check=lambda v: v > 0 and v % 32 == 0, check_msg="must be a positive multiple of 32"),
+        "num_classes": Option(1000, "number of classes", read_by=MODEL, check=_positive, check_msg="must be > 0"),
+        "drop": Option(0.0, "dropout rate in the transformer MLP and attention projection",
+                       read_by=MODEL, check=_rate, check_msg="must be in [0, 1)"),
+        "drop_block": Option(0.0, "attention dropout rate (ModelZoo name)", read_by=MODEL,
+                             check=_rate, check_msg="must be in [0, 1)"),
+        "drop_path": Option(0.1, "stochastic depth rate of the last transformer block (linear from 0)",
+                            read_by=MODEL, check=_rate, check_msg="must be in [0, 1)"),
+        "disable_approximate_gelu": Option(False, "True = exact erf GELU (official numerics); "
+                                                  "False = tanh approximation (ModelZoo)", read_by=MODEL),
+        "use_pytorch_maxpool": Option(False, "True = PyTorch max-pool padding (official numerics); "
+                                             "False = 'same' padding (ModelZoo)", read_by=MODEL),
+    },
+    "Hardware setup": {
+        "device_id": Option(0, "device index", read_by="all scripts", check=_non_negative,
+                            check_msg="must be >= 0"),
+        "device_num": Option(1, "number of devices (set by the launch scripts)", check=_positive,
+                             check_msg="must be > 0"),
+        "device_target": Option("GPU", "GPU or CPU (Ascend where MindSpore has it)", read_by="all scripts",
+                                choices=("GPU", "CPU", "Ascend")),
+    },
+    "Callbacks setup": {
+        "summary_root_dir": Option("./summary_dir/", "logs, metrics CSV and curves"),
+        "ckpt_root_dir": Option("./checkpoints/", "current checkpoints"),
+        "best_ckpt_root_dir": Option("./best_checkpoints/", "best checkpoints by validation top-1"),
+        "ckpt_keep_num": Option(10, "current checkpoints kept", check=_positive, check_msg="must be > 0"),
+        "best_ckpt_num": Option(5, "best checkpoints kept", check=_positive, check_msg="must be > 0"),
+        "ckpt_save_every_step": Option(0, "save every N steps (0 = off)", check=_non_negative,
+                                       check_msg="must be >= 0"),
+        "ckpt_save_every_seconds": Option(1800, "save every N seconds (0 = off)", check=_non_negative,
+                                          check_msg="must be >= 0"),
+        "print_loss_every": Option(100, "progress line every N steps", check=_positive,
+                                   check_msg="must be > 0"),
+        "summary_loss_collect_freq": Option(20, "loss recorded for the metrics file every N steps",
+                                            check=_positive, check_msg="must be > 0"),
+        "model_postfix": Option(0, "suffix of checkpoint file names"),
+        "collect_input_data": Option(False, "record input images in the summary"),
+        "dump_graph": Option(False, "save MindSpore IR graphs to summary_root_dir"),
+    },
+}
+OPTIONS = {key: opt for section in SCHEMA.values() for key, opt in section.items()}
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line."""
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}[type(value)]
+
+
+def _coerce(key: str, value):
+    """Check a YAML value against the schema type; ints are accepted for floats."""
+    default = OPTIONS[key].default
+    if isinstance(default, list):
+        if not isinstance(value, list) or len(value) != len(default):
+            raise ConfigError(f"{key}: must be a list of {len(default)} numbers, got {value!r}")
+        return [_coerce_scalar(key, v, default[0]) for v in value]
+    return _coerce_scalar(key, value, default)
+
+
+def _coerce_scalar(key: str, value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, str) and value is None:  # `key:` or `key: none` in YAML
+        return ""
+    if type(value) is not type(default):
+        raise ConfigError(f"{key}: must be {_type_name(default)}, got {value!r}")
+    return value
+
+
+def _validate(key: str, value):
+    opt = OPTIONS[key]
+    if opt.choices is not None and value not in opt.choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, opt.choices))}")
+    if opt.check is not None and not opt.check(value):
+        raise ConfigError(f"{key}: {value!r} {opt.check_msg}")
+
+
+def load_yaml(path: str) -> dict:
+    """Read and check a config file; every problem is one ConfigError line naming the file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value")
+    cfg = {}
+    for key, value in data.items():
+        if key not in OPTIONS:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        try:
+            cfg[key] = _coerce(key, value)
+            _validate(key, cfg[key])
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return cfg
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _cli_type(default):
+    if isinstance(default, bool):
+        return _parse_bool
+    return type(default)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors as a single line (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict):
+    for section, options in SCHEMA.items():
+        group = parser.add_argument_group(section)
+        for key, opt in options.items():
+            default = defaults.get(key, opt.default)
+            kwargs = dict(default=default, help=f"{opt.help} (default: %(default)s)")
+            if isinstance(opt.default, list):
+                kwargs.update(nargs=len(opt.default), type=type(opt.default[0]), metavar="V")
+            else:
+                kwargs.update(type=_cli_type(opt.default), metavar=key.upper())
+            group.add_argument(f"--{key}", **kwargs)
+
+
+def parse_args(argv=None, description: str = "", add_script_args: Optional[Callable] = None,
+               default_config: str = DEFAULT_CONFIG) -> argparse.Namespace:
+    """Parse `--config` then every schema key; `add_script_args(parser)` adds a script's own options."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = os.path.basename(sys.argv[0]) or "conformer-ms"
+    pre = OneLineParser(prog=prog, add_help=False)
+    pre.add_argument("--config", default=default_config, help="YAML config file (default: %(default)s)")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        yaml_cfg = load_yaml(known.config)
+    except ConfigError as e:
+        pre.error(str(e))
+    parser = OneLineParser(prog=prog, description=description, parents=[pre])
+    if add_script_args is not None:
+        add_script_args(parser)
+    _add_schema_options(parser, yaml_cfg)
+    args = parser.parse_args(argv)
+    for key in OPTIONS:
+        try:
+            _validate(key, getattr(args, key))
+        except ConfigError as e:
+            parser.error(f"--{e}")
+    return args
+
+
+def markdown_table() -> str:
+    """The README's key table, one row per schema key, grouped by section."""
+    rows = ["| key | default | meaning | read by |", "| --- | --- | --- | --- |"]
+    for section, options in SCHEMA.items():
+        rows.append(f"| **{section}** | | | |")
+        for key, opt in options.items():
+            meaning = opt.help + (f" ({' / '.join(opt.choices)})" if opt.choices and len(opt.choices) < 6 else "")
+            rows.append(f"| `{key}` | `{opt.default!r}` | {meaning.replace('|', '/')} | {opt.read_by} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        print(markdown_table())
+    else:
+        print(parse_args())

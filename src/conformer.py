@@ -1,0 +1,170 @@
+"""Conformer (Peng et al., ICCV 2021): a CNN branch and a transformer branch coupled by FCUs.
+
+Parameter names and shapes follow the official implementation
+(pengzhiliang/Conformer, conformer.py) so that its checkpoints convert with a
+fixed rename table (see src/tools/convert.py).  Variants are rows of
+`VARIANTS`; `create_model` is the only way scripts build a network.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import HeNormal, TruncatedNormal, initializer
+
+from .layers.block import Block
+from .layers.conv_block import ConvBlock, batch_norm, conv2d
+from .layers.convtransblock import ConvTransBlock
+from .layers.exportable_ops import TorchMaxPool2d
+
+_COMMON = dict(depth=12, mlp_ratio=4.0, qkv_bias=True)
+VARIANTS = {
+    "conformer_tiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=6),
+    "conformer_small_patch16": dict(patch_size=16, channel_ratio=4, embed_dim=384, num_heads=6),
+    "conformer_small_patch32": dict(patch_size=32, channel_ratio=4, embed_dim=384, num_heads=6),
+    "conformer_base_patch16": dict(patch_size=16, channel_ratio=6, embed_dim=576, num_heads=9),
+    # Not an official model: a narrow, shallow Conformer for tests and the CPU demo.
+    "conformer_reduced_patch16": dict(patch_size=16, channel_ratio=0.5, embed_dim=192, num_heads=3, depth=3),
+}
+ALIASES = {  # ModelZoo names
+    "conformer_tiny": "conformer_tiny_patch16",
+    "conformer_small": "conformer_small_patch16",
+    "conformer_base": "conformer_base_patch16",
+}
+ARCH_NAMES = sorted(VARIANTS) + sorted(ALIASES)
+# Parameter counts of the official models at 1000 classes (official code, counted).
+OFFICIAL_PARAM_COUNTS = {
+    "conformer_tiny_patch16": 23_524_704,
+    "conformer_small_patch16": 37_673_424,
+    "conformer_small_patch32": 38_853_072,
+    "conformer_base_patch16": 83_289_136,
+}
+
+
+def canonical_arch(arch: str) -> str:
+    """Resolve a ModelZoo alias; unknown names raise a one-line KeyError."""
+    name = ALIASES.get(arch, arch)
+    if name not in VARIANTS:
+        raise KeyError(f"unknown arch {arch!r}; known: {', '.join(ARCH_NAMES)}")
+    return name
+
+
+def _stage_blocks(depth: int, stage_1_channel: int, trans_dw_stride: int):
+    """(index, in_ch, out_ch, res_conv, stride, dw_stride, last_fusion) of conv_trans_2..depth.
+
+    Three stages of depth/3 blocks each (block 1 is conv_1 + trans_1); every stage
+    doubles the CNN width, halves the map, and halves the FCU stride.
+    """
+    per_stage = depth // 3
+    for i in range(2, depth + 1):
+        stage = (i - 1) // per_stage
+        out_ch = stage_1_channel * 2 ** stage
+        first_of_new_stage = stage > 0 and i == stage * per_stage + 1
+        in_ch = out_ch // 2 if first_of_new_stage else out_ch
+        yield (i, in_ch, out_ch, first_of_new_stage, 2 if first_of_new_stage else 1,
+               trans_dw_stride // 2 ** stage, i == depth)
+
+
+class Conformer(nn.Cell):
+    """images [B, 3, H, W] (H, W multiples of 32) -> (conv_logits, trans_logits)."""
+
+    def __init__(self, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
+                 base_channel: int = 64, channel_ratio: float = 4, num_med_block: int = 0,
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = False, qk_scale=None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 approximate_gelu: bool = False, pytorch_maxpool: bool = True):
+        super().__init__()
+        if depth % 3:
+            raise ValueError(f"depth must be a multiple of 3, got {depth}")
+        if patch_size % 16:
+            raise ValueError(f"patch_size must be a multiple of 16, got {patch_size}")
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        trans_dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        block_args = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                          approximate_gelu=approximate_gelu)
+
+        self.cls_token = ms.Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dim), ms.float32),
+                                      name="cls_token")
+        # stem: [B, 3, 224, 224] -> [B, 64, 56, 56]; this BN alone keeps torch's eps 1e-5
+        self.conv1 = conv2d(in_chans, 64, 7, stride=2, padding=3)
+        self.bn1 = batch_norm(64, eps=1e-5)
+        self.act1 = nn.ReLU()
+        self.maxpool = (TorchMaxPool2d(3, 2) if pytorch_maxpool
+                        else nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same"))  # ModelZoo semantics
+
+        stage_1_channel = int(base_channel * channel_ratio)
+        trans_dw_stride = patch_size // 4
+        self.conv_1 = ConvBlock(64, stage_1_channel, res_conv=True, stride=1)
+        self.trans_patch_conv = conv2d(64, embed_dim, trans_dw_stride, stride=trans_dw_stride, bias=True)
+        self.trans_1 = Block(embed_dim, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=trans_dpr[0],
+                             **block_args)
+        stages = []
+        for i, in_ch, out_ch, res_conv, stride, dw_stride, last_fusion in _stage_blocks(
+                depth, stage_1_channel, trans_dw_stride):
+            block = ConvTransBlock(in_ch, out_ch, res_conv, stride, dw_stride, embed_dim,
+                                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                                   drop_path_rate=trans_dpr[i - 1], last_fusion=last_fusion,
+                                   num_med_block=num_med_block, **block_args)
+            setattr(self, f"conv_trans_{i}", block)  # official names: conv_trans_2 ... conv_trans_12
+            stages.append(block)
+        self.stages = tuple(stages)  # a tuple of registered cells: iterable in graph mode, no new names
+
+        self.trans_norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.trans_cls_head = nn.Dense(embed_dim, num_classes)
+        self.conv_cls_head = nn.Dense(stage_1_channel * 4, num_classes)
+        self._init_weights()
+
+    def _init_weights(self):
+        """Official init: trunc-normal(0.02) Dense weights with zero bias, Kaiming-normal
+        (fan_out, relu) conv weights; norms start at ones/zeros (MindSpore's defaults);
+        conv biases keep the PyTorch-equivalent default uniform(+-1/sqrt(fan_in))."""
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Dense):
+                cell.weight.set_data(initializer(TruncatedNormal(0.02), cell.weight.shape, cell.weight.dtype))
+                cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
+            elif isinstance(cell, nn.Conv2d):
+                cell.weight.set_data(initializer(HeNormal(mode="fan_out", nonlinearity="relu"),
+                                                 cell.weight.shape, cell.weight.dtype))
+
+    def forward_features(self, x):
+        """images -> (CNN map of the last stage [B, C, H/32, W/32], tokens [B, 1+n, E])."""
+        x_base = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x, _ = self.conv_1(x_base)
+        x_t = self.trans_patch_conv(x_base)
+        _, e, h, w = x_t.shape
+        x_t = x_t.reshape(-1, e, h * w).transpose(0, 2, 1)
+        # x_t[:, :1] * 0 ties the class token's batch to the input instead of a constant
+        x_t = self.trans_1(ops.concat((x_t[:, :1] * 0 + self.cls_token, x_t), axis=1))
+        for stage in self.stages:
+            x, x_t = stage(x, x_t)
+        return x, x_t
+
+    def construct(self, x):
+        x, x_t = self.forward_features(x)
+        conv_logits = self.conv_cls_head(x.mean(axis=(2, 3)))
+        trans_logits = self.trans_cls_head(self.trans_norm(x_t)[:, 0])
+        return conv_logits, trans_logits
+
+
+def create_model(arch: str, num_classes: int = 1000, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, approximate_gelu: bool = False, pytorch_maxpool: bool = True,
+                 **overrides) -> Conformer:
+    """Build a registered variant; `overrides` replace its hyper-parameters (None is ignored)."""
+    hparams = {**_COMMON, **VARIANTS[canonical_arch(arch)]}
+    hparams.update({k: v for k, v in overrides.items() if v is not None})
+    return Conformer(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                     attn_drop_rate=attn_drop_rate, approximate_gelu=approximate_gelu,
+                     pytorch_maxpool=pytorch_maxpool, **hparams)
+
+
+def count_params(net: nn.Cell) -> int:
+    """Trainable parameters, the figure the official code reports."""
+    return sum(int(np.prod(p.shape)) for p in net.trainable_params())
+
+
+def create_model_from_config(cfg) -> Conformer:
+    """The model a config describes (the YAML keys keep their ModelZoo names)."""
+    return create_model(cfg.arch, num_classes=cfg.num_classes, drop_rate=cfg.drop,
+                        drop_path_rate=cfg.drop_path, attn_drop_rate=cfg.drop_block,
+                        approximate_gelu=not cfg.disable_approximate_gelu,
+                        pytorch_maxpool=cfg.use_pytorch_maxpool)

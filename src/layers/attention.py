@@ -1,0 +1,31 @@
+"""Multi-head self-attention of the transformer branch (official `Attention`)."""
+import mindspore as ms
+from mindspore import nn, ops
+
+
+class Attention(nn.Cell):
+    """tokens [B, N, C] -> [B, N, C]; one fused qkv projection, softmax in float32."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale=None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = qk_scale or self.head_dim ** -0.5
+        self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
+        self.attn_drop = nn.Dropout(p=attn_drop)
+        self.proj = nn.Dense(dim, dim)
+        self.proj_drop = nn.Dropout(p=proj_drop)
+
+    def construct(self, x):
+        _, n, c = x.shape
+        # batch kept as -1 so that no batch size is baked into the exported graph
+        qkv = self.qkv(x).reshape(-1, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ops.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale
+        attn = ops.softmax(attn.astype(ms.float32), -1).astype(x.dtype)
+        attn = self.attn_drop(attn)
+        x = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
+        return self.proj_drop(self.proj(x))

@@ -1,0 +1,24 @@
+"""Pre-norm transformer block of the transformer branch (official `Block`)."""
+from mindspore import nn
+
+from .attention import Attention
+from .drop_path import drop_path_or_identity
+from .mlp import Mlp
+
+
+class Block(nn.Cell):
+    """x + DropPath(Attn(LN(x))), then x + DropPath(Mlp(LN(x))); LayerNorm eps 1e-6."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 qk_scale=None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 approximate_gelu: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = drop_path_or_identity(drop_path)
+        self.norm2 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, approximate_gelu)
+
+    def construct(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

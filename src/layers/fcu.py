@@ -1,0 +1,48 @@
+"""Feature Coupling Units: the bridges between the CNN and transformer branches."""
+from mindspore import nn, ops
+
+from .conv_block import batch_norm, conv2d
+from .exportable_ops import GELU, upsample_nearest
+
+
+class FCUDown(nn.Cell):
+    """CNN map [B, C, H, W] -> tokens [B, 1 + (H/s)(W/s), E], class token taken from x_t.
+
+    1x1 conv to the embedding width, s x s average pooling, LayerNorm (eps 1e-6), GELU.
+    """
+
+    def __init__(self, inplanes: int, outplanes: int, dw_stride: int, approximate_gelu: bool = False):
+        super().__init__()
+        self.dw_stride = dw_stride
+        self.conv_project = conv2d(inplanes, outplanes, 1, bias=True)
+        self.sample_pooling = nn.AvgPool2d(kernel_size=dw_stride, stride=dw_stride)
+        self.ln = nn.LayerNorm((outplanes,), epsilon=1e-6)
+        self.act = GELU(approximate_gelu)
+
+    def construct(self, x, x_t):
+        x = self.sample_pooling(self.conv_project(x))
+        _, c, h, w = x.shape
+        x = x.reshape(-1, c, h * w).transpose(0, 2, 1)
+        x = self.act(self.ln(x))
+        return ops.concat((x_t[:, :1], x), axis=1)
+
+
+class FCUUp(nn.Cell):
+    """Tokens [B, 1 + h*w, E] -> CNN map [B, C, h*s, w*s]; the class token is dropped.
+
+    1x1 conv, BatchNorm (eps 1e-6), ReLU, nearest upsampling by s (as the official
+    F.interpolate default; the ModelZoo-era ports' bilinear is not what was trained).
+    """
+
+    def __init__(self, inplanes: int, outplanes: int, up_stride: int):
+        super().__init__()
+        self.up_stride = up_stride
+        self.conv_project = conv2d(inplanes, outplanes, 1, bias=True)
+        self.bn = batch_norm(outplanes)
+        self.act = nn.ReLU()
+
+    def construct(self, x, h: int, w: int):
+        c = x.shape[2]
+        x = x[:, 1:].transpose(0, 2, 1).reshape(-1, c, h, w)
+        x = self.act(self.bn(self.conv_project(x)))
+        return upsample_nearest(x, self.up_stride)

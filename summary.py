@@ -1,0 +1,56 @@
+"""Build the configured Conformer, check its size against the official one, time a forward pass.
+
+    python summary.py --config src/configs/conformer_tiny.yaml --device_target CPU [--batch 8]
+"""
+import sys
+import time
+
+import numpy as np
+import mindspore as ms
+
+from src.config import parse_args
+from src.conformer import OFFICIAL_PARAM_COUNTS, canonical_arch, count_params, create_model_from_config
+from src.tools.device import DeviceError, init_context
+
+
+def _script_args(parser):
+    parser.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forward passes after the compiling one")
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    try:
+        init_context(cfg)
+    except DeviceError as e:
+        print(f"summary.py: error: {e}", file=sys.stderr)
+        return 2
+    arch = canonical_arch(cfg.arch)
+    net = create_model_from_config(cfg)
+    net.set_train(False)
+    n_params = count_params(net)
+    official = OFFICIAL_PARAM_COUNTS.get(arch)
+    print(f"arch {arch}: {n_params:,} parameters at {cfg.num_classes} classes"
+          + (f" (official at 1000 classes: {official:,})" if official else " (not an official variant)"))
+    x = ms.Tensor(np.random.default_rng(cfg.seed).standard_normal(
+        (cfg.batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
+    start = time.perf_counter()
+    conv_logits, trans_logits = net(x)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(cfg.repeats):
+        start = time.perf_counter()
+        conv_logits, trans_logits = net(x)
+        conv_logits.asnumpy()
+        times.append(time.perf_counter() - start)
+    best = min(times) if times else compile_s
+    mode = "PYNATIVE" if cfg.pynative_mode else "GRAPH"
+    print(f"input {tuple(x.shape)} -> conv head {tuple(conv_logits.shape)}, transformer head "
+          f"{tuple(trans_logits.shape)}")
+    print(f"{mode} forward on {cfg.device_target}: first call (compile) {compile_s:.1f} s, "
+          f"best of {len(times)}: {best * 1000:.0f} ms = {cfg.batch / best:.2f} img/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

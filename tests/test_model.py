@@ -1,0 +1,106 @@
+"""The model: official sizes and names, shapes at several resolutions, init, dropout wiring."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+from src.conformer import ALIASES, OFFICIAL_PARAM_COUNTS, VARIANTS, canonical_arch, count_params, create_model
+from src.layers.drop_path import DropPath
+
+
+@pytest.mark.parametrize("arch", sorted(OFFICIAL_PARAM_COUNTS))
+def test_parameter_counts_equal_official(arch):
+    net = create_model(arch)
+    assert count_params(net) == OFFICIAL_PARAM_COUNTS[arch]
+    # 718 official state-dict entries minus the 85 num_batches_tracked buffers
+    assert len(net.parameters_dict()) == 633
+
+
+def test_aliases_build_the_same_model():
+    for alias, name in ALIASES.items():
+        assert canonical_arch(alias) == name
+    with pytest.raises(KeyError, match="unknown arch 'conformer_huge'"):
+        create_model("conformer_huge")
+
+
+def test_official_parameter_names():
+    names = set(create_model("conformer_tiny_patch16").parameters_dict())
+    for name in ["cls_token", "conv1.weight", "bn1.moving_variance", "conv_1.residual_bn.gamma",
+                 "trans_patch_conv.bias", "trans_1.attn.qkv.weight", "trans_1.mlp.fc2.bias",
+                 "conv_trans_2.squeeze_block.ln.beta", "conv_trans_2.expand_block.bn.moving_mean",
+                 "conv_trans_5.cnn_block.residual_conv.weight", "conv_trans_12.fusion_block.residual_bn.gamma",
+                 "conv_trans_12.trans_block.norm2.gamma", "trans_norm.beta", "trans_cls_head.weight",
+                 "conv_cls_head.bias"]:
+        assert name in names, name
+    assert not any("stages" in n for n in names)
+    assert "conv_trans_13.cnn_block.conv1.weight" not in names
+
+
+def _forward(net, batch, size):
+    net.set_train(False)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))
+    return [o.asnumpy() for o in net(x)]
+
+
+@pytest.mark.parametrize("size", [224, 160])
+def test_tiny_output_shapes(size):
+    conv, trans = _forward(create_model("conformer_tiny_patch16", num_classes=7), 1, size)
+    assert conv.shape == (1, 7) and trans.shape == (1, 7)
+    assert np.isfinite(conv).all() and np.isfinite(trans).all()
+
+
+@pytest.mark.parametrize("arch,size", [("conformer_small_patch32", 64), ("conformer_reduced_patch16", 96)])
+def test_other_variants_forward(arch, size):
+    conv, trans = _forward(create_model(arch, num_classes=5), 2, size)
+    assert conv.shape == (2, 5) and trans.shape == (2, 5)
+
+
+def test_features_map_and_tokens_shapes():
+    net = create_model("conformer_reduced_patch16", num_classes=3)
+    net.set_train(False)
+    x = ms.Tensor(np.zeros((2, 3, 64, 96), np.float32))
+    fmap, tokens = net.forward_features(x)
+    assert fmap.shape == (2, 32 * 4, 2, 3)  # stride 32, 4 x stage-1 width
+    assert tokens.shape == (2, 1 + 4 * 6, 192)  # class token + (H/16)(W/16) patches
+
+
+def test_weight_init_is_official():
+    net = create_model("conformer_tiny_patch16")
+    params = net.parameters_dict()
+    qkv = params["conv_trans_3.trans_block.attn.qkv.weight"].asnumpy()
+    assert abs(qkv.std() - 0.02) < 0.001 and abs(qkv.mean()) < 0.001
+    assert not params["conv_trans_3.trans_block.attn.qkv.bias"].asnumpy().any()
+    assert abs(params["cls_token"].asnumpy().std() - 0.02) < 0.006
+    conv = params["conv_trans_3.cnn_block.conv3.weight"].asnumpy()  # fan_out = out * 1 * 1
+    assert abs(conv.std() - np.sqrt(2.0 / conv.shape[0])) < 0.05 * np.sqrt(2.0 / conv.shape[0])
+    assert (params["conv_trans_3.fusion_block.bn2.gamma"].asnumpy() == 1).all()
+    assert (params["trans_norm.beta"].asnumpy() == 0).all()
+
+
+def test_dropout_options_reach_their_layers():
+    net = create_model("conformer_reduced_patch16", num_classes=3, drop_rate=0.1, attn_drop_rate=0.2,
+                       drop_path_rate=0.3)
+    block = net.conv_trans_3.trans_block
+    assert block.attn.attn_drop.p == pytest.approx(0.2)
+    assert block.attn.proj_drop.p == pytest.approx(0.1)
+    assert block.mlp.drop.p == pytest.approx(0.1)
+    # drop-path grows linearly from 0 (trans_1) to the given rate (last block)
+    assert isinstance(net.trans_1.drop_path, nn.Identity)
+    assert isinstance(block.drop_path, DropPath) and block.drop_path.keep_prob == pytest.approx(0.7)
+    assert net.conv_trans_2.trans_block.drop_path.keep_prob == pytest.approx(0.85)
+
+
+def test_drop_path_is_random_in_training_and_identity_in_eval():
+    layer = DropPath(0.5)
+    x = ms.Tensor(np.ones((64, 4), np.float32))
+    layer.set_train(True)
+    y = layer(x).asnumpy()
+    assert set(np.unique(y)) <= {0.0, 2.0} and 10 < (y[:, 0] == 0).sum() < 54
+    assert (y == y[:, :1]).all()  # one decision per sample
+    layer.set_train(False)
+    assert (layer(x).asnumpy() == 1).all()
+
+
+def test_reduced_variant_is_marked_as_such():
+    assert "conformer_reduced_patch16" in VARIANTS
+    assert "conformer_reduced_patch16" not in OFFICIAL_PARAM_COUNTS
