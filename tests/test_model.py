@@ -104,3 +104,10 @@ def test_drop_path_is_random_in_training_and_identity_in_eval():
 def test_reduced_variant_is_marked_as_such():
     assert "conformer_reduced_patch16" in VARIANTS
     assert "conformer_reduced_patch16" not in OFFICIAL_PARAM_COUNTS
+
+
+def test_med_blocks_keep_official_names_and_run():
+    net = create_model("conformer_reduced_patch16", num_classes=3, num_med_block=1)
+    assert "conv_trans_2.med_block.0.conv2.weight" in net.parameters_dict()
+    conv, trans = _forward(net, 1, 64)
+    assert conv.shape == trans.shape == (1, 3)

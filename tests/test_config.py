@@ -1,0 +1,114 @@
+"""Config: YAML -> defaults, CLI wins, --help lists everything, every error is one line."""
+import glob
+import os
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, run_script
+from src.config import OPTIONS, SCHEMA, load_yaml, parse_args
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "src", "configs", "*.yaml")))
+TINY = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_shipped_configs_carry_every_key_in_schema_order(path):
+    with open(path) as f:
+        keys = list(yaml.safe_load(f))
+    assert keys == list(OPTIONS)
+    cfg = load_yaml(path)
+    # the shipped configs give the official numerics, not the ModelZoo's approximations
+    assert cfg["disable_approximate_gelu"] is True and cfg["use_pytorch_maxpool"] is True
+
+
+def test_schema_covers_the_user_interface_contract():
+    contract = os.path.join(REPO, "..", "shared", "interface.md")
+    if not os.path.exists(contract):
+        pytest.skip("shared/interface.md is not beside this checkout")
+    text = open(contract).read()
+    block = text.split("```yaml", 1)[1].split("```", 1)[0]
+    contract_keys = re.findall(r"^([a-z_]+):", block, flags=re.M)
+    assert len(contract_keys) > 60
+    assert [k for k in contract_keys if k not in OPTIONS] == []
+
+
+def test_precedence_cli_over_yaml_over_schema(tmp_path):
+    path = _write(tmp_path, "batch_size: 32\nbase_lr: 0.5\nbeta: [0.8, 0.9]\n")
+    args = parse_args(["--config", path, "--base_lr", "0.25", "--with_ema", "true"])
+    assert args.batch_size == 32  # YAML
+    assert args.base_lr == 0.25  # CLI beats YAML
+    assert args.with_ema is True  # CLI, parsed as a boolean
+    assert args.beta == [0.8, 0.9]
+    assert args.epochs == SCHEMA["Network training config"]["epochs"].default  # schema default
+    assert parse_args(["--config", path, "--beta", "0.5", "0.6"]).beta == [0.5, 0.6]
+
+
+def test_yaml_int_accepted_for_float_and_empty_string_for_none(tmp_path):
+    args = parse_args(["--config", _write(tmp_path, "base_lr: 1\npretrained:\n")])
+    assert args.base_lr == 1.0 and isinstance(args.base_lr, float) and args.pretrained == ""
+
+
+def test_help_lists_every_option_with_its_default():
+    result = run_script("summary.py", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps long lines
+    for key in OPTIONS:
+        assert f"--{key}" in text, key
+    assert "(default: conformer_tiny_patch16)" in text and "(default: 0.05)" in text
+    assert "--batch" in result.stdout  # the script's own options too
+
+
+@pytest.mark.parametrize("yaml_text,cli,message", [
+    ("batch_sise: 4\n", [], "unknown key 'batch_sise'"),
+    ("batch_size: four\n", [], "batch_size: must be an integer, got 'four'"),
+    ("with_ema: 1\n", [], "with_ema: must be a boolean, got 1"),
+    ("arch: conformer_huge\n", [], "arch: 'conformer_huge' is not one of"),
+    ("device_target: TPU\n", [], "device_target: 'TPU' is not one of GPU, CPU, Ascend"),
+    ("amp_level: O4\n", [], "amp_level: 'O4' is not one of O0, O1, O2, O3"),
+    ("file_format: PB\n", [], "file_format: 'PB' is not one of MINDIR, ONNX, AIR"),
+    ("beta: [0.9]\n", [], "beta: must be a list of 2 numbers"),
+    ("base_lr: -0.1\n", [], "base_lr: -0.1 must be > 0"),
+    ("a: [1\n", [], "is not valid YAML"),
+    ("", ["--batch_size", "0"], "--batch_size: 0 must be > 0"),
+    ("", ["--batch_size", "x"], "argument --batch_size: invalid int value: 'x'"),
+    ("", ["--image_size", "200"], "--image_size: 200 must be a positive multiple of 32"),
+    ("", ["--optimizer", "lamb"], "--optimizer: 'lamb' is not one of adamw, momentum, sgd"),
+    ("", ["--no_such_option", "1"], "unrecognized arguments: --no_such_option 1"),
+    ("", ["--pynative_mode", "maybe"], "expected true or false, got 'maybe'"),
+])
+def test_errors_exit_2_with_one_line(tmp_path, capsys, yaml_text, cli, message):
+    path = _write(tmp_path, yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", path, *cli])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_missing_config_file_is_one_line(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "/nonexistent/cfg.yaml"])
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("config file not found: /nonexistent/cfg.yaml") and "\n" not in err
+
+
+def test_unavailable_device_is_one_line():
+    result = run_script("summary.py", "--device_target", "GPU")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if "device_target GPU is not available" in line]
+
+
+def test_readme_key_table_is_generated_from_the_schema():
+    from src.config import markdown_table
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert markdown_table() in readme, "README key table is stale: regenerate with python -m src.config --markdown"
