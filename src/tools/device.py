@@ -1,4 +1,8 @@
-"""Execution context from the config: GRAPH/PYNATIVE mode, device, seeds (one path for GPU and CPU)."""
+"""Execution context from the config: GRAPH/PYNATIVE mode, device, seeds, data-parallel group.
+
+One code path for GPU and CPU: only `device_target` differs.
+"""
+import os
 import random
 
 import numpy as np
@@ -20,7 +24,31 @@ def init_context(cfg) -> None:
         raise DeviceError(f"device_target {target} is not available in this MindSpore install "
                           f"(mindspore {ms.__version__}); use --device_target CPU or install the {target} build")
     ms.set_context(mode=ms.PYNATIVE_MODE if cfg.pynative_mode else ms.GRAPH_MODE)
-    ms.set_device(target, cfg.device_id)
+    # msrun gives each worker its local device in DEVICE_ID
+    device_id = int(os.environ["DEVICE_ID"]) if cfg.device_num > 1 and "DEVICE_ID" in os.environ else cfg.device_id
+    ms.set_device(target, device_id)
     ms.set_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
+
+
+def init_distributed(cfg) -> tuple:
+    """(rank_id, rank_size); data parallel with mean gradients when device_num > 1.
+
+    A single device never touches the communication library, so `python train.py`
+    works without a launcher; device_num > 1 must be started by msrun (the
+    launch scripts set both).
+    """
+    if cfg.device_num <= 1:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank, init
+    if "MS_WORKER_NUM" not in os.environ and "RANK_TABLE_FILE" not in os.environ:
+        raise DeviceError(f"device_num {cfg.device_num} needs one process per device: start with "
+                          "scripts/run_distribute_train_gpu.sh (msrun), or set --device_num 1")
+    init()
+    size = get_group_size()
+    if size != cfg.device_num:
+        raise DeviceError(f"device_num is {cfg.device_num} but {size} processes were launched")
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=size)
+    return get_rank(), size

@@ -1,0 +1,74 @@
+"""Validation metrics of the two-head model: per head and for the summed logits.
+
+Counts are exact: correct predictions and per-image losses are summed in
+numpy over every batch (the last, partial one included) and divided by the
+number of images at the end.  The official engine.py reports the loss as a
+mean of per-batch means, which weights a short last batch more; per image is
+the exact mean.
+"""
+import numpy as np
+
+HEADS = ("sum", "conv", "trans")  # summed logits (the model's prediction), then each head
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among their k highest logits (k capped at the class count).
+
+    Ties rank by column index, as a stable sort does.
+    """
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return int((top == labels[:, None]).any(axis=1).sum())
+
+
+def cross_entropy_per_image(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[label] per row, computed in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def evaluate(net, dataset) -> dict:
+    """Loss, top-1 and top-5 accuracy over a dataset yielding (images float32, labels int32).
+
+    Returns {"sum": m, "conv": m, "trans": m, "num_images": N} with
+    m = {"Loss": float, "Top1-Acc": float, "Top5-Acc": float}.  The "sum" entry ranks
+    conv + trans logits and, as the official evaluate does, its Loss is the mean of
+    the two heads' cross entropies (not the cross entropy of the summed logits).
+    """
+    net.set_train(False)
+    loss = {"conv": 0.0, "trans": 0.0}
+    correct = {(head, k): 0 for head in HEADS for k in (1, 5)}
+    num_images = 0
+    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+        conv, trans = (out.asnumpy() for out in net(images))
+        labels = labels.asnumpy().astype(np.int64)
+        logits = {"sum": conv + trans, "conv": conv, "trans": trans}
+        for head in HEADS:
+            for k in (1, 5):
+                correct[head, k] += topk_correct(logits[head], labels, k)
+        loss["conv"] += cross_entropy_per_image(conv, labels).sum()
+        loss["trans"] += cross_entropy_per_image(trans, labels).sum()
+        num_images += len(labels)
+    if num_images == 0:
+        raise ValueError("evaluate: the dataset yielded no images")
+    loss["sum"] = (loss["conv"] + loss["trans"]) / 2
+    results = {head: {"Loss": float(loss[head] / num_images),
+                      "Top1-Acc": correct[head, 1] / num_images,
+                      "Top5-Acc": correct[head, 5] / num_images} for head in HEADS}
+    results["num_images"] = num_images
+    return results
+
+
+def format_eval_results(metrics: dict) -> str:
+    """The ModelZoo log line for one entry of `evaluate`'s result, e.g. results["sum"]:
+    "eval results: {'Loss': 1.4204, 'Top1-Acc': 0.731066, 'Top5-Acc': 0.90621}".
+
+    Loss is rounded to 4 decimals and accuracies to 6, then printed as Python prints
+    a dict of floats (shortest repr, so trailing zeros vanish: 0.906210 -> 0.90621).
+    """
+    rounded = {"Loss": round(float(metrics["Loss"]), 4),
+               "Top1-Acc": round(float(metrics["Top1-Acc"]), 6),
+               "Top5-Acc": round(float(metrics["Top5-Acc"]), 6)}
+    return f"eval results: {rounded}"

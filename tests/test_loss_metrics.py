@@ -1,0 +1,127 @@
+"""Training loss (soft targets, two heads) and validation metrics on hand-worked cases."""
+import math
+from argparse import Namespace
+
+import numpy as np
+import pytest
+import mindspore as ms
+import mindspore.dataset as ds
+from mindspore import nn
+
+from src.conformer import create_model
+from src.tools.criterion import SoftTargetCrossEntropy, TwoHeadLoss, create_loss
+from src.tools.metrics import cross_entropy_per_image, evaluate, format_eval_results, topk_correct
+
+
+# ----- loss -----
+# MindSpore's CPU log_softmax is ~1e-6 off in float32 (1.3862929 for log 4), hence rel=1e-5.
+
+def test_soft_target_ce_of_uniform_logits_is_log_k():
+    target = np.array([[1, 0, 0, 0], [0.25, 0.25, 0.5, 0]], np.float32)  # any distribution
+    loss = SoftTargetCrossEntropy()(ms.Tensor(np.zeros((2, 4), np.float32)), ms.Tensor(target))
+    assert float(loss) == pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_soft_target_ce_equals_label_smoothing_ce():
+    """Targets (1-eps)*onehot + eps/K give (1-eps)*(-log p_y) + eps/K * sum_k(-log p_k), batch-averaged."""
+    logits = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 3.0, -2.0], [-0.5, 1.5, 0.5, 1.0]], np.float32)
+    labels, eps, k = np.array([0, 2, 3]), 0.1, 4
+    target = np.full((3, k), eps / k, np.float32)
+    target[np.arange(3), labels] += 1 - eps
+    neg_log_p = np.log(np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True)) - logits
+    expected = np.mean((1 - eps) * neg_log_p[np.arange(3), labels] + eps / k * neg_log_p.sum(axis=1))
+    loss = SoftTargetCrossEntropy()(ms.Tensor(logits), ms.Tensor(target))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_two_head_loss_is_the_mean_of_the_heads():
+    conv = np.zeros((1, 4), np.float32)                            # CE = log 4
+    trans = np.array([[math.log(3), 0, 0, 0]], np.float32)        # p_0 = 3 / (3 + 3): CE = log 2
+    target = np.array([[1, 0, 0, 0]], np.float32)
+    loss = create_loss(Namespace())((ms.Tensor(conv), ms.Tensor(trans)), ms.Tensor(target))
+    assert float(loss) == pytest.approx((math.log(4) + math.log(2)) / 2, rel=1e-5)
+
+
+def test_loss_is_float32_for_float16_logits():
+    logits = ms.Tensor(np.array([[30.0, 0.0, -30.0]], np.float16))
+    loss = TwoHeadLoss(SoftTargetCrossEntropy())((logits, logits), ms.Tensor(np.array([[0, 0, 1]], np.float32)))
+    assert loss.dtype == ms.float32 and float(loss) == pytest.approx(60.0, rel=1e-5)  # log-sum-exp ~ 30
+
+
+# ----- metrics -----
+# Five images, six classes.  Rank of the label in each row (1 = highest):
+CONV = np.array([[0.1, 0.9, 0.3, 0.2, 0.0, 0.5],    # label 1: rank 1
+                 [0.8, 0.1, 0.7, 0.6, 0.5, 0.4],    # label 2: rank 2
+                 [0.2, 0.3, 0.4, 0.5, 0.6, 0.1],    # label 5: rank 6
+                 [0.0, 0.0, 0.9, 0.1, 0.2, 0.3],    # label 2: rank 1
+                 [0.5, 0.4, 0.3, 0.2, 0.1, 0.6]],   # label 0: rank 2
+                np.float32)
+TRANS = np.array([[0.6, 0.1, 0.2, 0.3, 0.4, 0.45],  # rank 6
+                  [0.1, 0.2, 0.9, 0.3, 0.4, 0.5],   # rank 1
+                  [0.1, 0.2, 0.3, 0.4, 0.5, 0.9],   # rank 1
+                  [0.1, 0.2, 0.5, 0.3, 0.4, 0.6],   # rank 2
+                  [0.9, 0.2, 0.3, 0.4, 0.5, 0.1]],  # rank 1
+                 np.float32)
+# CONV + TRANS ranks the labels 1, 1, 2, 1, 1
+LABELS = np.array([1, 2, 5, 2, 0], np.int32)
+
+
+def test_topk_correct_by_hand():
+    assert topk_correct(CONV, LABELS, 1) == 2
+    assert topk_correct(CONV, LABELS, 2) == 4
+    assert topk_correct(CONV, LABELS, 5) == 4
+    assert topk_correct(CONV, LABELS, 10) == 5  # k capped at 6 classes: every label is in the top 6
+    assert topk_correct(TRANS, LABELS, 1) == 3
+    assert topk_correct(CONV + TRANS, LABELS, 1) == 4
+
+
+def test_cross_entropy_per_image_by_hand():
+    logits = np.array([[0, 0, 0, 0], [math.log(3), 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(cross_entropy_per_image(logits, np.array([2, 0])), [math.log(4), math.log(2)],
+                               rtol=1e-6)
+
+
+class _LogitsFromImages(nn.Cell):
+    """A stand-in network: each "image" [2, K] carries its conv and transformer logits."""
+
+    def construct(self, x):
+        return x[:, 0], x[:, 1]
+
+
+def _ce(logits):
+    return np.mean(np.log(np.exp(logits.astype(np.float64)).sum(axis=1)) - logits[np.arange(5), LABELS])
+
+
+def test_evaluate_counts_every_image_exactly():
+    images = np.stack([CONV, TRANS], axis=1)  # [5, 2, 6]
+    dataset = ds.NumpySlicesDataset((images, LABELS), column_names=["image", "label"], shuffle=False).batch(2)
+    net = _LogitsFromImages()
+    net.set_train(True)
+    results = evaluate(net, dataset)  # batches of 2, 2 and 1: the last, partial one counts
+    assert not net.training and results["num_images"] == 5
+    assert results["conv"]["Top1-Acc"] == 2 / 5 and results["conv"]["Top5-Acc"] == 4 / 5
+    assert results["trans"]["Top1-Acc"] == 3 / 5 and results["trans"]["Top5-Acc"] == 4 / 5
+    assert results["sum"]["Top1-Acc"] == 4 / 5 and results["sum"]["Top5-Acc"] == 5 / 5
+    assert results["conv"]["Loss"] == pytest.approx(_ce(CONV), rel=1e-6)
+    assert results["trans"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
+    assert results["sum"]["Loss"] == pytest.approx((_ce(CONV) + _ce(TRANS)) / 2, rel=1e-6)  # official rule
+
+
+def test_evaluate_on_reduced_conformer():
+    ms.set_seed(0)
+    np.random.seed(0)
+    net = create_model("conformer_reduced_patch16", num_classes=4)
+    images = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 0, 1], np.int32)
+    dataset = ds.NumpySlicesDataset((images, labels), column_names=["image", "label"], shuffle=False).batch(4)
+    results = evaluate(net, dataset)
+    assert results["num_images"] == 6
+    for head in ("sum", "conv", "trans"):
+        assert results[head]["Top5-Acc"] == 1.0  # top-5 of 4 classes always holds the label
+        assert results[head]["Top1-Acc"] in {n / 6 for n in range(7)}
+        assert 0 < results[head]["Loss"] < 20
+
+
+def test_format_eval_results_matches_modelzoo_line():
+    line = format_eval_results({"Loss": np.float64(1.42044), "Top1-Acc": 0.7310664, "Top5-Acc": 0.906210})
+    assert line == "eval results: {'Loss': 1.4204, 'Top1-Acc': 0.731066, 'Top5-Acc': 0.90621}"
