@@ -48,6 +48,8 @@ def load_rgb(path: str) -> Image.Image:
         raise ImageReadError("permission denied") from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image file PIL can identify") from None
+    except Image.DecompressionBombError as e:  # not an OSError: PIL refuses images over 2 x MAX_IMAGE_PIXELS
+        raise ImageReadError(f"too large ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL's decoders raise all three for corrupt data
         raise ImageReadError(f"cannot decode ({e})") from None
 

@@ -14,7 +14,8 @@ class DeviceError(RuntimeError):
 
 
 def init_context(cfg) -> None:
-    """Set mode, device and every RNG from `cfg` (device_target, device_id, pynative_mode, seed).
+    """Set mode, device and every RNG from `cfg` (device_target, device_id, pynative_mode, seed;
+    dump_graph saves the compiled IR graphs under summary_root_dir/graphs).
 
     Parameter init draws from NumPy's global RNG, so all three generators are
     seeded: every rank then starts from identical weights.
@@ -23,6 +24,9 @@ def init_context(cfg) -> None:
     if target != "CPU" and not ms.hal.is_available(target):
         raise DeviceError(f"device_target {target} is not available in this MindSpore install "
                           f"(mindspore {ms.__version__}); use --device_target CPU or install the {target} build")
+    if cfg.dump_graph:  # MindSpore reads these when it compiles the first graph
+        os.environ["MS_DEV_SAVE_GRAPHS"] = "1"
+        os.environ["MS_DEV_SAVE_GRAPHS_PATH"] = os.path.join(cfg.summary_root_dir, "graphs")
     ms.set_context(mode=ms.PYNATIVE_MODE if cfg.pynative_mode else ms.GRAPH_MODE)
     # msrun gives each worker its local device in DEVICE_ID
     device_id = int(os.environ["DEVICE_ID"]) if cfg.device_num > 1 and "DEVICE_ID" in os.environ else cfg.device_id

@@ -1,19 +1,170 @@
-"""Export a network to ONNX / MINDIR with the exportable op formulations switched on."""
-import os
+"""Export a network to ONNX / MINDIR / AIR, and load a MINDIR back for inference.
 
+ONNX and MINDIR files take any batch size:
+- MINDIR is traced with a dynamic batch dimension (`Tensor(shape=[None, ...])`).
+  A statically traced MINDIR does not reload at another batch: `nn.Dense` on a
+  3-D input reshapes its output to the traced shape, batch included.
+- MindSpore's ONNX exporter refuses dynamic shapes and bakes the traced batch
+  into those same Dense reshapes.  So the graph is traced at an unusual batch
+  size, every Reshape target that starts with it gets -1 there, the input and
+  output batch dims become the symbol 'batch', and onnxruntime then checks
+  batch 1 and 2 against each other before the file is written.
+AIR (Ascend only, untestable here) is written at the example's batch size.
+"""
+import os
+import stat
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
 import mindspore as ms
 from mindspore import nn
+from onnx import numpy_helper
 
 from ..layers.exportable_ops import set_exportable
+from .inference import first_line
+
+FORMATS = ("MINDIR", "ONNX", "AIR")
+EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+INPUT_NAME = "images"
+BATCH_DIM = "batch"
+# The ONNX trace batch: a value that is no other dimension of a Conformer at the usual sizes
+# (heads 3/6/9, qkv 3, tokens 5/17/197, maps 1-112), so only batch-carrying constants contain it.
+_ONNX_TRACE_BATCH = 13
 
 
-def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format: str = "ONNX") -> str:
-    """Write `net` (eval mode) traced at `example_input`'s shape; returns the written file's path."""
+class ExportError(RuntimeError):
+    """An export that cannot be done or did not come out right (one line)."""
+
+
+class InferenceNet(nn.Cell):
+    """images -> summed logits (the official inference output); with_heads adds both heads' logits."""
+
+    def __init__(self, net: nn.Cell, with_heads: bool = False):
+        super().__init__()
+        self.net = net
+        self.with_heads = with_heads
+
+    def construct(self, images):
+        conv_logits, trans_logits = self.net(images)
+        logits = conv_logits + trans_logits
+        if self.with_heads:
+            return logits, conv_logits, trans_logits
+        return logits
+
+
+def output_names(with_heads: bool) -> tuple:
+    """Names of InferenceNet's outputs, in order."""
+    return ("logits", "conv_logits", "trans_logits") if with_heads else ("logits",)
+
+
+def output_path(path: str, file_format: str) -> str:
+    """`path` with the format's extension appended unless it already ends with it."""
+    extension = EXTENSIONS[file_format]
+    return path if path.lower().endswith(extension) else path + extension
+
+
+def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format: str = "ONNX",
+                 output_names: tuple = None) -> str:
+    """Write `net` (eval mode) for inputs shaped like `example_input`; returns the file's path.
+
+    ONNX and MINDIR get a dynamic batch dimension.  The file appears atomically:
+    an interrupted export leaves no partial file at `path`.  For ONNX the input
+    is named 'images' and the outputs `output_names` (MindSpore's numeric names
+    if None).
+    """
+    path = output_path(path, file_format)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     net.set_train(False)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=directory) as tmp:
+        base = os.path.join(tmp, "model")
+        if file_format == "ONNX":
+            written = _export_onnx(net, example_input.shape[1:], base, output_names)
+        else:
+            if file_format == "MINDIR":
+                example_input = ms.Tensor(shape=[None, *example_input.shape[1:]], dtype=example_input.dtype)
+            ms.export(net, example_input, file_name=base, file_format=file_format)
+            written = base + EXTENSIONS[file_format]
+        os.replace(written, path)
+    return path
+
+
+def _export_onnx(net: nn.Cell, sample_shape: tuple, base: str, names) -> str:
+    """Trace at _ONNX_TRACE_BATCH, make the batch dynamic, name the tensors; returns the final file."""
+    # Erf has no ONNX exporter: GELU switches to its exportable form for this trace only.
+    # MINDIR and AIR carry Erf and keep the exact, faster form.
     set_exportable(net, True)
     try:
-        base, _ = os.path.splitext(path)
-        ms.export(net, example_input, file_name=base, file_format=file_format)
+        trace = ms.Tensor(np.zeros((_ONNX_TRACE_BATCH, *sample_shape), np.float32))
+        ms.export(net, trace, file_name=base, file_format="ONNX")
     finally:
         set_exportable(net, False)
-    return f"{base}.{file_format.lower()}"
+    model = onnx.load(base + ".onnx")
+    _make_batch_dynamic(model.graph, _ONNX_TRACE_BATCH)
+    _rename_tensor(model.graph, model.graph.input[0].name, INPUT_NAME)
+    for output, name in zip(list(model.graph.output), names or ()):
+        _rename_tensor(model.graph, output.name, name)
+    onnx.checker.check_model(model)
+    final = base + ".dynamic.onnx"  # a new file: MindSpore leaves its own output read-only
+    onnx.save(model, final)
+    os.chmod(final, stat.S_IRUSR)  # the same mode as MindSpore's MINDIR and checkpoint files
+    _check_batch_independent(final, sample_shape)
+    return final
+
+
+def _make_batch_dynamic(graph, batch: int) -> None:
+    """Replace the traced batch size by the symbol BATCH_DIM / -1 throughout an ONNX graph."""
+    for value in (*graph.input, *graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.dim_value != batch:
+            raise ExportError(f"ONNX {value.name!r} has leading dim {dim.dim_value}, expected the traced "
+                              f"batch {batch}")
+        dim.dim_param = BATCH_DIM  # dim_value and dim_param are a oneof: this clears the value
+    del graph.value_info[:]  # intermediate shapes, if any, were inferred at the traced batch
+    constants = {n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                 if a.name == "value"}
+    constants.update({t.name: t for t in graph.initializer})
+    for node in graph.node:
+        tensor = constants.get(node.input[1]) if node.op_type == "Reshape" else None
+        if tensor is None:
+            continue
+        shape = numpy_helper.to_array(tensor).copy()
+        if shape.size and shape[0] == batch and -1 not in shape:
+            shape[0] = -1  # the other dims are fixed, so -1 recovers the batch
+            tensor.CopyFrom(numpy_helper.from_array(shape, tensor.name))
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    """Rename a graph input/output tensor everywhere it is produced or consumed."""
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in (*graph.input, *graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def _check_batch_independent(path: str, sample_shape: tuple) -> None:
+    """onnxruntime at batch 2 must reproduce batch 1 row for row, or the graph still holds the batch."""
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, *sample_shape)).astype(np.float32)
+    try:
+        pair = session.run(None, {INPUT_NAME: x})
+        single = session.run(None, {INPUT_NAME: x[:1]})
+    except Exception as e:  # onnxruntime's errors have no common base class
+        raise ExportError(f"the ONNX graph does not run at batch 1 and 2 ({first_line(e)})") from None
+    for p, s in zip(pair, single):
+        if p.shape[0] != 2 or np.abs(p[:1] - s).max() > 1e-4 * max(1.0, float(np.abs(s).max())):
+            raise ExportError("the ONNX graph still depends on the traced batch size")
+
+
+def load_mindir(path: str) -> nn.Cell:
+    """An exported MINDIR as a callable cell (nn.GraphCell); problems are one ExportError line."""
+    if not os.path.isfile(path):
+        raise ExportError(f"MINDIR file not found: {path}")
+    try:
+        return nn.GraphCell(ms.load(path))
+    except (RuntimeError, ValueError, OSError, TypeError) as e:
+        raise ExportError(f"{path}: not a loadable MINDIR ({first_line(e)})") from None

@@ -1,0 +1,33 @@
+"""Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
+
+    python eval.py --config src/configs/conformer_tiny.yaml --pretrained conformer_tiny.ckpt --data_url /data/imagenet/
+"""
+import sys
+
+from src.config import parse_args
+from src.conformer import create_model_from_config
+from src.data.imagenet import DatasetError, create_dataset
+from src.tools.checkpoint import CheckpointError, load_weights
+from src.tools.device import DeviceError, init_context
+from src.tools.metrics import evaluate, format_eval_results
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0])
+    try:
+        init_context(cfg)
+        net = create_model_from_config(cfg)
+        load_weights(net, cfg.pretrained)
+        results = evaluate(net, create_dataset(cfg, "val"))
+    except (DeviceError, DatasetError, CheckpointError) as e:
+        print(f"eval.py: error: {e}", file=sys.stderr)
+        return 2
+    print(format_eval_results(results["sum"]))
+    print(f"conv head: {format_eval_results(results['conv'])}")
+    print(f"transformer head: {format_eval_results(results['trans'])}")
+    print(f"({results['num_images']} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Top-1 / top-5 accuracy of an exported ONNX Conformer on an ImageFolder dataset, in onnxruntime.
+
+    python eval_onnx.py DATASET --onnx_path PATH [--image_size 224] [-m {CPU,GPU}] [--prefetch 16]
+                        [--batch N] [--any_yaml_key V]
+
+DATASET holds one subfolder per class (sorted names = class indices); without it the config's
+data_url/val_dir is used.  Images get eval.py's preprocessing (src/data/preprocess.py).
+"""
+import os
+import sys
+
+from src.config import parse_args
+from src.tools.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
+
+PROG = "eval_onnx.py"
+
+
+def _script_args(parser):
+    add_data_args(parser, "ImageFolder dataset: one subfolder of images per class (default: data_url/val_dir)",
+                  data_default=True)
+    add_onnx_args(parser)
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
+    try:
+        if not os.path.isdir(cfg.data):
+            raise InferenceError(f"dataset folder not found: {cfg.data}")
+        forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size)
+        results = evaluate(cfg, PROG, forward)
+    except InferenceError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"eval results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Export a trained Conformer to MINDIR, ONNX or AIR for deployment.
+
+    python export.py --config CFG --file_format {MINDIR,ONNX,AIR} --pretrained CKPT --arch ARCH
+                     [--output PATH] [--export_heads]
+
+The graph takes float32 images [batch, 3, image_size, image_size] (eval-transformed, see
+src/data/preprocess.py) and returns the summed logits of the two heads, the official
+inference output.  ONNX (opset 11) and MINDIR take any batch size; the ONNX input is named
+'images' and the output 'logits' (plus 'conv_logits', 'trans_logits' with --export_heads).
+A checkpoint is required: random weights are never exported.
+"""
+import os
+import sys
+
+import numpy as np
+import mindspore as ms
+
+from src.config import parse_args
+from src.conformer import create_model_from_config
+from src.tools.checkpoint import CheckpointError, load_weights
+from src.tools.device import DeviceError, init_context
+from src.tools.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
+
+PROG = "export.py"
+
+
+def _script_args(parser):
+    parser.add_argument("--output", default="",
+                        help="file or existing folder to write to (default: ARCH.mindir / .onnx / .air in "
+                             "the current directory)")
+    parser.add_argument("--export_heads", action="store_true",
+                        help="also output each head's logits after the summed ones")
+
+
+def _check_air(cfg) -> None:
+    """AIR is written by MindSpore's Ascend backend only: say so before anything is built."""
+    if cfg.file_format == "AIR" and (cfg.device_target != "Ascend" or not ms.hal.is_available("Ascend")):
+        raise ExportError("AIR export needs an Ascend device (--device_target Ascend with MindSpore's "
+                          "Ascend build); use --file_format MINDIR or ONNX here")
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    default_name = cfg.arch + EXTENSIONS[cfg.file_format]
+    path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
+    try:
+        _check_air(cfg)
+        init_context(cfg)
+        net = create_model_from_config(cfg)
+        load_weights(net, cfg.pretrained)
+        example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+        path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
+                            output_names(cfg.export_heads))
+    except (CheckpointError, DeviceError, ExportError, OSError) as e:  # OSError: the output is not writable
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {cfg.arch} ({cfg.file_format}, outputs: {', '.join(output_names(cfg.export_heads))}) "
+          f"to {os.path.abspath(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Label images with an exported ONNX Conformer in onnxruntime: infer.py's outputs, without MindSpore.
+
+    python infer_onnx.py DATA --onnx_path PATH [-m {CPU,GPU}] [--output predictions.json] [--topk K]
+                         [--class_names FILE_OR_DATASET_DIR] [--batch N] [--prefetch N] [--any_yaml_key V]
+
+The ONNX file has a dynamic batch; --image_size must be the one it was exported at.
+"""
+import sys
+
+from src.config import parse_args
+from src.tools.inference import (InferenceError, add_data_args, add_onnx_args, add_prediction_args,
+                                 onnx_forward, predict)
+
+PROG = "infer_onnx.py"
+
+
+def _script_args(parser):
+    add_data_args(parser, "an image, or a folder of images (searched recursively)")
+    add_prediction_args(parser)
+    add_onnx_args(parser)
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    device = cfg.ort_device or cfg.device_target
+    try:
+        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size))
+    except InferenceError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+# Shared by the run_*.sh scripts (sourced, not run): the repository's python and argument parsing.
+# Scripts do not cd: DATA, --output and other relative paths stay relative to the caller's directory.
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -x "$REPO_DIR/.venv/bin/python" ]]; then
+  PYTHON="$REPO_DIR/.venv/bin/python"
+else
+  PYTHON=python
+fi
+
+die() {
+  echo "$(basename "$0"): error: $*" >&2
+  exit 2
+}
+
+# take_data USAGE ARGS...: the first argument is the required positional one, named in USAGE after
+# the script (DATA, CONFIG); sets DATA and the caller then shifts once.
+take_data() {
+  local usage=$1 name
+  shift
+  name=${usage#* }
+  name=${name%% *}
+  if (($# == 0)) || [[ $1 == -* ]]; then
+    [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "usage: $usage"; exit 0; }
+    die "$name is required (usage: $usage)"
+  fi
+  DATA=$1
+}
+
+# parse_options USAGE "--opt ..." ARGS...: each listed option takes one value and is passed on to
+# python under the same name; --extra passes everything after it unchanged.  Sets PY_ARGS.
+parse_options() {
+  local usage=$1 allowed=" $2 "
+  shift 2
+  PY_ARGS=()
+  while (($#)); do
+    case $1 in
+      --extra)
+        shift
+        PY_ARGS+=("$@")
+        return
+        ;;
+      -h | --help)
+        echo "usage: $usage"
+        exit 0
+        ;;
+      *)
+        [[ $allowed == *" $1 "* ]] || die "unknown argument $1 (usage: $usage)"
+        (($# >= 2)) || die "$1 needs a value"
+        PY_ARGS+=("$1" "$2")
+        shift 2
+        ;;
+    esac
+  done
+}

@@ -1,0 +1,147 @@
+"""timm's Mixup / CutMix with label smoothing: a batch of images and class indices in,
+mixed images and soft targets out.
+
+Written here because MindSpore's `vision.MixUp` / `CutMixBatch` take one-hot
+labels, have no label smoothing, no switch probability, no pair/elem modes
+and do not correct the CutMix weight to the box actually pasted.
+
+Semantics (timm `Mixup`, as the DeiT/Conformer recipe uses it):
+- targets: one-hot smoothed (off = smoothing / K, on = 1 - smoothing + off);
+  target = lam * y + (1 - lam) * y_partner. With lam = 1 (no mixing) this is
+  the smoothed one-hot, so training always uses one soft-target loss.
+- partner of sample i is sample B - 1 - i (the batch flipped).
+- mode 'batch': one lam and one mixup/cutmix choice for the whole batch;
+  'pair': one per pair (i, B - 1 - i), both members mixed with each other;
+  'elem': one per sample.
+- with probability `prob` a batch (or pair, or sample) is mixed; then CutMix is
+  chosen with probability `switch_prob` when both alphas are > 0, and
+  lam ~ Beta(alpha, alpha) of the chosen method.
+- CutMix pastes the partner's box of side sqrt(1 - lam) x (H, W), centred
+  uniformly and clipped at the border; lam becomes 1 - box area / image area.
+
+Randomness comes from Python's `random` module (or an injected `random.Random`).
+"""
+import random
+from typing import Optional
+
+import numpy as np
+
+MODES = ("batch", "pair", "elem")
+
+
+def smoothed_one_hot(labels: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
+    """int [B] -> float32 [B, K]: smoothing / K everywhere, 1 - smoothing + smoothing / K at the label."""
+    off = smoothing / num_classes
+    targets = np.full((len(labels), num_classes), off, np.float32)
+    targets[np.arange(len(labels)), labels] = 1.0 - smoothing + off
+    return targets
+
+
+def mixup_target(labels: np.ndarray, num_classes: int, lam, smoothing: float) -> np.ndarray:
+    """Soft targets lam * y + (1 - lam) * y[::-1]; lam is a float or a float [B, 1] array."""
+    y = smoothed_one_hot(labels, num_classes, smoothing)
+    return (y * lam + y[::-1] * (1.0 - lam)).astype(np.float32)
+
+
+def cutmix_box(hw, lam: float, rng) -> tuple:
+    """Box (top, bottom, left, right) of sides int(sqrt(1 - lam) * H), int(sqrt(1 - lam) * W) around a
+    uniform centre, clipped to the image, and the lam that box really gives (1 - area / (H * W))."""
+    img_h, img_w = hw
+    ratio = np.sqrt(1.0 - lam)
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    cy, cx = rng.randrange(img_h), rng.randrange(img_w)
+    top, bottom = np.clip(cy - cut_h // 2, 0, img_h), np.clip(cy + cut_h // 2, 0, img_h)
+    left, right = np.clip(cx - cut_w // 2, 0, img_w), np.clip(cx + cut_w // 2, 0, img_w)
+    corrected = 1.0 - (bottom - top) * (right - left) / float(img_h * img_w)
+    return (int(top), int(bottom), int(left), int(right)), corrected
+
+
+class Mixup:
+    """`__call__(images float32 [B, C, H, W], labels int [B], mix=True) -> (images float32 [B, C, H, W],
+    targets float32 [B, num_classes])`.
+
+    `mix=False` (mixup switched off, e.g. from `mixup_off_epoch` on) keeps the images and
+    returns the smoothed one-hot targets. mixup_alpha = cutmix_alpha = 0 means the same.
+    """
+
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
+                 prob: float = 1.0, switch_prob: float = 0.5, mode: str = "batch",
+                 label_smoothing: float = 0.1, rng: Optional[random.Random] = None):
+        if mode not in MODES:
+            raise ValueError(f"mixup mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.num_classes = num_classes
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.prob, self.switch_prob = prob, switch_prob
+        self.mode, self.label_smoothing = mode, label_smoothing
+        self.rng = rng
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+    def __call__(self, images: np.ndarray, labels: np.ndarray, mix: bool = True):
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
+        if self.mode == "pair" and len(images) % 2:
+            raise ValueError(f"mixup_mode pair needs an even batch size, got {len(images)}")
+        images = np.array(images, dtype=np.float32)  # a copy: mixing must read the unmixed partners
+        lam = 1.0
+        if mix and self.active:
+            rng = random if self.rng is None else self.rng
+            lam = {"batch": self._mix_batch, "pair": self._mix_pair, "elem": self._mix_elem}[self.mode](images, rng)
+        return images, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
+
+    def _draw(self, rng):
+        """(lam, use_cutmix) for one batch / pair / sample: lam = 1 means leave it unmixed."""
+        if rng.random() >= self.prob:
+            return 1.0, False
+        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
+            use_cutmix = rng.random() < self.switch_prob
+        else:
+            use_cutmix = self.cutmix_alpha > 0
+        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+        return rng.betavariate(alpha, alpha), use_cutmix
+
+    def _mix_batch(self, images, rng) -> float:
+        lam, use_cutmix = self._draw(rng)
+        if lam == 1.0:
+            return 1.0
+        partners = images[::-1].copy()
+        if use_cutmix:
+            (top, bottom, left, right), lam = cutmix_box(images.shape[2:], lam, rng)
+            images[:, :, top:bottom, left:right] = partners[:, :, top:bottom, left:right]
+        else:
+            images *= lam
+            images += partners * (1.0 - lam)
+        return lam
+
+    def _mix_pair(self, images, rng) -> np.ndarray:
+        batch = len(images)
+        original = images.copy()
+        lams = np.array([self._mix_one(images, original, i, batch - 1 - i, rng, both=True)
+                         for i in range(batch // 2)], np.float32)
+        return np.concatenate([lams, lams[::-1]])[:, None]  # sample B-1-i shares pair i's lam
+
+    def _mix_elem(self, images, rng) -> np.ndarray:
+        batch = len(images)
+        original = images.copy()
+        lams = np.array([self._mix_one(images, original, i, batch - 1 - i, rng, both=False)
+                         for i in range(batch)], np.float32)
+        return lams[:, None]
+
+    def _mix_one(self, images, original, i, j, rng, both: bool) -> float:
+        """Mix sample i with the unmixed sample j in place (and j with i when `both`);
+        returns the (box-corrected) lam."""
+        lam, use_cutmix = self._draw(rng)
+        if lam == 1.0:
+            return 1.0
+        mixes = ((i, j), (j, i)) if both else ((i, j),)
+        if use_cutmix:
+            (top, bottom, left, right), lam = cutmix_box(images.shape[2:], lam, rng)
+            for a, b in mixes:
+                images[a, :, top:bottom, left:right] = original[b, :, top:bottom, left:right]
+        else:
+            for a, b in mixes:
+                images[a] = original[a] * lam + original[b] * (1.0 - lam)
+        return lam

@@ -1,0 +1,287 @@
+"""ImageFolder datasets: the official DeiT/timm training recipe and the shared eval transform.
+
+Layout: ``<data_url>/<train_dir or val_dir>/<class folder>/<image>``; images are
+found recursively in each class folder by extension (any case, see
+`preprocess.IMAGE_EXTENSIONS`). Class index = rank of the folder name in sorted
+order, the default of `mindspore.dataset.ImageFolderDataset` and torchvision.
+
+API (what train.py / eval.py call)
+    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None,
+                   epoch=0, skip_batches=0, skipped=None) -> batched mindspore.dataset pipeline, columns:
+        split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
+        split 'val':   image float32 [B, 3, S, S], label int32 [B]
+    SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration.
+    DatasetError(ValueError): missing or empty split folder, class folder without images, too
+        many classes for `num_classes`, a subset larger than the split, fewer images than a batch.
+
+One training pipeline per epoch: `create_dataset(cfg, "train", rank_id, rank_size,
+epoch=e)` serves epoch e. Its order is a permutation seeded by (cfg.seed, e),
+the same on every rank, so the ranks' shards partition it and a resumed run
+sees the same order; `skip_batches=k` starts it after its first k batches
+(resuming mid-epoch). From `epoch >= cfg.mixup_off_epoch` (when > 0) it does
+not mix, only smooths labels (timm's mixup_off_epoch). Iterating one pipeline
+again replays the same epoch (same order, new augmentation draws). Building
+one rescans the split folder (seconds for ImageNet) and starts its workers.
+
+Train per image (timm's transforms_imagenet_train): RandomResizedCrop(image_size,
+scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
+-> RandAugment (auto_augment) -> ImageNet normalise, CHW -> random erasing; per
+batch: Mixup/CutMix + label smoothing. Eval: `preprocess.load_rgb` +
+`preprocess.eval_transform`, the implementation infer/ONNX use.
+
+Unreadable images (truncated, corrupt, not an image): each sample is decoded in a
+Python map that returns the image and an error message ('' when fine); a filter
+in the main process drops the failures, warns once per file (one line naming it)
+and counts them in `skipped`. Cost: one string column and one filter op, nothing
+when all images are fine. An epoch with k bad images is up to ceil(k / batch)
+batches shorter, while `get_dataset_size()` reports the nominal count: without
+that MindSpore would run the whole pipeline once to count what the filter keeps.
+
+Why `GeneratorDataset` over our own sorted file list rather than
+`ImageFolderDataset`: the latter yields only bytes and a label, so a decode
+failure could not name its file, and its sampler cannot combine a fixed subset,
+a per-epoch seed and sharding. Sharding follows torch's DistributedSampler:
+the epoch's order is padded by wrapping around to a multiple of rank_size and
+rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
+
+Workers: `cfg.num_parallel_workers` threads per map op (capped at the CPU count,
+which MindSpore enforces). Threads, not MindSpore's worker processes: PIL
+releases the GIL while decoding and resampling, and on 2 cores threads measured
+2-5x faster (scripts/bench_data.py: train ~260-340 img/s with threads, ~110 with
+processes, which also start per pipeline and pass decoded images through shared
+memory). All per-sample randomness uses Python's `random`, which stays correct
+with threads and, should processes be used, is reseeded in each forked worker.
+"""
+import logging
+import multiprocessing
+import os
+import threading
+from functools import partial
+
+import mindspore.dataset as ds
+import mindspore.dataset.vision as vision
+import numpy as np
+from mindspore.dataset.vision import Inter
+
+from src.data.augment import Mixup, RandomErasing, create_auto_augment
+from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, is_image_file, \
+    load_rgb
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+_INTERPOLATION = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC, "nearest": Inter.NEAREST}
+_PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
+_PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "Workers")
+
+
+class DatasetError(ValueError):
+    """A dataset folder problem, reported as one line naming the folder."""
+
+
+class SkippedImages:
+    """Unreadable images dropped by a pipeline: `count` (every drop, every epoch) and `paths`
+    (each file once, in order of its first drop). Each file is warned about once."""
+
+    def __init__(self):
+        self.count = 0
+        self.paths = []
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        return self  # MindSpore deep-copies the pipeline to iterate it: the copies must count here
+
+    def record(self, path: str, reason: str):
+        with self._lock:
+            self.count += 1
+            if path not in self.paths:
+                self.paths.append(path)
+                log.warning("skipping unreadable image %s: %s", path, reason)
+
+
+def scan_image_folder(root: str):
+    """-> (class names sorted, [(image path, class index)] sorted by class then path)."""
+    if not os.path.isdir(root):
+        raise DatasetError(f"data folder not found: {root}")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise DatasetError(f"no class folders in {root} (expected {root}/<class>/<image>)")
+    samples = []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        paths = sorted(os.path.join(dirpath, f) for dirpath, _, files in os.walk(folder, followlinks=True)
+                       for f in files if is_image_file(f))
+        if not paths:
+            raise DatasetError(f"class folder has no images: {folder}")
+        samples += [(path, label) for path in paths]
+    return classes, samples
+
+
+def _subset(samples: list, num: int, key: str, root: str) -> list:
+    """num evenly spaced samples of the class-sorted list (-1 = all): the same files on every run and
+    rank, each class in proportion (the first num would be the first classes only)."""
+    if num == -1:
+        return samples
+    if num > len(samples):
+        raise DatasetError(f"{key} is {num} but {root} has only {len(samples)} images")
+    return [samples[i] for i in np.arange(num) * len(samples) // num]
+
+
+def _workers(requested: int) -> int:
+    available = multiprocessing.cpu_count()  # the bound MindSpore checks each op against
+    if requested > available:
+        log.warning("num_parallel_workers %d > %d CPUs here: using %d per pipeline op",
+                    requested, available, available)
+    return min(requested, available)
+
+
+def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, rank_size: int) -> np.ndarray:
+    """This rank's sample indices for `epoch`: all ranks draw the same permutation from (seed, epoch),
+    pad it by wrapping to a multiple of rank_size and take every rank_size-th from rank_id."""
+    order = np.random.default_rng([seed, epoch]).permutation(num) if shuffle else np.arange(num)
+    return np.resize(order, -(-num // rank_size) * rank_size)[rank_id::rank_size]  # resize repeats from the start
+
+
+class _Samples:
+    """Random-access source: k -> (sample index int64, class index int32) of the k-th sample in `order`;
+    the map reads the file."""
+
+    def __init__(self, order: np.ndarray, labels: np.ndarray):
+        self.order, self.labels = order, labels
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, k):
+        index = self.order[k]
+        return np.int64(index), self.labels[index]
+
+
+class _LoadImage:
+    """Map: sample index -> (transform(RGB PIL image), '', index), or for an unreadable file
+    (placeholder, reason, index)."""
+
+    def __init__(self, paths: list, transform):
+        self.paths, self.transform = paths, transform
+
+    def __call__(self, index):
+        try:
+            img = load_rgb(self.paths[int(index)])
+        except ImageReadError as e:
+            return _PLACEHOLDER, np.array(str(e)), index
+        return self.transform(img), np.array(""), index
+
+
+class _KeepReadable:
+    """Filter predicate (runs in the main process): False for a failed decode, which it records."""
+
+    def __init__(self, paths: list, skipped: SkippedImages):
+        self.paths, self.skipped = paths, skipped
+
+    def __call__(self, error, index) -> bool:
+        reason = str(error.item())
+        if reason:
+            self.skipped.record(self.paths[int(index)], reason)
+        return not reason
+
+
+class _MixBatch:
+    """Batch map: CHW images and labels of one batch -> (images [B, 3, S, S], soft targets [B, K])."""
+
+    def __init__(self, mixup: Mixup, mix: bool):
+        self.mixup, self.mix = mixup, mix
+
+    def __call__(self, images, labels, _batch_info):
+        return self.mixup(np.stack(images), np.array(labels), mix=self.mix)
+
+
+def _mix_batch(cfg, epoch: int) -> _MixBatch:
+    """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
+    mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
+                  cfg.label_smoothing)
+    if mixup.active and cfg.mixup_mode == "pair" and cfg.batch_size % 2:
+        raise ValueError(f"mixup_mode pair needs an even batch_size, got {cfg.batch_size}")
+    return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch))
+
+
+def train_transforms(cfg) -> list:
+    """Per-image train ops: HWC uint8 RGB array -> normalised CHW float32 [3, S, S]."""
+    ops = [
+        # crop, flip and RandAugment run on PIL as in timm; after ToPIL MindSpore uses its PIL
+        # implementations, so the resize is PIL's antialiased one, like torchvision's. Its box sampler
+        # matches torchvision's (area, log-ratio, 10 tries, centre-crop fallback) except that it
+        # rounds the height from the rounded width: crops differ by at most 1 px.
+        vision.ToPIL(),
+        vision.RandomResizedCrop(cfg.image_size, scale=(cfg.min_crop, 1.0), ratio=(3 / 4, 4 / 3),
+                                 interpolation=_INTERPOLATION[cfg.aa_interpolation]),
+    ]
+    if cfg.hflip > 0:
+        ops.append(vision.RandomHorizontalFlip(cfg.hflip))
+    rand_augment = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)
+    if rand_augment is not None:
+        ops.append(rand_augment)
+    ops += [vision.ToNumpy(),
+            vision.Normalize((IMAGENET_MEAN * 255).tolist(), (IMAGENET_STD * 255).tolist()),  # = ToTensor + Normalize
+            vision.HWC2CHW()]
+    if cfg.re_prob > 0:
+        ops.append(RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count))
+    return ops
+
+
+def _split_samples(cfg, is_train: bool):
+    """-> (split folder, image paths, int32 class indices) after the num_samples subset."""
+    root = os.path.join(cfg.data_url, cfg.train_dir if is_train else cfg.val_dir)
+    classes, samples = scan_image_folder(root)
+    if len(classes) > cfg.num_classes:
+        raise DatasetError(f"{root} has {len(classes)} class folders but num_classes is {cfg.num_classes}")
+    key = "train_num_samples" if is_train else "val_num_samples"
+    samples = _subset(samples, getattr(cfg, key), key, root)
+    return root, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
+
+
+def _readable_images(order, paths, labels, to_image, workers: int, skipped: SkippedImages):
+    """Columns (to_image(RGB PIL image), label) of the samples `order`, unreadable files dropped."""
+    data = ds.GeneratorDataset(_Samples(order, labels), ["index", "label"], shuffle=False, num_parallel_workers=1)
+    data = data.map(_LoadImage(paths, to_image), input_columns=["index"], output_columns=["image", "error", "index"],
+                    num_parallel_workers=workers, python_multiprocessing=_PYTHON_MULTIPROCESSING)
+    data = data.filter(_KeepReadable(paths, skipped), input_columns=["error", "index"], num_parallel_workers=1)
+    return data.project(["image", "label"])
+
+
+def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
+                   epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None):
+    """Batched pipeline of `split` ('train' or 'val') for `epoch`; see the module docstring.
+
+    shuffle / drop_remainder: None = True for train, False for val.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 <= rank_id < rank_size:
+        raise ValueError(f"rank_id must be in [0, {rank_size}), got {rank_id}")
+    is_train = split == "train"
+    shuffle = is_train if shuffle is None else shuffle
+    drop_remainder = is_train if drop_remainder is None else drop_remainder
+    root, paths, labels = _split_samples(cfg, is_train)
+
+    order = _shard_order(len(paths), shuffle, cfg.seed, epoch, rank_id, rank_size)
+    batches = len(order) // cfg.batch_size if drop_remainder else -(-len(order) // cfg.batch_size)
+    if batches == 0:
+        raise DatasetError(f"{root}: {len(order)} images per shard, fewer than batch_size {cfg.batch_size}")
+    if not 0 <= skip_batches < batches:
+        raise ValueError(f"skip_batches must be in [0, {batches}), got {skip_batches}")
+    order = order[skip_batches * cfg.batch_size:]
+
+    workers = _workers(cfg.num_parallel_workers)
+    to_image = np.asarray if is_train else partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
+    data = _readable_images(order, paths, labels, to_image, workers,
+                            skipped if skipped is not None else SkippedImages())
+    if is_train:
+        data = data.map(train_transforms(cfg), input_columns=["image"], num_parallel_workers=workers,
+                        python_multiprocessing=_PYTHON_MULTIPROCESSING)
+        data = data.batch(cfg.batch_size, drop_remainder, per_batch_map=_mix_batch(cfg, epoch),
+                          input_columns=["image", "label"], output_columns=["image", "label"],
+                          num_parallel_workers=1, python_multiprocessing=False)
+    else:
+        data = data.batch(cfg.batch_size, drop_remainder)
+    data.dataset_size = batches - skip_batches  # nominal (module docstring): counting would run the pipeline
+    return data

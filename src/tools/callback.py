@@ -1,0 +1,224 @@
+"""Training-time bookkeeping: progress lines, checkpoints (current and best), metrics CSV and curves.
+
+Every file is written atomically (temp file + rename), so killing a run at any
+moment leaves only complete files.  Only rank 0 creates these objects' files
+(`enabled=False` on other ranks).
+"""
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .checkpoint import save_checkpoint_atomic
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_atomic(path: str, data, mode: str = "w") -> None:
+    """Write `data` (str or bytes) to a temp file beside `path`, then rename it over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLogger:
+    """`epoch E/N step S/M loss L lr X img/s R ETA h:mm:ss` every `every` steps."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int, every: int, enabled: bool = True):
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.batch_size, self.every, self.enabled = batch_size, every, enabled
+        self._since, self._steps_since = time.time(), 0
+
+    def step(self, epoch: int, step: int, loss: float, lr: float, skipped: int) -> None:
+        """`epoch` 0-based, `step` 1-based within the epoch."""
+        self._steps_since += 1
+        if not self.enabled or (step % self.every and step != self.steps_per_epoch):
+            return
+        elapsed = time.time() - self._since
+        per_step = elapsed / self._steps_since
+        remaining = (self.epochs - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - step
+        print(f"epoch {epoch + 1}/{self.epochs} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
+              f"lr {lr:.3e} img/s {self.batch_size / per_step:.1f} ETA {_format_duration(remaining * per_step)}"
+              + (f" skipped_steps {skipped}" if skipped else ""), flush=True)
+        self._since, self._steps_since = time.time(), 0
+
+
+class CheckpointKeeper:
+    """Current checkpoints in `ckpt_root_dir` (the newest `keep` kept) and the `best_num`
+    best by validation top-1 in `best_dir`, indexed in best_dir/best.json."""
+
+    def __init__(self, ckpt_dir: str, best_dir: str, prefix: str, keep: int, best_num: int,
+                 enabled: bool = True):
+        self.ckpt_dir, self.best_dir, self.prefix = ckpt_dir, best_dir, prefix
+        self.keep, self.best_num, self.enabled = keep, best_num, enabled
+        self._index_path = os.path.join(best_dir, "best.json")
+        if enabled:
+            self._remove_stale_temp_files()
+        self._current = self._existing_current()
+        self._best = self._read_best_index()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files a killed run left behind: never a checkpoint, only a partial write."""
+        for directory in (self.ckpt_dir, self.best_dir):
+            if os.path.isdir(directory):
+                for name in os.listdir(directory):
+                    if name.startswith(".tmp-"):
+                        os.remove(os.path.join(directory, name))
+
+    def has_checkpoints(self) -> bool:
+        """True when the folders already hold this run's checkpoints (a new run must not overwrite them)."""
+        return bool(self._current or self._best)
+
+    def _existing_current(self) -> list:
+        """Checkpoints of an earlier run of the same prefix, oldest first (by modification time)."""
+        if not os.path.isdir(self.ckpt_dir):
+            return []
+        names = [n for n in os.listdir(self.ckpt_dir) if n.startswith(self.prefix + "-") and n.endswith(".ckpt")]
+        paths = [os.path.join(self.ckpt_dir, n) for n in names]
+        return sorted(paths, key=os.path.getmtime)
+
+    def _read_best_index(self) -> dict:
+        if not os.path.isfile(self._index_path):
+            return {}
+        with open(self._index_path) as f:
+            return {path: top1 for path, top1 in json.load(f).items() if os.path.isfile(path)}
+
+    def save_current(self, train_state, epoch: int, step_in_epoch: int, global_step: int, extra: dict) -> str:
+        """Full training state (weights, optimizer with its global_step, EMA, loss scale) and the
+        position in the epoch; prunes the oldest beyond `keep`."""
+        if not self.enabled:
+            return ""
+        path = os.path.join(self.ckpt_dir, f"{self.prefix}-e{epoch + 1:04d}-s{global_step:08d}.ckpt")
+        save_checkpoint_atomic(train_state, path, append_dict=dict(extra, epoch=epoch, step_in_epoch=step_in_epoch))
+        if path in self._current:
+            self._current.remove(path)
+        self._current.append(path)
+        while len(self._current) > self.keep:
+            os.remove(self._current.pop(0))
+        return path
+
+    def offer_best(self, weights: list, top1: float, epoch: int) -> str:
+        """Save `weights` ([{'name', 'data'}]) if top-1 ranks among the best; returns the path or ''."""
+        if not self.enabled:
+            return ""
+        ranked = sorted(self._best.values(), reverse=True)
+        if len(ranked) >= self.best_num and top1 <= ranked[-1]:
+            return ""
+        path = os.path.join(self.best_dir, f"{self.prefix}-best-e{epoch + 1:04d}-top1-{top1:.4f}.ckpt")
+        save_checkpoint_atomic(weights, path, append_dict={"epoch": epoch, "top1": float(top1)})
+        self._best[path] = float(top1)
+        while len(self._best) > self.best_num:
+            worst = min(self._best, key=self._best.get)
+            del self._best[worst]
+            if os.path.exists(worst):
+                os.remove(worst)
+        write_atomic(self._index_path, json.dumps(self._best, indent=1))
+        return path
+
+
+class MetricsLog:
+    """Per-epoch metrics appended to summary_dir/metrics.csv; curves in metrics.png with matplotlib."""
+
+    def __init__(self, summary_dir: str, enabled: bool = True):
+        self.csv_path = os.path.join(summary_dir, "metrics.csv")
+        self.png_path = os.path.join(summary_dir, "metrics.png")
+        self.enabled = enabled
+        self.rows = self._read() if enabled else []
+
+    def _read(self) -> list:
+        if not os.path.isfile(self.csv_path):
+            return []
+        with open(self.csv_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def append(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        # a resumed run replaces the rows of epochs it trains again
+        self.rows = [r for r in self.rows if int(r["epoch"]) < int(row["epoch"])] + [row]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.csv_path, out.getvalue())
+        self._plot()
+
+    def _plot(self) -> None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # curves are optional; the CSV has every number
+            return
+        epochs = [int(r["epoch"]) for r in self.rows]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        ax_loss.plot(epochs, [float(r["train_loss"]) for r in self.rows], label="train loss")
+        ax_loss.plot(epochs, [float(r["val_loss"]) for r in self.rows], label="val loss")
+        for head in ("sum", "conv", "trans"):
+            ax_acc.plot(epochs, [float(r[f"{head}_top1"]) for r in self.rows], label=f"top-1 {head}")
+        for ax, title in ((ax_loss, "loss"), (ax_acc, "validation accuracy")):
+            ax.set_xlabel("epoch")
+            ax.set_title(title)
+            ax.legend()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
+        write_atomic(self.png_path, buffer.getvalue(), mode="wb")
+
+
+class LossLog:
+    """The training loss every `every` steps, in summary_dir/loss.csv (rewritten at each flush)."""
+
+    def __init__(self, summary_dir: str, every: int, enabled: bool = True):
+        self.path = os.path.join(summary_dir, "loss.csv")
+        self.every, self.enabled = every, enabled
+        self.lines = []
+        if enabled and os.path.isfile(self.path):
+            with open(self.path) as f:
+                self.lines = f.read().splitlines()[1:]
+
+    def record(self, global_step: int, epoch: int, loss: float) -> None:
+        if self.enabled and global_step % self.every == 0:
+            self.lines.append(f"{global_step},{epoch + 1},{loss:.6f}")
+
+    def flush(self) -> None:
+        if self.enabled:
+            write_atomic(self.path, "\n".join(["global_step,epoch,loss"] + self.lines) + "\n")
+
+
+def save_input_grid(images, summary_dir: str, epoch: int) -> None:
+    """The first training batch of an epoch as summary_dir/inputs_e<epoch>.png (augmentations visible)."""
+    pixels = images.transpose(0, 2, 3, 1) * IMAGENET_STD + IMAGENET_MEAN
+    pixels = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    columns = int(np.ceil(np.sqrt(len(pixels))))
+    rows = -(-len(pixels) // columns)
+    h, w = pixels.shape[1:3]
+    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for i, image in enumerate(pixels):
+        grid[i // columns * h:(i // columns + 1) * h, i % columns * w:(i % columns + 1) * w] = image
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    write_atomic(os.path.join(summary_dir, f"inputs_e{epoch + 1:04d}.png"), buffer.getvalue(), mode="wb")

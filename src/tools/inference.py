@@ -1,0 +1,326 @@
+"""What infer.py, infer_onnx.py and eval_onnx.py share: finding images, decoding them ahead in
+threads, batching, top-k, class names, the prediction files and the report of unreadable files.
+
+MindSpore-free on purpose: a model is just `forward(images [B, 3, S, S] float32) -> logits [B, C]`,
+so the onnxruntime scripts never import MindSpore.  Every image goes through
+src/data/preprocess.py (`load_rgb` + `eval_transform`), as in eval.py.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+
+from ..data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
+
+ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
+    "CPU": ["CPUExecutionProvider"],
+    "GPU": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class InferenceError(RuntimeError):
+    """A problem that stops an inference script, reported as one line."""
+
+
+def add_data_args(parser, data_help: str, data_default: bool = False) -> None:
+    """Options of every inference script: DATA (optional if `data_default`), batching, decoding ahead."""
+    parser.add_argument("data", metavar="DATA", nargs="?" if data_default else None, default="", help=data_help)
+    parser.add_argument("--batch", type=_positive_int, default=16, help="images per forward pass (default: 16)")
+    parser.add_argument("--prefetch", type=_non_negative_int, default=16,
+                        help="images decoded ahead in a thread pool; 0 = decode inline (default: 16)")
+
+
+def add_prediction_args(parser) -> None:
+    """Options of infer.py and infer_onnx.py (their outputs are identical)."""
+    parser.add_argument("--output", default="predictions.json",
+                        help="JSON file {image path: class} (default: %(default)s); unreadable images go "
+                             "to OUTPUT.errors.json {image path: reason}")
+    parser.add_argument("--topk", type=_non_negative_int, default=0,
+                        help="K > 0: JSON values become the top K [{'class': i, 'prob': p}] (softmax of the "
+                             "summed logits) and each line shows the top-1 probability (default: 0 = off)")
+    parser.add_argument("--class_names", default="",
+                        help="text file with one class name per line, or an ImageFolder dataset folder whose "
+                             "sorted subfolders are the classes; adds names to the output")
+
+
+def add_onnx_args(parser) -> None:
+    parser.add_argument("--onnx_path", required=True, help="ONNX model written by export.py")
+    parser.add_argument("-m", dest="ort_device", choices=tuple(ORT_PROVIDERS), default=None,
+                        help="onnxruntime device (default: --device_target); GPU needs onnxruntime-gpu")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def find_images(data: str) -> list:
+    """Absolute paths of the images at `data`: that file, or every image file below that folder, sorted.
+
+    A file named explicitly is taken whatever its extension (decoding decides); in
+    a folder only image extensions (any case) count, so notes.txt is not an error.
+    """
+    if os.path.isfile(data):
+        return [os.path.abspath(data)]
+    if not os.path.isdir(data):
+        raise InferenceError(f"no such file or directory: {data}")
+    # followlinks: the same files as the dataset pipeline's scan (src/data/imagenet.py)
+    paths = [os.path.join(root, name) for root, _, names in os.walk(data, followlinks=True) for name in names
+             if is_image_file(name)]
+    if not paths:
+        raise InferenceError(f"no image files ({' '.join(IMAGE_EXTENSIONS)}) in {data}")
+    return sorted(os.path.abspath(p) for p in paths)
+
+
+def dataset_classes(root: str) -> list:
+    """Class names of an ImageFolder dataset: its sorted subfolder names (torchvision's order)."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise InferenceError(f"{root} has no class subfolders")
+    return classes
+
+
+def load_class_names(source: str) -> list:
+    """Class names from a text file (one per line) or a dataset folder (sorted subfolders)."""
+    if os.path.isdir(source):
+        return dataset_classes(source)
+    if not os.path.isfile(source):
+        raise InferenceError(f"class names: no such file or directory: {source}")
+    try:
+        with open(source, encoding="utf-8") as f:
+            names = [line.strip() for line in f.read().splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InferenceError(f"class names: cannot read {source} ({e})") from None
+    while names and not names[-1]:
+        names.pop()  # a trailing blank line is not a class
+    if not names:
+        raise InferenceError(f"class names: {source} is empty")
+    return names
+
+
+def _load(path: str, image_size: int, crop_pct: float):
+    """(path, CHW array or None, reason or None) -- runs in the decoding threads."""
+    try:
+        return path, eval_transform(load_rgb(path), image_size, crop_pct), None
+    except ImageReadError as e:
+        return path, None, str(e)
+
+
+def decode_ahead(paths: list, image_size: int, crop_pct: float, prefetch: int):
+    """Yield `_load` results in the order of `paths`, keeping up to `prefetch` decoding in threads.
+
+    PIL releases the GIL while decoding and resizing, so threads overlap it with the forward pass.
+    """
+    if prefetch == 0:
+        for path in paths:
+            yield _load(path, image_size, crop_pct)
+        return
+    with ThreadPoolExecutor(max_workers=min(prefetch, os.cpu_count() or 1)) as pool:
+        pending = deque()
+        for path in paths:
+            pending.append(pool.submit(_load, path, image_size, crop_pct))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def image_batches(paths: list, batch_size: int, cfg, errors: dict, prog: str):
+    """Yield (paths, images [B, 3, S, S]) of the readable images; unreadable ones go to `errors`
+    {path: reason} and get one warning line on stderr."""
+    batch_paths, arrays = [], []
+    for path, array, reason in decode_ahead(paths, cfg.image_size, cfg.crop_pct, cfg.prefetch):
+        if reason is not None:
+            errors[path] = reason
+            print(f"{prog}: warning: skipped {path}: {reason}", file=sys.stderr, flush=True)
+            continue
+        batch_paths.append(path)
+        arrays.append(array)
+        if len(arrays) == batch_size:
+            yield batch_paths, np.stack(arrays)
+            batch_paths, arrays = [], []
+    if arrays:
+        yield batch_paths, np.stack(arrays)
+
+
+def logits_of(outputs: list) -> np.ndarray:
+    """The logits among a graph's outputs.
+
+    export.py's graphs put the summed logits first (alone, or followed by the two
+    heads); a graph of the bare network has just the two heads, summed here as
+    the official inference does.
+    """
+    if len(outputs) == 2:
+        return outputs[0] + outputs[1]
+    return outputs[0]
+
+
+def pad_to_batch(forward, batch_size: int):
+    """`forward` for a graph compiled at one batch size: a short last batch is padded with zeros
+    (MindSpore GRAPH mode would otherwise compile a second graph for it)."""
+    def padded(images):
+        n = len(images)
+        if n < batch_size:
+            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
+        return forward(images)[:n]
+    return padded
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _check_class_names(names, num_classes: int, source: str) -> None:
+    if names is not None and len(names) != num_classes:
+        raise InferenceError(f"--class_names {source} has {len(names)} classes, the model predicts "
+                             f"{num_classes}")
+
+
+def _prediction(path: str, logits: np.ndarray, topk: int, names):
+    """(JSON value, console line) of one image."""
+    best = int(np.argmax(logits))
+    parts = [f"class: {best}"] + ([f"name: {names[best]}"] if names else [])
+    if not topk:
+        return best, f"{path} ({', '.join(parts)})"
+    probs = softmax(logits[None])[0]
+    order = np.argsort(-probs, kind="stable")[:topk]  # stable: ties keep argmax's choice first
+    top = [{"class": int(i), "prob": round(float(probs[i]), 6)} for i in order]
+    if names:
+        for entry in top:
+            entry["name"] = names[entry["class"]]
+    return top, f"{path} ({', '.join(parts)}, prob: {probs[best]:.4f})"
+
+
+def predict(cfg, prog: str, build_forward) -> int:
+    """infer.py / infer_onnx.py: label every image at cfg.data; returns the exit status.
+
+    `build_forward(batch_size)` is called once the images and class names are
+    known to be usable, so a bad DATA fails before any model is loaded.
+    """
+    paths = find_images(cfg.data)
+    names = load_class_names(cfg.class_names) if cfg.class_names else None
+    batch_size = min(cfg.batch, len(paths))  # one image runs at batch 1, not padded to 16
+    forward = build_forward(batch_size)
+    predictions, errors = {}, {}
+    for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
+        logits = forward(images)
+        _check_class_names(names, logits.shape[1], cfg.class_names)
+        for path, row in zip(batch_paths, logits):
+            predictions[path], line = _prediction(path, row, cfg.topk, names)
+            print(line, flush=True)
+    errors_path = cfg.output + ".errors.json"
+    write_errors(errors_path, errors)
+    if not predictions:
+        raise InferenceError(f"none of the {len(paths)} images could be read (reasons in {errors_path})")
+    write_json_atomic(cfg.output, predictions)
+    skipped = f", skipped {len(errors)} unreadable (see {errors_path})" if errors else ""
+    print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {cfg.output}", file=sys.stderr)
+    return 0
+
+
+def evaluate(cfg, prog: str, forward) -> dict:
+    """eval_onnx.py: top-1 / top-5 accuracy of `forward` over the ImageFolder dataset at cfg.data.
+
+    The images and labels are those of eval.py's pipeline: class = rank of the sorted folder name,
+    and a class folder without images is an error there too.
+    """
+    classes = dataset_classes(cfg.data)
+    labels = {path: index for index, name in enumerate(classes)
+              for path in find_images(os.path.join(cfg.data, name))}
+    errors, correct1, correct5, seen = {}, 0, 0, 0
+    for batch_paths, images in image_batches(sorted(labels), cfg.batch, cfg, errors, prog):
+        logits = forward(images)
+        if logits.shape[1] < len(classes):
+            raise InferenceError(f"{cfg.data} has {len(classes)} classes, the model predicts {logits.shape[1]}")
+        target = np.array([labels[p] for p in batch_paths])
+        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        correct1 += int((top5[:, 0] == target).sum())
+        correct5 += int((top5 == target[:, None]).any(axis=1).sum())
+        seen += len(batch_paths)
+    if not seen:
+        raise InferenceError(f"none of the {len(labels)} images in {cfg.data} could be read")
+    skipped = f", skipped {len(errors)} unreadable" if errors else ""
+    print(f"{prog}: evaluated {seen} images in {len(classes)} classes{skipped}", file=sys.stderr)
+    return {"Top1-Acc": round(correct1 / seen, 6), "Top5-Acc": round(correct5 / seen, 6)}
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON to a temp file beside `path`, then rename it over `path` (never half-written)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_errors(path: str, errors: dict) -> None:
+    """Write {path: reason} of the unreadable images, or remove a stale file when there are none."""
+    if errors:
+        write_json_atomic(path, errors)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def onnx_forward(path: str, device: str, image_size: int):
+    """`forward` running an ONNX file in onnxruntime on CPU or GPU; any problem is one InferenceError."""
+    if device not in ORT_PROVIDERS:
+        raise InferenceError(f"onnxruntime runs on CPU or GPU, not {device} (set -m CPU or -m GPU)")
+    if not os.path.isfile(path):
+        raise InferenceError(f"ONNX file not found: {path}")
+    provider = ORT_PROVIDERS[device][0]
+    if provider not in ort.get_available_providers():
+        raise InferenceError(f"{provider} is not available in this onnxruntime {ort.__version__} install "
+                             f"(has: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+                             "or use -m CPU / --device_target CPU")
+    try:
+        session = ort.InferenceSession(path, providers=ORT_PROVIDERS[device])
+    except Exception as e:  # onnxruntime's exceptions share no base class beyond Exception
+        raise InferenceError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
+    if session.get_providers()[0] != provider:  # onnxruntime falls back to CPU with only a warning
+        raise InferenceError(f"{provider} could not be initialised (CUDA/cuDNN libraries missing?); "
+                             "use -m CPU / --device_target CPU")
+    image_input = session.get_inputs()[0]
+    size = image_input.shape[2:]
+    if all(isinstance(d, int) for d in size) and list(size) != [image_size, image_size]:
+        raise InferenceError(f"{path} takes {size[0]}x{size[1]} images: pass --image_size {size[0]}")
+
+    def forward(images):
+        return logits_of(session.run(None, {image_input.name: images}))
+    return forward
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (MindSpore and onnxruntime write pages)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,79 @@
+"""One training step where loss scaling, gradient all-reduce, clipping and EMA combine freely.
+
+Order (each part optional, none disables another -- the old ModelZoo port's
+`if with_ema ... elif use_clip_grad_norm` silently dropped clipping):
+  scaled loss -> grads -> mean over devices -> unscale -> finite check ->
+  clip by global norm -> optimizer -> EMA, the last two only when every
+  gradient is finite; the loss scale is updated either way.
+Clipping happens after the all-reduce, so every rank clips the same gradients.
+`nn.TrainOneStepWithLossScaleCell` cannot be used: its overflow check is an
+NPU-only op that fails on CPU; `ms.amp.all_finite` works on CPU and GPU.
+"""
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.communication.management import GlobalComm
+
+
+class NetWithLoss(nn.Cell):
+    """images, targets -> scalar loss of the two-headed network."""
+
+    def __init__(self, net: nn.Cell, loss_fn: nn.Cell):
+        super().__init__(auto_prefix=False)  # the network keeps its official parameter names
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def construct(self, images, targets):
+        return self.loss_fn(self.net(images), targets)
+
+
+class _ScaledLoss(nn.Cell):
+    """loss * scale, so that value_and_grad yields scaled gradients in one pass."""
+
+    def __init__(self, net_with_loss: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.net_with_loss = net_with_loss
+
+    def construct(self, images, targets, scale):
+        return self.net_with_loss(images, targets) * scale
+
+
+class TrainOneStep(nn.Cell):
+    """(images, targets) -> (loss, applied, loss_scale); `applied` is False for a skipped step."""
+
+    def __init__(self, net_with_loss: NetWithLoss, optimizer, loss_scale: float = 1.0,
+                 dynamic_loss_scale: bool = False, clip_grad_norm: float = 0.0, ema=None,
+                 device_num: int = 1):
+        # auto_prefix=False keeps checkpoint names flat (conv1.weight, moments.conv1.weight, ema.conv1.weight)
+        super().__init__(auto_prefix=False)
+        self.net_with_loss = net_with_loss
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad_fn = ms.value_and_grad(_ScaledLoss(net_with_loss), None, self.weights)
+        self.scale_sense = ms.Parameter(ms.Tensor(loss_scale, ms.float32), name="scale_sense")
+        # Dynamic: halve on overflow, double after 2000 clean steps (torch GradScaler's window).
+        self.scale_update = (nn.DynamicLossScaleUpdateCell(loss_scale, 2, 2000) if dynamic_loss_scale
+                             else nn.FixedLossScaleUpdateCell(loss_scale))
+        self.clip_grad_norm = clip_grad_norm
+        self.ema = ema
+        self.skipped_steps = ms.Parameter(ms.Tensor(0, ms.int32), name="skipped_steps", requires_grad=False)
+        self.grad_reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=device_num,
+                                                       group=GlobalComm.WORLD_COMM_GROUP)
+                             if device_num > 1 else nn.Identity())
+
+    def construct(self, images, targets):
+        scale = self.scale_sense
+        loss, grads = self.grad_fn(images, targets, scale)
+        grads = self.grad_reducer(grads)
+        grads = tuple(g / scale for g in grads)
+        finite = ms.amp.all_finite(grads)
+        overflow = ops.logical_not(finite)
+        if self.clip_grad_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
+        if finite:
+            loss = ops.depend(loss, self.optimizer(grads))
+            if self.ema is not None:
+                loss = ops.depend(loss, self.ema())
+        else:
+            loss = ops.depend(loss, ops.assign_add(self.skipped_steps, ops.ones((), ms.int32)))
+        loss = ops.depend(loss, self.scale_update(self.scale_sense, overflow))
+        return loss / scale, finite, self.scale_sense

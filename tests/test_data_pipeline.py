@@ -1,0 +1,234 @@
+"""The ImageFolder pipelines on a tiny tree: columns, class order, subsets, shards, mixup switch-off
+and bad input (unreadable image skipped, missing/empty folders refused in one line)."""
+import logging
+import os
+
+import mindspore.dataset as ds
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from src.config import parse_args
+from src.data.imagenet import DatasetError, SkippedImages, _shard_order, create_dataset, scan_image_folder
+from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
+
+CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
+PER_CLASS = 6
+BAD = os.path.join("train", "mango", "truncated.jpg")
+
+
+def _color(split, class_index, i):
+    """A distinct uniform colour per file, so an output image tells which file it came from."""
+    return (40 * class_index + 7 * i + 3, 90 + 11 * i, 200 - 30 * class_index + (split == "val"))
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    for split in ("train", "val"):
+        for c, name in enumerate(CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(PER_CLASS):
+                Image.new("RGB", (48, 40), _color(split, c, i)).save(root / split / name / f"{i}.png")
+    noise = np.random.RandomState(0).randint(0, 255, (40, 48, 3), np.uint8)
+    Image.fromarray(noise).save(root / BAD, quality=90)
+    data = (root / BAD).read_bytes()
+    (root / BAD).write_bytes(data[: len(data) // 2])
+    (root / "train" / "apple" / "notes.txt").write_text("not an image: ignored")
+    return str(root)
+
+
+def _cfg(data_root, *extra):
+    return parse_args(["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
+                       "--data_url", data_root, "--image_size", "32", "--batch_size", "4",
+                       "--num_parallel_workers", "2", "--device_target", "CPU", *extra])
+
+
+def _epochs(dataset, num_epochs=1):
+    it = dataset.create_tuple_iterator(num_epochs=num_epochs, output_numpy=True)
+    return [[(image, label) for image, label in it] for _ in range(num_epochs)]
+
+
+def _file_ids(images):
+    """Uniform images -> the (R, G, B) colour that names each file."""
+    pixels = images[:, :, 0, 0] * IMAGENET_STD + IMAGENET_MEAN
+    return [tuple(int(round(v)) for v in rgb * 255) for rgb in pixels]
+
+
+# ----- training pipeline -----
+
+def test_train_batches_are_float_images_and_soft_targets(data_root, caplog):
+    skipped = SkippedImages()
+    with caplog.at_level(logging.WARNING):
+        dataset = create_dataset(_cfg(data_root), "train", skipped=skipped)
+        assert dataset.get_dataset_size() == 19 // 4  # nominal: 18 good images + 1 truncated
+        (batches,) = _epochs(dataset)
+    assert len(batches) == 18 // 4
+    for image, target in batches:
+        assert image.shape == (4, 3, 32, 32) and image.dtype == np.float32
+        assert target.shape == (4, 1000) and target.dtype == np.float32
+        assert np.allclose(target.sum(1), 1, atol=1e-5)
+        assert target.min() >= 0.1 / 1000 - 1e-7  # label smoothing: no class below smoothing / K
+        assert target[:, 3:].max() <= 0.1 / 1000 + 1e-7  # only the 3 real classes carry mass
+    bad = os.path.join(data_root, BAD)
+    assert skipped.count == 1 and skipped.paths == [bad]
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and bad in warnings[0] and "\n" not in warnings[0]
+
+
+def test_bad_image_is_counted_every_epoch_but_warned_once(data_root, caplog):
+    skipped = SkippedImages()
+    with caplog.at_level(logging.WARNING):
+        epochs = _epochs(create_dataset(_cfg(data_root), "train", skipped=skipped), num_epochs=3)
+    assert [len(e) for e in epochs] == [4, 4, 4]
+    assert skipped.count == 3
+    assert sum("unreadable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_train_normalisation_matches_the_shared_constants(data_root):
+    # uniform images: crop, flip and resize keep the colour, so each output is normalize(colour)
+    cfg = _cfg(data_root, "--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0",
+               "--label_smoothing", "0")
+    (batches,) = _epochs(create_dataset(cfg, "train", shuffle=False))
+    image, target = batches[0]
+    colours = [_color("train", CLASSES.index("apple"), i) for i in range(4)]  # the first 4 files, in order
+    expected = (np.array(colours, np.float32)[:, :, None, None] / 255 - IMAGENET_MEAN[:, None, None]) \
+        / IMAGENET_STD[:, None, None]
+    assert np.allclose(image, np.broadcast_to(expected, image.shape), atol=1e-5)
+    assert np.array_equal(target[:, :3], np.tile([1.0, 0, 0], (4, 1)))  # hard one-hot without smoothing
+
+
+def test_mixup_stops_at_mixup_off_epoch_but_smoothing_stays(data_root):
+    cfg = _cfg(data_root, "--mixup_off_epoch", "2", "--cutmix", "0")  # mixup alone: blends whole images
+    on, off = 1 - 0.1 + 0.1 / 1000, 0.1 / 1000
+    for epoch in (0, 1):
+        (mixed,) = _epochs(create_dataset(cfg, "train", epoch=epoch))
+        # blended labels (a row stays pure only when its partner B-1-i has the same class)
+        assert any((target.max(1) < on - 1e-4).any() for _, target in mixed)
+    for epoch in (2, 3):
+        (unmixed,) = _epochs(create_dataset(cfg, "train", epoch=epoch))
+        for _, target in unmixed:
+            assert np.allclose(np.sort(target, 1)[:, -1], on) and np.allclose(np.sort(target, 1)[:, :-1], off)
+
+
+def _order(data_root, split, epoch, skip_batches=0, rank_id=0, rank_size=1):
+    """Files of one shuffled epoch in order, in full batches (no augmentation that changes colours)."""
+    cfg = _cfg(data_root, "--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0")
+    (batches,) = _epochs(create_dataset(cfg, split, rank_id=rank_id, rank_size=rank_size, shuffle=True,
+                                        drop_remainder=True, epoch=epoch, skip_batches=skip_batches))
+    return _file_ids(np.concatenate([image for image, _ in batches]))
+
+
+def test_epoch_order_is_seeded_per_epoch_and_skip_batches_resumes_it(data_root):
+    epoch3 = _order(data_root, "val", 3)
+    assert len(epoch3) == 16 and len(set(epoch3)) == 16  # 18 images, 4 full batches
+    assert _order(data_root, "val", 3) == epoch3  # a resumed run sees the same order
+    assert _order(data_root, "val", 4) != epoch3
+    assert _order(data_root, "val", 3, skip_batches=2) == epoch3[8:]
+    with pytest.raises(ValueError, match=r"skip_batches must be in \[0, 4\), got 4"):
+        create_dataset(_cfg(data_root), "train", epoch=3, skip_batches=4)
+
+
+def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
+    with pytest.raises(ValueError, match="mixup_mode pair needs an even batch_size, got 3"):
+        create_dataset(_cfg(data_root, "--mixup_mode", "pair", "--batch_size", "3"), "train")
+
+
+# ----- evaluation pipeline -----
+
+def test_val_batches_use_the_shared_eval_transform_and_sorted_classes(data_root):
+    cfg = _cfg(data_root)
+    (batches,) = _epochs(create_dataset(cfg, "val"))
+    assert [len(label) for _, label in batches] == [4, 4, 4, 4, 2]  # drop_remainder False for val
+    images = np.concatenate([image for image, _ in batches])
+    labels = np.concatenate([label for _, label in batches])
+    assert images.dtype == np.float32 and images.shape == (18, 3, 32, 32) and labels.dtype == np.int32
+    assert labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6  # apple, mango, zebra
+    first = os.path.join(data_root, "val", "apple", "0.png")
+    assert np.array_equal(images[0], eval_transform(load_rgb(first), 32, cfg.crop_pct))
+
+
+def test_class_index_and_file_order_equal_image_folder_dataset(data_root):
+    root = os.path.join(data_root, "val")
+    classes, samples = scan_image_folder(root)
+    reference = ds.ImageFolderDataset(root, shuffle=False, decode=False)
+    assert reference.get_class_indexing() == {name: i for i, name in enumerate(classes)} \
+        == {"apple": 0, "mango": 1, "zebra": 2}
+    rows = list(reference.create_tuple_iterator(output_numpy=True))
+    assert [int(label) for _, label in rows] == [label for _, label in samples]
+    assert all(data.tobytes() == open(path, "rb").read() for (data, _), (path, _) in zip(rows, samples))
+
+
+def test_subset_is_deterministic_and_spread_over_classes(data_root):
+    cfg = _cfg(data_root, "--val_num_samples", "5")
+    runs = [_epochs(create_dataset(cfg, "val"))[0] for _ in range(2)]
+    labels = [np.concatenate([label for _, label in run]).tolist() for run in runs]
+    assert labels[0] == labels[1] == [0, 0, 1, 1, 2]  # samples 0, 3, 7, 10, 14 of 18
+    with pytest.raises(DatasetError, match="train_num_samples is 50 but .* has only 19 images"):
+        create_dataset(_cfg(data_root, "--train_num_samples", "50"), "train")
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_two_shards_partition_the_data(data_root, shuffle):
+    cfg = _cfg(data_root, "--batch_size", "3")
+    shards = []
+    for rank in range(2):  # each rank builds its own pipeline, as in a distributed run
+        (batches,) = _epochs(create_dataset(cfg, "val", rank_id=rank, rank_size=2, shuffle=shuffle, epoch=5))
+        shards.append(_file_ids(np.concatenate([image for image, _ in batches])))
+    assert len(shards[0]) == len(shards[1]) == 9
+    assert not set(shards[0]) & set(shards[1])
+    assert set(shards[0]) | set(shards[1]) == {_color("val", c, i) for c in range(3) for i in range(PER_CLASS)}
+
+
+def test_shards_of_an_odd_count_wrap_around_to_equal_sizes():
+    # as torch's DistributedSampler: pad the epoch's order with its start, then deal it out
+    assert _shard_order(7, False, 0, 0, 0, 2).tolist() == [0, 2, 4, 6]
+    assert _shard_order(7, False, 0, 0, 1, 2).tolist() == [1, 3, 5, 0]
+    order = np.random.default_rng([0, 2]).permutation(7)
+    shards = [_shard_order(7, True, 0, 2, rank, 3).tolist() for rank in range(3)]
+    assert shards == [order[[0, 3, 6]].tolist(), order[[1, 4, 0]].tolist(), order[[2, 5, 1]].tolist()]
+
+
+# ----- bad input -----
+
+def _one_line_error(cfg, split, match):
+    with pytest.raises(DatasetError, match=match) as err:
+        create_dataset(cfg, split)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_missing_data_folder(tmp_path):
+    missing = os.path.join(tmp_path, "nowhere", "train")
+    assert missing in _one_line_error(_cfg(str(tmp_path / "nowhere")), "train", "data folder not found")
+
+
+def test_split_folder_without_class_folders(tmp_path):
+    os.makedirs(tmp_path / "val")
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "loose.png")  # images must sit in class folders
+    assert os.path.join(tmp_path, "val") in _one_line_error(_cfg(str(tmp_path)), "val", "no class folders")
+
+
+def test_class_folder_without_images(tmp_path):
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "train" / name)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.png")
+    (tmp_path / "train" / "b" / "readme.txt").write_text("no images here")
+    message = _one_line_error(_cfg(str(tmp_path)), "train", "class folder has no images")
+    assert message.endswith(os.path.join(tmp_path, "train", "b"))
+
+
+def test_more_classes_than_num_classes(data_root):
+    _one_line_error(_cfg(data_root, "--num_classes", "2"), "val", "3 class folders but num_classes is 2")
+
+
+def test_fewer_images_than_a_batch(data_root):
+    _one_line_error(_cfg(data_root, "--batch_size", "64"), "train", "fewer than batch_size 64")
+
+
+def test_workers_beyond_the_cpu_count_are_capped_with_a_warning(data_root, caplog):
+    with caplog.at_level(logging.WARNING):
+        dataset = create_dataset(_cfg(data_root, "--num_parallel_workers", "512"), "val")
+    assert any("num_parallel_workers 512" in r.getMessage() for r in caplog.records)
+    assert sum(len(label) for _, label in _epochs(dataset)[0]) == 18

@@ -1,0 +1,117 @@
+"""export.py as users run it: ONNX and MINDIR with a dynamic batch, refusals in one line."""
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import mindspore as ms
+
+from conftest import REPO, run_script
+from src.conformer import create_model
+from src.tools.checkpoint import save_checkpoint_atomic
+from src.tools.export import InferenceNet, export_model, load_mindir
+
+ARCH = "conformer_reduced_patch16"
+EXPORT = os.path.join(REPO, "export.py")  # run from other directories
+SMALL = ("--arch", ARCH, "--device_target", "CPU", "--image_size", "32", "--num_classes", "4")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(checkpoint path, the net it holds) -- a seeded reduced net stands in for a trained one."""
+    ms.set_seed(1)
+    np.random.seed(1)
+    net = create_model(ARCH, num_classes=4)
+    net.set_train(False)
+    path = str(tmp_path_factory.mktemp("ckpt") / "reduced.ckpt")
+    save_checkpoint_atomic(net, path)
+    return path, net
+
+
+def _images(batch, size=32):
+    return np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def _reference(net, x):
+    conv_logits, trans_logits = (o.asnumpy() for o in net(ms.Tensor(x)))
+    return conv_logits + trans_logits, conv_logits, trans_logits
+
+
+def _export(ckpt, *args, cwd):
+    return run_script(EXPORT, "--pretrained", ckpt, *SMALL, *args, cwd=cwd)
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("export.py: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_onnx_default_name_one_file_serves_batch_1_and_7(trained, tmp_path):
+    ckpt, net = trained
+    result = _export(ckpt, "--file_format", "ONNX", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / f"{ARCH}.onnx"  # named after the arch, in the current directory
+    assert os.listdir(tmp_path) == [path.name]  # no temp file left behind
+    model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import] == [11]
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    for value in (model.graph.input[0], model.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        x = _images(batch)
+        (logits,) = session.run(None, {"images": x})
+        np.testing.assert_allclose(logits, _reference(net, x)[0], rtol=0, atol=1e-4)
+
+
+def test_onnx_export_heads(trained, tmp_path):
+    ckpt, net = trained
+    result = _export(ckpt, "--file_format", "ONNX", "--export_heads", "--output", "out/heads.onnx", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    session = ort.InferenceSession(str(tmp_path / "out" / "heads.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "conv_logits", "trans_logits"]
+    x = _images(3)
+    for got, expected in zip(session.run(None, {"images": x}), _reference(net, x)):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_mindir_graphcell_takes_other_batch_sizes(trained, tmp_path):
+    ckpt, net = trained
+    result = _export(ckpt, "--file_format", "MINDIR", "--output", "model", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    graph = load_mindir(str(tmp_path / "model.mindir"))  # the extension is added
+    for batch in (1, 7):
+        x = _images(batch)
+        np.testing.assert_allclose(graph(ms.Tensor(x)).asnumpy(), _reference(net, x)[0], rtol=0, atol=1e-5)
+
+
+def test_refuses_to_export_random_or_mismatched_weights(trained, tmp_path):
+    ckpt, _ = trained
+    _assert_one_line_error(run_script(EXPORT, *SMALL, "--file_format", "ONNX", cwd=tmp_path),
+                           "no checkpoint given")
+    _assert_one_line_error(_export(str(tmp_path / "missing.ckpt"), "--file_format", "ONNX", cwd=tmp_path),
+                           "not found")
+    wrong_arch = _export(ckpt, "--file_format", "ONNX", "--arch", "conformer_tiny_patch16", cwd=tmp_path)
+    _assert_one_line_error(wrong_arch, "does not fit the model")
+    _assert_one_line_error(_export(ckpt, "--file_format", "AIR", cwd=tmp_path), "AIR export needs an Ascend")
+    assert os.listdir(tmp_path) == []
+
+
+def test_tiny_224_onnx_batch_1_and_2_from_one_file(tmp_path):
+    net = create_model("conformer_tiny_patch16")
+    net.set_train(False)
+    path = export_model(InferenceNet(net), ms.Tensor(_images(1, 224)), str(tmp_path / "tiny"), "ONNX", ("logits",))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = _images(2, 224)
+    expected = InferenceNet(net)(ms.Tensor(x)).asnumpy()
+    for batch in (1, 2):
+        (logits,) = session.run(None, {"images": x[:batch]})
+        assert logits.shape == (batch, 1000)
+        # random-init conv logits reach ~1e3 (no trained BN statistics), where float32 resolution is
+        # ~1e-4: compare relative to the logit scale, as in test_onnx_export.py
+        assert np.abs(logits - expected[:batch]).max() <= 1e-4 * max(1.0, np.abs(expected).max())

@@ -1,0 +1,253 @@
+"""infer.py, infer_onnx.py, eval_onnx.py and their bash scripts, run as users run them."""
+import json
+import os
+import io
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import mindspore as ms
+from PIL import Image
+
+from conftest import REPO, run_script
+from src.conformer import create_model
+from src.tools.checkpoint import save_checkpoint_atomic
+from src.tools.export import InferenceNet, export_model, output_names
+
+ARCH = "conformer_reduced_patch16"
+SMALL = ("--device_target", "CPU", "--image_size", "32")
+MODEL = ("--arch", ARCH, "--num_classes", "4", *SMALL)
+LINE = re.compile(r"^(/\S+) \(class: (\d)(, name: (\w+))?(, prob: (0\.\d{4}))?\)$")
+
+
+def _script(name):
+    return os.path.join(REPO, name)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A seeded reduced net saved as a checkpoint and exported to ONNX and MINDIR."""
+    ms.set_seed(2)
+    np.random.seed(2)
+    net = create_model(ARCH, num_classes=4)
+    root = tmp_path_factory.mktemp("models")
+    ckpt = str(root / "reduced.ckpt")
+    save_checkpoint_atomic(net, ckpt)
+    example = ms.Tensor(np.zeros((1, 3, 32, 32), np.float32))
+    onnx_path = export_model(InferenceNet(net), example, str(root / "reduced.onnx"), "ONNX", output_names(False))
+    mindir = export_model(InferenceNet(net), example, str(root / "reduced.mindir"), "MINDIR")
+    return {"ckpt": ckpt, "onnx": onnx_path, "mindir": mindir}
+
+
+def _save(path, array, mode=None, **kwargs):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    image.save(path, **kwargs)
+
+
+def _noise(seed, h=40, w=48):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """An ImageFolder tree: 4 classes x 2 images, extensions in mixed case and formats."""
+    root = tmp_path_factory.mktemp("dataset")
+    for c, name in enumerate(("ant", "bee", "cat", "dog")):
+        _save(str(root / name / "a.png"), _noise(c))
+        _save(str(root / name / "b.JPG"), _noise(10 + c, 56, 40), quality=95)
+    return root
+
+
+def _infer(script, data, output, *args, cwd=REPO):
+    result = run_script(_script(script), str(data), "--output", str(output), *args, cwd=cwd)
+    return result, (json.loads(output.read_text()) if output.exists() else None)
+
+
+def _ms(data, output, models, *args, cwd=REPO):
+    return _infer("infer.py", data, output, "--checkpoint", models["ckpt"], *MODEL, *args, cwd=cwd)
+
+
+def _ort(data, output, models, *args, cwd=REPO):
+    return _infer("infer_onnx.py", data, output, "--onnx_path", models["onnx"], *SMALL, *args, cwd=cwd)
+
+
+def _assert_one_line_error(result, prog, fragment):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and fragment in lines[0], result.stderr
+
+
+def _lines(result):
+    """{path: class} parsed from the console lines, each checked against the documented format."""
+    parsed = {}
+    for line in result.stdout.splitlines():
+        match = LINE.match(line)
+        assert match, line
+        parsed[match.group(1)] = int(match.group(2))
+    return parsed
+
+
+def test_mindspore_mindir_and_onnx_label_a_folder_identically(models, dataset, tmp_path):
+    ms_result, ms_json = _ms(dataset, tmp_path / "ms.json", models, "--batch", "3")  # 8 = 3 + 3 + short 2
+    assert ms_result.returncode == 0, ms_result.stderr
+    expected = sorted(str(p) for p in dataset.rglob("*.*"))
+    assert sorted(ms_json) == expected and all(isinstance(v, int) and 0 <= v < 4 for v in ms_json.values())
+    assert _lines(ms_result) == ms_json
+    mindir_result, mindir_json = _infer("infer.py", dataset, tmp_path / "mindir.json", "--mindir", models["mindir"],
+                                        *SMALL)
+    assert mindir_result.returncode == 0, mindir_result.stderr
+    ort_result, ort_json = _ort(dataset, tmp_path / "ort.json", models, "--batch", "5", "--prefetch", "2")
+    assert ort_result.returncode == 0, ort_result.stderr
+    assert ms_json == mindir_json == ort_json
+    assert not (tmp_path / "ort.json.errors.json").exists()
+    assert sorted(os.listdir(tmp_path)) == ["mindir.json", "ms.json", "ort.json"]  # no temp files left
+
+
+def test_topk_and_class_names(models, dataset, tmp_path):
+    _, plain = _ort(dataset, tmp_path / "plain.json", models)
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("ant\nbee\ncat\ndog\n")
+    result, top = _ort(dataset, tmp_path / "top.json", models, "--topk", "3", "--class_names", str(names_file))
+    assert result.returncode == 0, result.stderr
+    names = ["ant", "bee", "cat", "dog"]
+    for path, entries in top.items():
+        assert [set(e) for e in entries] == [{"class", "prob", "name"}] * 3
+        assert entries[0]["class"] == plain[path]
+        assert [e["name"] for e in entries] == [names[e["class"]] for e in entries]
+        probs = [e["prob"] for e in entries]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    for line in result.stdout.splitlines():
+        match = LINE.match(line)
+        assert match and match.group(4) == names[int(match.group(2))], line
+        assert float(match.group(6)) == pytest.approx(top[match.group(1)][0]["prob"], abs=1e-4)
+    # a dataset folder gives the same names (its sorted subfolders); a wrong count is one line
+    _, from_dir = _ort(dataset, tmp_path / "dir.json", models, "--topk", "1", "--class_names", str(dataset))
+    assert {p: e[0]["name"] for p, e in from_dir.items()} == {p: names[c] for p, c in plain.items()}
+    names_file.write_text("ant\nbee\n")
+    _assert_one_line_error(_ort(dataset, tmp_path / "bad.json", models, "--class_names", str(names_file))[0],
+                           "infer_onnx.py", "has 2 classes, the model predicts 4")
+
+
+def _bad_folder(root):
+    """Every kind of awkward input; returns (images expected to be labelled, {name: expected reason})."""
+    base = _noise(5, 36, 44)
+    _save(f"{root}/rgb.png", base)
+    _save(f"{root}/sub/deeper/nested.jpeg", base, quality=90)  # nested folders are searched
+    _save(f"{root}/cmyk.jpg", base, "CMYK")
+    _save(f"{root}/palette.png", base, "P")
+    _save(f"{root}/palette_as_rgb.png", np.asarray(Image.fromarray(base).convert("P").convert("RGB")))
+    rgba = np.dstack([base, np.random.default_rng(6).integers(0, 256, base.shape[:2], dtype=np.uint8)])
+    _save(f"{root}/rgba.png", rgba)  # alpha is dropped, as convert('RGB') does: same as rgb.png
+    gray = base[..., 0]
+    _save(f"{root}/gray.png", gray)
+    _save(f"{root}/gray_as_rgb.png", np.dstack([gray] * 3))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(f"{root}/gray16.png")  # 16-bit: same as gray.png
+    _save(f"{root}/one_pixel.bmp", base[:1, :1])
+    _save(f"{root}/wide_2000x3.webp", _noise(7, 3, 2000), lossless=True)
+    _save(f"{root}/UPPER.JPEG", base)
+    jpeg = io.BytesIO()
+    Image.fromarray(base).save(jpeg, "JPEG")
+    open(f"{root}/truncated.jpg", "wb").write(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    open(f"{root}/text.jpg", "w").write("not an image\n")
+    open(f"{root}/empty.png", "wb").close()
+    open(f"{root}/notes.txt", "w").write("not an image extension: ignored\n")
+    _save(f"{root}/locked.png", base)
+    os.chmod(f"{root}/locked.png", 0)
+    bad = {"truncated.jpg": "cannot decode", "text.jpg": "not an image file", "empty.png": "not an image file"}
+    if os.access(f"{root}/locked.png", os.R_OK):  # root reads a mode-000 file: then it is labelled
+        good = ["locked.png"]
+    else:
+        good, bad["locked.png"] = [], "permission denied"
+    good += ["rgb.png", "sub/deeper/nested.jpeg", "cmyk.jpg", "palette.png", "palette_as_rgb.png", "rgba.png",
+             "gray.png", "gray_as_rgb.png", "gray16.png", "one_pixel.bmp", "wide_2000x3.webp", "UPPER.JPEG"]
+    return good, bad
+
+
+def test_bad_inputs_are_reported_and_skipped(models, tmp_path):
+    root = tmp_path / "bad"
+    good, bad = _bad_folder(str(root))
+    output = tmp_path / "out" / "pred.json"
+    result, top = _ort(root, output, models, "--topk", "4", "--batch", "4")
+    assert result.returncode == 0, result.stderr
+    assert sorted(top) == sorted(str(root / name) for name in good)
+    errors = json.loads((tmp_path / "out" / "pred.json.errors.json").read_text())
+    assert sorted(errors) == sorted(str(root / name) for name in bad)
+    warnings = [line for line in result.stderr.splitlines() if ": warning: " in line]
+    assert len(warnings) == len(bad)
+    for name, reason in bad.items():
+        assert reason in errors[str(root / name)]
+        assert any(str(root / name) in w and reason in w for w in warnings)
+    # modes are converted, not mangled: each image gives exactly the prediction of its RGB equivalent
+    probs = {os.path.relpath(p, root): [e["prob"] for e in sorted(v, key=lambda e: e["class"])] for p, v in top.items()}
+    for image, rgb in (("rgba.png", "rgb.png"), ("palette.png", "palette_as_rgb.png"),
+                       ("gray.png", "gray_as_rgb.png"), ("gray16.png", "gray_as_rgb.png")):
+        np.testing.assert_allclose(probs[image], probs[rgb], atol=1e-5, err_msg=image)
+    assert np.abs(np.subtract(probs["gray.png"], probs["rgb.png"])).max() > 1e-3  # the check can fail
+    # MindSpore (padded short last batch) labels the same images the same way
+    ms_result, ms_json = _ms(root, tmp_path / "ms.json", models, "--batch", "4")
+    assert ms_result.returncode == 0, ms_result.stderr
+    assert ms_json == {p: v[0]["class"] for p, v in top.items()}
+    assert json.loads((tmp_path / "ms.json.errors.json").read_text()) == errors
+
+
+def test_unusable_input_fails_in_one_line(models, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _assert_one_line_error(_ort(tmp_path / "empty", tmp_path / "p.json", models)[0], "infer_onnx.py", "no image files")
+    _assert_one_line_error(_ort(tmp_path / "missing", tmp_path / "p.json", models)[0], "infer_onnx.py",
+                           "no such file or directory")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_text("text")
+    result, _ = _ort(tmp_path / "junk", tmp_path / "p.json", models)
+    assert result.returncode == 2 and "none of the 1 images could be read" in result.stderr.splitlines()[-1]
+    assert (tmp_path / "p.json.errors.json").exists() and not (tmp_path / "p.json").exists()
+    image = tmp_path / "img.png"
+    _save(str(image), _noise(0))
+    missing_onnx = run_script(_script("infer_onnx.py"), str(image), "--onnx_path", str(tmp_path / "no.onnx"), *SMALL)
+    _assert_one_line_error(missing_onnx, "infer_onnx.py", "ONNX file not found")
+    _assert_one_line_error(_ms(image, tmp_path / "p.json", {"ckpt": str(tmp_path / "no.ckpt")})[0], "infer.py",
+                           "checkpoint not found")
+    wrong_size = run_script(_script("infer_onnx.py"), str(image), "--onnx_path", models["onnx"],
+                            "--device_target", "CPU", "--image_size", "64")
+    _assert_one_line_error(wrong_size, "infer_onnx.py", "pass --image_size 32")
+    (tmp_path / "classes" / "empty_class").mkdir(parents=True)
+    for dataset_dir, fragment in ((tmp_path / "classes", "no image files"), (tmp_path / "nowhere", "not found")):
+        result = run_script(_script("eval_onnx.py"), str(dataset_dir), "--onnx_path", models["onnx"], *SMALL)
+        _assert_one_line_error(result, "eval_onnx.py", fragment)
+
+
+def test_eval_onnx_matches_the_predictions(models, dataset, tmp_path):
+    result = run_script(_script("eval_onnx.py"), str(dataset), "--onnx_path", models["onnx"], "-m", "CPU",
+                        "--image_size", "32", "--prefetch", "3")
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r"eval results: \{'Top1-Acc': ([0-9.]+), 'Top5-Acc': ([0-9.]+)\}\n", result.stdout)
+    assert match, result.stdout
+    _, predictions = _ort(dataset, tmp_path / "p.json", models)
+    classes = sorted(os.listdir(dataset))
+    correct = sum(classes.index(os.path.basename(os.path.dirname(p))) == c for p, c in predictions.items())
+    assert float(match.group(1)) == round(correct / len(predictions), 6)
+    assert float(match.group(2)) == 1.0  # 4 classes: the top 5 holds every class
+
+
+def _bash(script, *args, cwd):
+    env = dict(os.environ, GLOG_v="3")
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_scripts_run_from_another_directory(models, dataset, tmp_path):
+    os.symlink(dataset, tmp_path / "data")  # relative paths are the caller's
+    result = _bash("run_infer_gpu.sh", "data", "--checkpoint", models["ckpt"], "--arch", ARCH, "--output", "ms.json",
+                   "--extra", "--device_target", "CPU", "--image_size", "32", "--num_classes", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = _bash("run_infer_onnx.sh", "data", "--onnx_path", models["onnx"], "--output", "ort.json",
+                   "--extra", "--device_target", "CPU", "--image_size", "32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ms_json, ort_json = (json.loads((tmp_path / name).read_text()) for name in ("ms.json", "ort.json"))
+    assert ms_json == ort_json and len(ms_json) == 8
+    result = _bash("run_eval_onnx.sh", "data", "--onnx_path", models["onnx"], "--extra", "--device_target", "CPU",
+                   "--image_size", "32", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("eval results: {'Top1-Acc': "), result.stderr
+    result = _bash("run_infer_onnx.sh", "data", "--bogus", "1", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("run_infer_onnx.sh: error: unknown argument --bogus")

@@ -1,0 +1,233 @@
+"""Training as users run it: learning on real data, resume after kill -9, msrun data parallel,
+loss scale + clipping + EMA together, and one-line refusals of bad input."""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+from conftest import REPO, run_script
+from datasets import write_digits_folder
+from src.config import parse_args
+from src.conformer import create_model, create_model_from_config
+from src.tools.callback import CheckpointKeeper
+from src.tools.schedulers import build_lr_schedule
+from src.trainer.ema import EMA
+from src.trainer.train_one_step import NetWithLoss, TrainOneStep
+
+SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
+         "--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
+         "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0", "--warmup_length", "0"]
+NO_AUGMENT = ["--auto_augment", "none", "--mixup", "0", "--cutmix", "0", "--re_prob", "0", "--hflip", "0",
+              "--min_crop", "1.0"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits_folder(tmp_path_factory.mktemp("digits"), train_per_class=30, val_per_class=10)
+
+
+def _outputs(tmp_path, name):
+    return ["--ckpt_root_dir", str(tmp_path / f"{name}_ckpt"), "--best_ckpt_root_dir", str(tmp_path / f"{name}_best"),
+            "--summary_root_dir", str(tmp_path / f"{name}_summary")]
+
+
+def _metrics(summary_dir):
+    import csv
+    with open(os.path.join(summary_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_learns_real_digits(tmp_path, digits):
+    result = run_script("train.py", *SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "5",
+                        "--base_lr", "0.002", "--auto_augment", "none", "--mixup", "0", "--cutmix", "0",
+                        "--re_prob", "0", "--min_crop", "0.6", "--print_loss_every", "5", "--ema_decay", "0.8",
+                        *_outputs(tmp_path, "run"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _metrics(tmp_path / "run_summary")
+    assert len(rows) == 5
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.2
+    assert float(rows[-1]["sum_top1"]) >= 0.4  # 10 classes: chance is 0.1
+    assert re.search(r"epoch 5 EMA sum: eval results: \{'Loss': [\d.]+, 'Top1-Acc': [\d.]+, 'Top5-Acc': [\d.]+\}",
+                     result.stdout)
+    assert re.search(r"epoch 1/5 step 5/10 loss [\d.]+ lr [\d.e+-]+ img/s [\d.]+ ETA \d+:\d\d:\d\d", result.stdout)
+    assert os.path.isfile(tmp_path / "run_summary" / "loss.csv")
+    with open(tmp_path / "run_best" / "best.json") as f:
+        best = json.load(f)
+    assert sorted(best.values()) == sorted(float(r["sum_top1"]) for r in rows)[-len(best):]
+    # the best checkpoint holds only model weights, and evaluates to the recorded top-1
+    evaluated = run_script("eval.py", *SMALL, "--data_url", digits, "--pretrained", max(best, key=best.get))
+    assert evaluated.returncode == 0, evaluated.stderr
+    top1 = float(re.search(r"^eval results: .*'Top1-Acc': ([\d.]+)", evaluated.stdout, re.M).group(1))
+    assert top1 == pytest.approx(max(float(r["sum_top1"]) for r in rows), abs=1e-6)
+
+
+def test_kill_9_then_resume_continues_at_the_next_step(tmp_path, digits):
+    args = [*SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "3", "--print_loss_every", "1",
+            "--ckpt_save_every_step", "3", *NO_AUGMENT, *_outputs(tmp_path, "kill")]
+    env = dict(os.environ, GLOG_v="3")
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:  # epoch 2, step 4 = global step 14: the newest checkpoint is step 12
+            if line.startswith("epoch 2/3 step 4/10"):
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    ckpt_dir = tmp_path / "kill_ckpt"
+    complete = sorted(glob.glob(str(ckpt_dir / "*.ckpt")))
+    assert complete and complete[-1].endswith("-e0002-s00000012.ckpt")
+    for path in complete:  # every checkpoint on disk loads; a killed save leaves only a hidden temp file
+        assert "global_step" in ms.load_checkpoint(path)
+
+    resumed = run_script("train.py", *args, "--resume", complete[-1])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "epoch 2, step 3 (global step 12)" in resumed.stdout
+    first = re.search(r"^epoch (\d)/3 step (\d+)/10 loss [\d.]+ lr ([\d.e+-]+)", resumed.stdout, re.M)
+    assert first.group(1, 2) == ("2", "3")
+    schedule = build_lr_schedule(parse_args(args), steps_per_epoch=10)
+    assert first.group(3) == f"{schedule[12]:.3e}"  # the 13th update uses entry 12, as uninterrupted
+    assert not [n for n in os.listdir(ckpt_dir) if n.startswith(".tmp-")]
+    assert len(_metrics(tmp_path / "kill_summary")) == 3
+
+
+def _uniform_colour_folder(root):
+    """Images of one colour each: any crop or flip leaves them unchanged, so the random train
+    transform is deterministic and two processes can be compared exactly."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 2)):
+        for label in range(10):
+            os.makedirs(root / split / str(label), exist_ok=True)
+            for i in range(count):
+                colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+                Image.new("RGB", (32, 32), colour).save(root / split / str(label) / f"{i}.png")
+    return str(root)
+
+
+def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path):
+    """Two ranks of 8 images each must end with identical weights equal to one process applying
+    the mean of the two half-batches' gradients (BatchNorm statistics are per rank, as in DDP)."""
+    data = _uniform_colour_folder(tmp_path / "colours")
+    args = [*SMALL, "--data_url", data, "--train_num_samples", "16", "--val_num_samples", "10", "--epochs", "1",
+            *NO_AUGMENT, "--optimizer", "momentum", "--base_lr", "0.05", "--weight_decay", "0",
+            "--lr_scheduler", "constant_lr", "--with_ema", "false", "--batch_size", "8"]
+    log_dir = tmp_path / "logs"
+    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT="8297")
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh"), SMALL[1],
+                             "--num_devices", "2", "--device_ids", "0,1", "--extra", *args[2:],
+                             *_outputs(tmp_path, "dist")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    logs = [open(log).read() for log in glob.glob(str(log_dir / "worker_*.log"))]
+    assert len(logs) == 2
+    for kind in ("initial weights", ": weights"):  # same start (seeding) and same end (all-reduce)
+        fingerprints = {re.search(kind + r" fingerprint (\w+)", log).group(1) for log in logs}
+        assert len(fingerprints) == 1, kind
+
+    # the same step in one process: seed as train.py does, one gradient per rank's batch, mean, SGD
+    cfg = parse_args(args)
+    ms.set_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    net = create_model_from_config(cfg)
+    from src.data.imagenet import create_dataset
+    from src.tools.criterion import create_loss
+    loss_net = NetWithLoss(net, create_loss(cfg))
+    loss_net.set_train(True)
+    grad_fn = ms.value_and_grad(loss_net, None, net.trainable_params())
+    grads = []
+    for rank in (0, 1):
+        images, targets = next(create_dataset(cfg, "train", rank_id=rank, rank_size=2).create_tuple_iterator())
+        grads.append([g.asnumpy() for g in grad_fn(images, targets)[1]])
+    trained = ms.load_checkpoint(glob.glob(str(tmp_path / "dist_ckpt" / "*.ckpt"))[0])
+    for p, g0, g1 in zip(net.trainable_params(), *grads):
+        expected = p.asnumpy() - 0.05 * (g0 + g1) / 2
+        np.testing.assert_allclose(trained[p.name].asnumpy(), expected, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+
+def test_loss_scale_clip_and_ema_combine_and_overflow_is_skipped():
+    from src.tools.criterion import create_loss
+    net = create_model("conformer_reduced_patch16", num_classes=4)
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    ema = EMA(net.get_parameters(), decay=0.5)
+    step = TrainOneStep(NetWithLoss(net, create_loss()), optimizer, loss_scale=1024.0,
+                        dynamic_loss_scale=True, clip_grad_norm=0.1, ema=ema)
+    step.set_train(True)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    targets = ms.Tensor(np.eye(4, dtype=np.float32))
+    weight = net.trainable_params()[1]
+    shadow = [s for s in ema.shadows if s.name == f"ema.{weight.name}"][0]
+    before = weight.asnumpy().copy()
+    _, applied, scale = step(x, targets)
+    after = weight.asnumpy().copy()
+    assert bool(applied.asnumpy()) and float(scale.asnumpy()) == 1024.0
+    # EMA: shadow = 0.5 * initial + 0.5 * updated weight
+    np.testing.assert_allclose(shadow.asnumpy(), 0.5 * before + 0.5 * after, rtol=1e-6, atol=1e-7)
+    # clipping to global norm 0.1 bounds the first momentum step: |update| <= lr * 0.1
+    assert np.sqrt(((after - before) ** 2).sum()) <= 0.01 * 0.1 + 1e-7
+
+    poisoned = ms.Tensor(np.full((4, 3, 32, 32), np.inf, np.float32))
+    _, applied, scale = step(poisoned, targets)
+    assert not bool(applied.asnumpy())
+    assert float(scale.asnumpy()) == 512.0  # dynamic scale halves on overflow
+    assert int(step.skipped_steps.asnumpy()) == 1
+    np.testing.assert_array_equal(weight.asnumpy(), after)  # the step was not applied
+    np.testing.assert_allclose(shadow.asnumpy(), 0.5 * before + 0.5 * after, rtol=1e-6, atol=1e-7)
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_input_stops_with_one_line(tmp_path, digits):
+    base = [*SMALL, "--epochs", "1", "--batch_size", "10", *_outputs(tmp_path, "bad")]
+    _one_line_error(run_script("train.py", *base, "--data_url", str(tmp_path / "nowhere")), "nowhere")
+    _one_line_error(run_script("train.py", *base, "--data_url", digits, "--base_lr", "-1"), "base_lr")
+    _one_line_error(run_script("train.py", *base, "--data_url", digits, "--arch", "conformer_huge"), "arch")
+    other_arch = tmp_path / "other.ckpt"
+    ms.save_checkpoint(create_model("conformer_small_patch32", num_classes=10), str(other_arch))
+    _one_line_error(run_script("train.py", *base, "--data_url", digits, "--pretrained", str(other_arch)),
+                    "other.ckpt", "cls_token")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00" * 100)
+    _one_line_error(run_script("train.py", *base, "--data_url", digits, "--resume", str(corrupt)), "corrupt.ckpt")
+
+
+def test_a_new_run_never_overwrites_existing_checkpoints(tmp_path, digits):
+    ckpt_dir = tmp_path / "bad_ckpt"
+    ckpt_dir.mkdir()
+    existing = ckpt_dir / "conformer_reduced_patch16_0-e0001-s00000004.ckpt"
+    existing.write_bytes(b"a good checkpoint of an earlier run")
+    result = run_script("train.py", *SMALL, "--epochs", "1", "--batch_size", "10", "--data_url", digits,
+                        *_outputs(tmp_path, "bad"))
+    _one_line_error(result, "already holds checkpoints", "--resume")
+    assert existing.read_bytes() == b"a good checkpoint of an earlier run"
+
+
+def test_checkpoint_keeper_keeps_the_newest_and_the_best(tmp_path):
+    net = create_model("conformer_reduced_patch16", num_classes=2)
+    keeper = CheckpointKeeper(str(tmp_path / "c"), str(tmp_path / "b"), "p", keep=2, best_num=2)
+    for step in (1, 2, 3):
+        keeper.save_current(net, epoch=0, step_in_epoch=step, global_step=step, extra={})
+    assert sorted(os.listdir(tmp_path / "c")) == ["p-e0001-s00000002.ckpt", "p-e0001-s00000003.ckpt"]
+    weights = [{"name": p.name, "data": p.value()} for p in net.get_parameters()]
+    for epoch, top1 in enumerate((0.3, 0.5, 0.4, 0.1)):
+        keeper.offer_best(weights, top1, epoch)
+    kept = sorted(os.listdir(tmp_path / "b"))
+    assert kept == ["best.json", "p-best-e0002-top1-0.5000.ckpt", "p-best-e0003-top1-0.4000.ckpt"]
+    # a restarted keeper knows the earlier best ones and their scores
+    again = CheckpointKeeper(str(tmp_path / "c"), str(tmp_path / "b"), "p", keep=2, best_num=2)
+    assert again.has_checkpoints() and not again.offer_best(weights, 0.35, 5)
