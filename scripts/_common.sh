@@ -27,10 +27,11 @@ take_data() {
   DATA=$1
 }
 
-# parse_options USAGE "--opt ..." ARGS...: each listed option takes one value and is passed on to
-# python under the same name; --extra passes everything after it unchanged.  Sets PY_ARGS.
+# parse_options USAGE "SPEC ..." ARGS...: options that each take one value. A SPEC is `--opt` (passed
+# on to python as is), `--opt=--py_opt` (passed on renamed) or `--opt=@VAR` (kept in shell variable VAR).
+# --extra passes everything after it unchanged. Sets PY_ARGS.
 parse_options() {
-  local usage=$1 allowed=" $2 "
+  local usage=$1 specs=" $2 " spec target
   shift 2
   PY_ARGS=()
   while (($#)); do
@@ -45,9 +46,15 @@ parse_options() {
         exit 0
         ;;
       *)
-        [[ $allowed == *" $1 "* ]] || die "unknown argument $1 (usage: $usage)"
+        spec=$(tr ' ' '\n' <<<"$specs" | grep -E -- "^$1(=|\$)" || true)
+        [[ -n $spec ]] || die "unknown argument $1 (usage: $usage)"
         (($# >= 2)) || die "$1 needs a value"
-        PY_ARGS+=("$1" "$2")
+        target=${spec#*=}
+        if [[ $target == @* ]]; then
+          printf -v "${target#@}" '%s' "$2"
+        else
+          PY_ARGS+=("$target" "$2")
+        fi
         shift 2
         ;;
     esac

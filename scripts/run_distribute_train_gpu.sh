@@ -6,20 +6,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 USAGE="run_distribute_train_gpu.sh CONFIG [--num_devices N] [--device_ids 0,1,2,3] [--checkpoint CKPT] [--extra ARGS...]"
 
-take_data "$USAGE" "$@"  # the first argument: here the config file
-CONFIG=$DATA
+take_data "$USAGE" "$@"
 shift
-NUM_DEVICES="" DEVICE_IDS="" PY_ARGS=()
-while (($#)); do
-  case $1 in
-    --num_devices) (($# >= 2)) || die "--num_devices needs a value"; NUM_DEVICES=$2; shift 2 ;;
-    --device_ids) (($# >= 2)) || die "--device_ids needs a value"; DEVICE_IDS=$2; shift 2 ;;
-    --checkpoint) (($# >= 2)) || die "--checkpoint needs a value"; PY_ARGS+=(--resume "$2"); shift 2 ;;
-    --extra) shift; PY_ARGS+=("$@"); break ;;
-    -h | --help) echo "usage: $USAGE"; exit 0 ;;
-    *) die "unknown argument $1 (usage: $USAGE)" ;;
-  esac
-done
+NUM_DEVICES="" DEVICE_IDS=""
+parse_options "$USAGE" "--num_devices=@NUM_DEVICES --device_ids=@DEVICE_IDS --checkpoint=--resume" "$@"
 if [[ -n $DEVICE_IDS ]]; then
   IFS=, read -r -a IDS <<<"$DEVICE_IDS"
   NUM_DEVICES=${NUM_DEVICES:-${#IDS[@]}}
@@ -34,7 +24,7 @@ command -v msrun >/dev/null || die "msrun not found (it comes with mindspore; ac
 LOG_DIR=${LOG_DIR:-./msrun_logs}
 msrun --worker_num="$NUM_DEVICES" --local_worker_num="$NUM_DEVICES" --master_port="${MASTER_PORT:-8118}" \
   --log_dir="$LOG_DIR" --join=True \
-  "$REPO_DIR/train.py" --config "$CONFIG" --device_num "$NUM_DEVICES" "${PY_ARGS[@]}" || {
+  "$REPO_DIR/train.py" --config "$DATA" --device_num "$NUM_DEVICES" "${PY_ARGS[@]}" || {
   status=$?
   echo "$(basename "$0"): training failed (exit $status); last lines of $LOG_DIR/worker_0.log:" >&2
   tail -n 20 "$LOG_DIR/worker_0.log" >&2 || true

@@ -4,17 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 USAGE="run_standalone_train_gpu.sh CONFIG [--device ID] [--checkpoint CKPT] [--extra ARGS...]"
 
-take_data "$USAGE" "$@"  # the first argument: here the config file
-CONFIG=$DATA
+take_data "$USAGE" "$@"
 shift
-PY_ARGS=()
-while (($#)); do
-  case $1 in
-    --device) (($# >= 2)) || die "--device needs a value"; PY_ARGS+=(--device_id "$2"); shift 2 ;;
-    --checkpoint) (($# >= 2)) || die "--checkpoint needs a value"; PY_ARGS+=(--resume "$2"); shift 2 ;;
-    --extra) shift; PY_ARGS+=("$@"); break ;;
-    -h | --help) echo "usage: $USAGE"; exit 0 ;;
-    *) die "unknown argument $1 (usage: $USAGE)" ;;
-  esac
-done
-exec "$PYTHON" "$REPO_DIR/train.py" --config "$CONFIG" --device_num 1 "${PY_ARGS[@]}"
+parse_options "$USAGE" "--device=--device_id --checkpoint=--resume" "$@"
+exec "$PYTHON" "$REPO_DIR/train.py" --config "$DATA" --device_num 1 "${PY_ARGS[@]}"

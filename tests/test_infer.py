@@ -212,7 +212,7 @@ def test_unusable_input_fails_in_one_line(models, tmp_path):
                             "--device_target", "CPU", "--image_size", "64")
     _assert_one_line_error(wrong_size, "infer_onnx.py", "pass --image_size 32")
     (tmp_path / "classes" / "empty_class").mkdir(parents=True)
-    for dataset_dir, fragment in ((tmp_path / "classes", "no image files"), (tmp_path / "nowhere", "not found")):
+    for dataset_dir, fragment in ((tmp_path / "classes", "class folder has no images"), (tmp_path / "nowhere", "not found")):
         result = run_script(_script("eval_onnx.py"), str(dataset_dir), "--onnx_path", models["onnx"], *SMALL)
         _assert_one_line_error(result, "eval_onnx.py", fragment)
 

@@ -64,6 +64,7 @@ import numpy as np
 from mindspore.dataset.vision import Inter
 
 from src.data.augment import Mixup, RandomErasing, create_auto_augment
+from src.data.folder import DatasetError, scan_image_folder
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, is_image_file, \
     load_rgb
 
@@ -73,10 +74,6 @@ SPLITS = ("train", "val")
 _INTERPOLATION = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC, "nearest": Inter.NEAREST}
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
 _PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "Workers")
-
-
-class DatasetError(ValueError):
-    """A dataset folder problem, reported as one line naming the folder."""
 
 
 class SkippedImages:
@@ -97,24 +94,6 @@ class SkippedImages:
             if path not in self.paths:
                 self.paths.append(path)
                 log.warning("skipping unreadable image %s: %s", path, reason)
-
-
-def scan_image_folder(root: str):
-    """-> (class names sorted, [(image path, class index)] sorted by class then path)."""
-    if not os.path.isdir(root):
-        raise DatasetError(f"data folder not found: {root}")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-    if not classes:
-        raise DatasetError(f"no class folders in {root} (expected {root}/<class>/<image>)")
-    samples = []
-    for label, name in enumerate(classes):
-        folder = os.path.join(root, name)
-        paths = sorted(os.path.join(dirpath, f) for dirpath, _, files in os.walk(folder, followlinks=True)
-                       for f in files if is_image_file(f))
-        if not paths:
-            raise DatasetError(f"class folder has no images: {folder}")
-        samples += [(path, label) for path in paths]
-    return classes, samples
 
 
 def _subset(samples: list, num: int, key: str, root: str) -> list:

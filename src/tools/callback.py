@@ -8,35 +8,14 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .atomic import write_atomic, write_json_atomic
 from .checkpoint import save_checkpoint_atomic
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def write_atomic(path: str, data, mode: str = "w") -> None:
-    """Write `data` (str or bytes) to a temp file beside `path`, then rename it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _format_duration(seconds: float) -> str:
@@ -135,7 +114,7 @@ class CheckpointKeeper:
             del self._best[worst]
             if os.path.exists(worst):
                 os.remove(worst)
-        write_atomic(self._index_path, json.dumps(self._best, indent=1))
+        write_json_atomic(self._index_path, self._best)
         return path
 
 

@@ -6,16 +6,17 @@ so the onnxruntime scripts never import MindSpore.  Every image goes through
 src/data/preprocess.py (`load_rgb` + `eval_transform`), as in eval.py.
 """
 import argparse
-import json
 import os
 import sys
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
+from .atomic import write_json_atomic
+from .metrics import topk_correct
+from ..data.folder import DatasetError, scan_image_folder
 from ..data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
 
 ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
@@ -80,7 +81,7 @@ def find_images(data: str) -> list:
         return [os.path.abspath(data)]
     if not os.path.isdir(data):
         raise InferenceError(f"no such file or directory: {data}")
-    # followlinks: the same files as the dataset pipeline's scan (src/data/imagenet.py)
+    # followlinks: the same files as the dataset scan (src/data/folder.py)
     paths = [os.path.join(root, name) for root, _, names in os.walk(data, followlinks=True) for name in names
              if is_image_file(name)]
     if not paths:
@@ -242,18 +243,19 @@ def evaluate(cfg, prog: str, forward) -> dict:
     The images and labels are those of eval.py's pipeline: class = rank of the sorted folder name,
     and a class folder without images is an error there too.
     """
-    classes = dataset_classes(cfg.data)
-    labels = {path: index for index, name in enumerate(classes)
-              for path in find_images(os.path.join(cfg.data, name))}
+    try:
+        classes, samples = scan_image_folder(cfg.data)
+    except DatasetError as e:
+        raise InferenceError(str(e)) from None
+    labels = dict(samples)
     errors, correct1, correct5, seen = {}, 0, 0, 0
     for batch_paths, images in image_batches(sorted(labels), cfg.batch, cfg, errors, prog):
         logits = forward(images)
         if logits.shape[1] < len(classes):
             raise InferenceError(f"{cfg.data} has {len(classes)} classes, the model predicts {logits.shape[1]}")
         target = np.array([labels[p] for p in batch_paths])
-        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
-        correct1 += int((top5[:, 0] == target).sum())
-        correct5 += int((top5 == target[:, None]).any(axis=1).sum())
+        correct1 += topk_correct(logits, target, 1)
+        correct5 += topk_correct(logits, target, 5)
         seen += len(batch_paths)
     if not seen:
         raise InferenceError(f"none of the {len(labels)} images in {cfg.data} could be read")
@@ -262,34 +264,12 @@ def evaluate(cfg, prog: str, forward) -> dict:
     return {"Top1-Acc": round(correct1 / seen, 6), "Top5-Acc": round(correct5 / seen, 6)}
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON to a temp file beside `path`, then rename it over `path` (never half-written)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_errors(path: str, errors: dict) -> None:
     """Write {path: reason} of the unreadable images, or remove a stale file when there are none."""
     if errors:
         write_json_atomic(path, errors)
     elif os.path.exists(path):
         os.remove(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def onnx_forward(path: str, device: str, image_size: int):
