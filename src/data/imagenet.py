@@ -47,7 +47,7 @@ rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
 Workers: `cfg.num_parallel_workers` threads per map op (capped at the CPU count,
 which MindSpore enforces). Threads, not MindSpore's worker processes: PIL
 releases the GIL while decoding and resampling, and on 2 cores threads measured
-2-5x faster (scripts/bench_data.py: train ~260-340 img/s with threads, ~110 with
+2-5x faster (scripts/bench.py --parts data: train ~260-340 img/s with threads, ~110 with
 processes, which also start per pipeline and pass decoded images through shared
 memory). All per-sample randomness uses Python's `random`, which stays correct
 with threads and, should processes be used, is reseeded in each forked worker.

@@ -1,0 +1,209 @@
+"""The training loop: setup from the config, epochs of train steps, validation, checkpoints, logs.
+
+train.py only parses the config and calls `Trainer(cfg).fit()`.  Only rank 0
+prints and writes; every rank trains and validates.
+"""
+import hashlib
+import time
+
+import numpy as np
+import mindspore as ms
+
+from ..conformer import OFFICIAL_PARAM_COUNTS, canonical_arch, count_params, create_model_from_config
+from ..data.imagenet import SkippedImages, create_dataset
+from ..tools.callback import CheckpointKeeper, LossLog, MetricsLog, ProgressLogger, save_input_grid
+from ..tools.checkpoint import CheckpointError, load_weights, read_checkpoint
+from ..tools.criterion import create_loss
+from ..tools.device import init_context, init_distributed
+from ..tools.metrics import HEADS, evaluate, format_eval_results
+from ..tools.optimizer import create_optimizer, current_lr
+from ..tools.schedulers import build_lr_schedule
+from .ema import EMA
+from .train_one_step import NetWithLoss, TrainOneStep
+
+# Entries of a training checkpoint that describe the position, not parameters (the global step is
+# the optimizer's own `global_step` parameter, which the LR schedule is indexed by).
+POSITION_KEYS = ("epoch", "step_in_epoch")
+# The schedule comes from the config of the resumed run (it may extend the epochs).
+NOT_RESTORED = ("learning_rate",)
+
+
+class TrainingError(RuntimeError):
+    """A problem reported to the user in one line."""
+
+
+def build_train_step(cfg, net, steps_per_epoch: int, rank_size: int):
+    lr_schedule = build_lr_schedule(cfg, steps_per_epoch)
+    optimizer = create_optimizer(cfg, net, lr_schedule)
+    ema = EMA(net.get_parameters(), cfg.ema_decay) if cfg.with_ema else None
+    step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
+                        dynamic_loss_scale=cfg.is_dynamic_loss_scale,
+                        clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0,
+                        ema=ema, device_num=rank_size)
+    step.set_train(True)
+    return step, optimizer, ema
+
+
+def restore(train_step, path: str) -> dict:
+    """Load a training checkpoint into the train step; returns its position entries."""
+    params = read_checkpoint(path)
+    missing = [p.name for p in train_step.get_parameters() if p.name not in params and p.name not in NOT_RESTORED]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint of this setup: {missing[0]!r} is missing "
+                              "(another arch, optimizer or with_ema setting?)")
+    if any(k not in params for k in POSITION_KEYS):
+        raise CheckpointError(f"{path}: has no training position (epoch/step): resume needs a checkpoint "
+                              "written by train.py; use --pretrained for weights only")
+    state = {k: v for k, v in params.items() if k not in POSITION_KEYS and k not in NOT_RESTORED}
+    for p in train_step.get_parameters():
+        if p.name in state and tuple(state[p.name].shape) != tuple(p.shape):
+            raise CheckpointError(f"{path}: {p.name!r} has shape {tuple(state[p.name].shape)}, "
+                                  f"the model needs {tuple(p.shape)}")
+    ms.load_param_into_net(train_step, state)
+    position = {k: int(params[k].asnumpy()) for k in POSITION_KEYS}
+    position["global_step"] = int(params["global_step"].asnumpy().reshape(-1)[0])
+    return position
+
+
+def validation_weights(net, ema) -> list:
+    """What is evaluated and kept as best: the EMA weights when EMA is on, else the raw ones."""
+    values = ema.state() if ema is not None else {p.name: p.asnumpy() for p in net.get_parameters()}
+    return [{"name": name, "data": ms.Tensor(value)} for name, value in values.items()]
+
+
+def weights_fingerprint(net) -> str:
+    """A hash of the trainable parameters' bytes: equal on all ranks when data parallelism kept them
+    in sync (BatchNorm running statistics are per rank, as with torch DDP without SyncBN)."""
+    digest = hashlib.sha1()
+    for p in net.trainable_params():
+        digest.update(p.asnumpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+
+class Trainer:
+    """Builds everything `cfg` describes, then `fit()` runs the remaining epochs."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        init_context(cfg)
+        self.rank_id, self.rank_size = init_distributed(cfg)
+        self.is_main = self.rank_id == 0
+        self.arch = canonical_arch(cfg.arch)
+        self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state else "")
+        self.keeper = CheckpointKeeper(cfg.ckpt_root_dir, cfg.best_ckpt_root_dir, f"{self.arch}_{cfg.model_postfix}",
+                                       cfg.ckpt_keep_num, cfg.best_ckpt_num, enabled=self.is_main)
+        if self.keeper.has_checkpoints() and not self.resume_from:
+            raise TrainingError(f"{cfg.ckpt_root_dir} or {cfg.best_ckpt_root_dir} already holds checkpoints named "
+                                f"{self.arch}_{cfg.model_postfix}-*: continue them with --resume CKPT, or choose "
+                                "another ckpt_root_dir/best_ckpt_root_dir or model_postfix")
+        self.net = self._build_net()
+        self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
+        self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
+        self.train_data = self._train_data(epoch=0, skip_batches=0)
+        self.steps_per_epoch = self.train_data.get_dataset_size()
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"fewer training images than batch_size {cfg.batch_size} x {self.rank_size} "
+                                "device(s)")
+        self.train_step, self.optimizer, self.ema = build_train_step(cfg, self.net, self.steps_per_epoch,
+                                                                     self.rank_size)
+        self.eval_net = create_model_from_config(cfg)
+        self.metrics_log = MetricsLog(cfg.summary_root_dir, enabled=self.is_main)
+        self.loss_log = LossLog(cfg.summary_root_dir, cfg.summary_loss_collect_freq, enabled=self.is_main)
+        self.progress = ProgressLogger(cfg.epochs, self.steps_per_epoch, cfg.batch_size * self.rank_size,
+                                       cfg.print_loss_every, enabled=self.is_main)
+
+    def _print(self, text: str) -> None:
+        if self.is_main:
+            print(text, flush=True)
+
+    def _build_net(self):
+        cfg = self.cfg
+        net = create_model_from_config(cfg)
+        official = OFFICIAL_PARAM_COUNTS.get(self.arch)
+        self._print(f"arch {self.arch}: {count_params(net):,} parameters"
+                    + (f" (official: {official:,} at 1000 classes)" if official else ""))
+        if cfg.pretrained and not self.resume_from:
+            if load_weights(net, cfg.pretrained, skip_mismatched_head=True):
+                self._print(f"pretrained {cfg.pretrained}: heads re-initialised for {cfg.num_classes} classes")
+        if self.rank_size > 1:  # identical on every rank, or the seeding failed
+            print(f"rank {self.rank_id}/{self.rank_size}: initial weights fingerprint {weights_fingerprint(net)}",
+                  flush=True)
+        return ms.amp.auto_mixed_precision(net, cfg.amp_level) if cfg.amp_level != "O0" else net
+
+    def _train_data(self, epoch: int, skip_batches: int):
+        return create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
+                              skip_batches=skip_batches, skipped=self.skipped)
+
+    def _start(self) -> tuple:
+        """(first epoch, batches of it already done): from the resumed checkpoint, else the config."""
+        if not self.resume_from:
+            return self.cfg.start_epoch, 0
+        position = restore(self.train_step, self.resume_from)
+        epoch, done = position["epoch"], position["step_in_epoch"]
+        if done >= self.steps_per_epoch:
+            epoch, done = epoch + 1, 0
+        self._print(f"resumed from {self.resume_from}: epoch {epoch + 1}, step {done + 1} "
+                    f"(global step {position['global_step']})")
+        return epoch, done
+
+    def _global_step(self) -> int:
+        return int(self.optimizer.global_step.asnumpy()[0])
+
+    def fit(self) -> None:
+        start_epoch, done = self._start()
+        self.last_save = time.time()
+        for epoch in range(start_epoch, self.cfg.epochs):
+            if epoch != 0 or done:
+                self.train_data = self._train_data(epoch, done)
+            losses = self._train_epoch(epoch, done)
+            done = 0
+            self.keeper.save_current(self.train_step, epoch, self.steps_per_epoch, self._global_step(),
+                                     {"seed": self.cfg.seed})
+            self.last_save = time.time()
+            self._validate(epoch, losses)
+        print(f"rank {self.rank_id}/{self.rank_size}: weights fingerprint {weights_fingerprint(self.net)}",
+              flush=True)
+
+    def _train_epoch(self, epoch: int, done: int) -> list:
+        """Train the rest of `epoch` after its first `done` batches; returns the applied steps' losses."""
+        cfg, losses, step = self.cfg, [], done
+        for images, targets in self.train_data.create_tuple_iterator(num_epochs=1):
+            if cfg.collect_input_data and self.is_main and step == done:
+                save_input_grid(images.asnumpy(), cfg.summary_root_dir, epoch)
+            loss, applied, _ = self.train_step(images, targets)
+            step += 1
+            loss = float(loss.asnumpy())
+            if bool(applied.asnumpy()):
+                losses.append(loss)
+            global_step = self._global_step()
+            self.progress.step(epoch, step, loss, current_lr(self.optimizer),
+                               int(self.train_step.skipped_steps.asnumpy()))
+            self.loss_log.record(global_step, epoch, loss)
+            due_steps = cfg.ckpt_save_every_step and global_step % cfg.ckpt_save_every_step == 0
+            due_time = cfg.ckpt_save_every_seconds and time.time() - self.last_save >= cfg.ckpt_save_every_seconds
+            if (due_steps or due_time) and step < self.steps_per_epoch:  # the epoch end saves anyway
+                self.keeper.save_current(self.train_step, epoch, step, global_step, {"seed": cfg.seed})
+                self.last_save = time.time()
+        return losses
+
+    def _validate(self, epoch: int, losses: list) -> None:
+        """Evaluate the EMA (or raw) weights; log them, keep them if among the best."""
+        weights = validation_weights(self.net, self.ema)
+        ms.load_param_into_net(self.eval_net, {w["name"]: ms.Parameter(w["data"], name=w["name"]) for w in weights})
+        results = evaluate(self.eval_net, self.val_data)
+        if not self.is_main:
+            return
+        label = "EMA " if self.ema is not None else ""
+        for head in HEADS:
+            print(f"epoch {epoch + 1} {label}{head}: {format_eval_results(results[head])}", flush=True)
+        self.keeper.offer_best(weights, results["sum"]["Top1-Acc"], epoch)
+        row = {"epoch": epoch + 1, "global_step": self._global_step(),
+               "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "lr": current_lr(self.optimizer), "val_loss": results["sum"]["Loss"],
+               "skipped_steps": int(self.train_step.skipped_steps.asnumpy()), "skipped_images": self.skipped.count}
+        for head in HEADS:
+            row[f"{head}_top1"] = results[head]["Top1-Acc"]
+            row[f"{head}_top5"] = results[head]["Top5-Acc"]
+        self.metrics_log.append(row)
+        self.loss_log.flush()

@@ -1,0 +1,64 @@
+"""eval.py on a small real dataset equals top-1/top-5 computed by hand from the model's logits."""
+import ast
+import os
+import re
+
+import numpy as np
+import mindspore as ms
+
+from conftest import REPO, run_script
+from datasets import write_digits_folder
+from src.conformer import create_model
+from src.data.preprocess import eval_transform, load_rgb
+
+ARGS = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"), "--device_target", "CPU",
+        "--arch", "conformer_reduced_patch16", "--image_size", "32", "--num_classes", "10",
+        "--batch_size", "16", "--num_parallel_workers", "2"]
+
+
+def _by_hand(net, root):
+    """(top-1, top-5, mean cross entropy of the two heads) over root/<class>/<image>, in numpy."""
+    classes = sorted(os.listdir(root))
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted(os.listdir(os.path.join(root, name))):
+            images.append(eval_transform(load_rgb(os.path.join(root, name, file)), 32, 0.875))
+            labels.append(label)
+    net.set_train(False)
+    conv, trans = (o.asnumpy().astype(np.float64) for o in net(ms.Tensor(np.stack(images))))
+    labels = np.array(labels)
+    ranked = np.argsort(-(conv + trans), axis=1)
+    top1 = (ranked[:, 0] == labels).mean()
+    top5 = (ranked[:, :5] == labels[:, None]).any(axis=1).mean()
+
+    def cross_entropy(logits):
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(labels)), labels])
+    return top1, top5, (cross_entropy(conv) + cross_entropy(trans)) / 2
+
+
+def test_eval_matches_logits_by_hand(tmp_path):
+    data = write_digits_folder(tmp_path / "digits", train_per_class=1, val_per_class=5)
+    net = create_model("conformer_reduced_patch16", num_classes=10)
+    ckpt = tmp_path / "model.ckpt"
+    ms.save_checkpoint(net, str(ckpt))
+    result = run_script("eval.py", *ARGS, "--data_url", data, "--crop_pct", "0.875", "--pretrained", str(ckpt))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    summed = ast.literal_eval(re.match(r"eval results: (\{.*\})$", lines[0]).group(1))
+    assert lines[1].startswith("conv head: eval results: {") and lines[2].startswith("transformer head: eval results: {")
+    top1, top5, loss = _by_hand(net, os.path.join(data, "val"))
+    assert summed["Top1-Acc"] == round(top1, 6) and summed["Top5-Acc"] == round(top5, 6)
+    assert abs(summed["Loss"] - loss) < 1e-3  # printed with 4 decimals
+
+
+def test_eval_refuses_missing_checkpoint_and_data_in_one_line(tmp_path):
+    data = write_digits_folder(tmp_path / "digits", train_per_class=1, val_per_class=1)
+    ckpt = tmp_path / "model.ckpt"
+    ms.save_checkpoint(create_model("conformer_reduced_patch16", num_classes=10), str(ckpt))
+    for extra, fragment in ((["--data_url", data], "no checkpoint given"),
+                            (["--data_url", data, "--pretrained", str(tmp_path / "no.ckpt")], "checkpoint not found"),
+                            (["--data_url", str(tmp_path / "none"), "--pretrained", str(ckpt)], "data folder not found")):
+        result = run_script("eval.py", *ARGS, *extra)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
