@@ -134,7 +134,7 @@ class Conformer(nn.Cell):
         _, e, h, w = x_t.shape
         x_t = x_t.reshape(-1, e, h * w).transpose(0, 2, 1)
         # x_t[:, :1] * 0 ties the class token's batch to the input instead of a constant
-        x_t = self.trans_1(ops.concat((x_t[:, :1] * 0 + self.cls_token, x_t), axis=1))
+        x_t = self.trans_1(ops.cat((x_t[:, :1] * 0 + self.cls_token, x_t), axis=1))
         for stage in self.stages:
             x, x_t = stage(x, x_t)
         return x, x_t

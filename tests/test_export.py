@@ -102,16 +102,31 @@ def test_refuses_to_export_random_or_mismatched_weights(trained, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_tiny_224_onnx_batch_1_and_2_from_one_file(tmp_path):
+def test_tiny_224_from_a_converted_checkpoint_mindir_and_onnx_at_batch_1_and_7(tmp_path):
+    """The user path for official weights: .pth -> convert.py -> export.py, both formats, one file each."""
+    from test_convert import _write_official_pth
+    ms.set_seed(2)
+    np.random.seed(2)
     net = create_model("conformer_tiny_patch16")
+    _write_official_pth(net, tmp_path / "Conformer_tiny_patch16.pth")
+    converted = run_script("convert.py", "--src", str(tmp_path / "Conformer_tiny_patch16.pth"),
+                           "--arch", "conformer_tiny_patch16", "--out", str(tmp_path / "tiny.ckpt"))
+    assert converted.returncode == 0, converted.stderr
+    tiny = ("--pretrained", str(tmp_path / "tiny.ckpt"), "--arch", "conformer_tiny_patch16", "--device_target", "CPU")
+    for file_format in ("ONNX", "MINDIR"):
+        result = run_script(EXPORT, *tiny, "--file_format", file_format, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    x = _images(7, 224)
     net.set_train(False)
-    path = export_model(InferenceNet(net), ms.Tensor(_images(1, 224)), str(tmp_path / "tiny"), "ONNX", ("logits",))
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x = _images(2, 224)
-    expected = InferenceNet(net)(ms.Tensor(x)).asnumpy()
-    for batch in (1, 2):
-        (logits,) = session.run(None, {"images": x[:batch]})
-        assert logits.shape == (batch, 1000)
+    expected = _reference(net, x)[0]
+    session = ort.InferenceSession(str(tmp_path / "conformer_tiny_patch16.onnx"), providers=["CPUExecutionProvider"])
+    graph = load_mindir(str(tmp_path / "conformer_tiny_patch16.mindir"))
+    scale = max(1.0, np.abs(expected).max())
+    for batch in (1, 7):
+        (onnx_logits,) = session.run(None, {"images": x[:batch]})
+        mindir_logits = graph(ms.Tensor(x[:batch])).asnumpy()
+        assert onnx_logits.shape == mindir_logits.shape == (batch, 1000)
         # random-init conv logits reach ~1e3 (no trained BN statistics), where float32 resolution is
-        # ~1e-4: compare relative to the logit scale, as in test_onnx_export.py
-        assert np.abs(logits - expected[:batch]).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+        # ~1e-4: compare relative to the logit scale
+        assert np.abs(onnx_logits - expected[:batch]).max() <= 1e-4 * scale
+        assert np.abs(mindir_logits - expected[:batch]).max() <= 1e-5 * scale

@@ -231,3 +231,30 @@ def test_checkpoint_keeper_keeps_the_newest_and_the_best(tmp_path):
     # a restarted keeper knows the earlier best ones and their scores
     again = CheckpointKeeper(str(tmp_path / "c"), str(tmp_path / "b"), "p", keep=2, best_num=2)
     assert again.has_checkpoints() and not again.offer_best(weights, 0.35, 5)
+
+
+@pytest.mark.parametrize("level", ["O1", "O2", "O3"])
+def test_amp_levels_train_on_cpu(level):
+    from src.tools.criterion import create_loss
+    from src.trainer.trainer import mixed_precision
+    net = mixed_precision(create_model("conformer_reduced_patch16", num_classes=4), level)
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    step = TrainOneStep(NetWithLoss(net, create_loss()), optimizer, loss_scale=1024.0, dynamic_loss_scale=True,
+                        clip_grad_norm=1.0)
+    step.set_train(True)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    weight = net.trainable_params()[1]
+    before = weight.asnumpy().copy()
+    losses = [float(step(x, ms.Tensor(np.eye(4, dtype=np.float32)))[0].asnumpy()) for _ in range(2)]
+    assert all(np.isfinite(losses))
+    assert not np.array_equal(weight.asnumpy(), before)
+
+
+def test_finetuning_reinitialises_heads_of_another_size(tmp_path, digits):
+    pretrained = tmp_path / "four_classes.ckpt"
+    ms.save_checkpoint(create_model("conformer_reduced_patch16", num_classes=4), str(pretrained))
+    result = run_script("train.py", *SMALL, "--data_url", digits, "--pretrained", str(pretrained), "--epochs", "1",
+                        "--train_num_samples", "20", "--val_num_samples", "10", "--batch_size", "10", *NO_AUGMENT,
+                        *_outputs(tmp_path, "finetune"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"pretrained {pretrained}: heads re-initialised for 10 classes" in result.stdout

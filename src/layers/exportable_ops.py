@@ -75,8 +75,8 @@ class TorchMaxPool2d(nn.Cell):
         self.pool = nn.MaxPool2d(kernel_size=kernel_size, stride=stride, pad_mode="valid")
 
     def construct(self, x):
-        x = ops.concat((x[:, :, :1], x, x[:, :, -1:]), axis=2)
-        x = ops.concat((x[:, :, :, :1], x, x[:, :, :, -1:]), axis=3)
+        x = ops.cat((x[:, :, :1], x, x[:, :, -1:]), axis=2)
+        x = ops.cat((x[:, :, :, :1], x, x[:, :, :, -1:]), axis=3)
         return self.pool(x)
 
 

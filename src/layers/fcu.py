@@ -24,7 +24,7 @@ class FCUDown(nn.Cell):
         _, c, h, w = x.shape
         x = x.reshape(-1, c, h * w).transpose(0, 2, 1)
         x = self.act(self.ln(x))
-        return ops.concat((x_t[:, :1], x), axis=1)
+        return ops.cat((x_t[:, :1], x), axis=1)
 
 
 class FCUUp(nn.Cell):

@@ -71,6 +71,19 @@ def validation_weights(net, ema) -> list:
     return [{"name": name, "data": ms.Tensor(value)} for name, value in values.items()]
 
 
+def mixed_precision(net, amp_level: str):
+    """`net` under MindSpore's AMP level O0-O3 (float16; BatchNorm and the loss stay float32).
+
+    O1 maps to MindSpore's "auto" level: its "O1" rewrites the network's Python source,
+    which fails on functional ops such as ops.cat and would rebuild the network under
+    new parameter names; "auto" casts per operator from the same white list, which is
+    also what torch.autocast (the official recipe's AMP) does.
+    """
+    if amp_level == "O0":
+        return net
+    return ms.amp.auto_mixed_precision(net, "auto" if amp_level == "O1" else amp_level)
+
+
 def weights_fingerprint(net) -> str:
     """A hash of the trainable parameters' bytes: equal on all ranks when data parallelism kept them
     in sync (BatchNorm running statistics are per rank, as with torch DDP without SyncBN)."""
@@ -129,7 +142,7 @@ class Trainer:
         if self.rank_size > 1:  # identical on every rank, or the seeding failed
             print(f"rank {self.rank_id}/{self.rank_size}: initial weights fingerprint {weights_fingerprint(net)}",
                   flush=True)
-        return ms.amp.auto_mixed_precision(net, cfg.amp_level) if cfg.amp_level != "O0" else net
+        return mixed_precision(net, cfg.amp_level)
 
     def _train_data(self, epoch: int, skip_batches: int):
         return create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
