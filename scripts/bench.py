@@ -84,7 +84,8 @@ def bench_data(cfg, argv) -> list:
                 counts += sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
             seconds = time.perf_counter() - start
             rows.append({"what": name, "batch": 16, "img_per_s": counts / seconds,
-                         "note": f"{data_cfg.num_parallel_workers} workers, {cfg.images} JPEGs 500x375"})
+                         "note": f"{min(data_cfg.num_parallel_workers, os.cpu_count())} workers, "
+                                 f"{cfg.images} JPEGs 500x375"})
     return rows
 
 
