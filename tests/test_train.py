@@ -60,6 +60,7 @@ def test_training_learns_real_digits(tmp_path, digits):
                      result.stdout)
     assert re.search(r"epoch 1/5 step 5/10 loss [\d.]+ lr [\d.e+-]+ img/s [\d.]+ ETA \d+:\d\d:\d\d", result.stdout)
     assert os.path.isfile(tmp_path / "run_summary" / "loss.csv")
+    assert (tmp_path / "run_summary" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "run_best" / "best.json") as f:
         best = json.load(f)
     assert sorted(best.values()) == sorted(float(r["sum_top1"]) for r in rows)[-len(best):]

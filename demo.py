@@ -1,0 +1,375 @@
+"""The whole pipeline on a laptop CPU: Fashion-MNIST -> train -> eval -> export -> ONNX eval -> inference.
+
+    python demo.py [--workdir demo_out] [--config src/configs/demo_cpu.yaml] [--src DIR] [--quick]
+                   [--train_args "--epochs 1 ..."] [--no_install]
+
+Steps, each the user-facing script run exactly as the README shows it (the command is printed first):
+  1. data      src/data/fashion_mnist.py writes Fashion-MNIST (from the Debian package
+               dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) as an ImageFolder tree
+               WORKDIR/data/fashion-mnist/{train,val}/<k>_<class>/<n>.png; kept when already there.
+               Without it: as root with apt-get, `apt-get install -y dataset-fashion-mnist` is tried
+               (not with --no_install); otherwise one line says how to get it and scikit-learn's
+               digits are used instead.
+  2. train     train.py --config CONFIG --data_url DATA (outputs under WORKDIR)
+  3. eval      eval.py on the whole test split (val_num_samples -1), best checkpoint
+  4. export    export.py to ONNX and to MINDIR
+  5. onnx      eval_onnx.py on the test split in onnxruntime
+  6. infer     infer.py on held-out test images (two per class, copied to WORKDIR/heldout), from the
+               checkpoint and from the MINDIR
+then a summary whose last line is `demo: Top1-Acc=0.8731 on 10000 test images in 742 s` (summed
+heads, eval.py; time from the start of step 1). While a step is silent, a line with the elapsed
+time and an estimate of what is left comes every 30 s. Outputs of an earlier demo in WORKDIR
+(checkpoints, summaries, exports, predictions) are removed first; the prepared data are kept.
+--quick trains on 64 images per class for one epoch (a smoke test of the pipeline, ~3 minutes).
+Exit status: 0, or that of the first step that failed (its command and last lines are shown).
+"""
+import argparse
+import ast
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, REPO)
+
+from src.data.fashion_mnist import (DEFAULT_SRC, HOW_TO_GET, IdxError, have_source,  # noqa: E402
+                                    prepare_digits, prepare_fashion_mnist)
+
+DEFAULT_CONFIG = os.path.join("src", "configs", "demo_cpu.yaml")
+HEARTBEAT = 30.0  # seconds of silence before demo.py prints a progress line of its own
+HELD_OUT_PER_CLASS = 2
+QUICK_TRAIN_ARGS = ["--epochs", "1", "--train_num_samples", "-1", "--val_num_samples", "-1",
+                    "--warmup_length", "0", "--print_loss_every", "5"]
+# The digits (1,437 training and 360 test images) are far fewer than the config's subsets
+DIGITS_TRAIN_ARGS = ["--train_num_samples", "-1", "--val_num_samples", "-1", "--epochs", "8"]
+# Throughput guesses for the time estimates until this run has measured its own (img/s)
+DEFAULT_RATES = {"train": 90.0, "eval": 120.0, "onnx": 1500.0}
+STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
+EVAL_LINE = re.compile(r"eval results: (\{.*\})")
+
+
+def log(msg: str) -> None:
+    print(f"demo: {msg}", flush=True)
+
+
+def fmt(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.start = time.time()
+        self.workdir = os.path.abspath(args.workdir)
+        # relative to the current folder when it exists there, else to the repository
+        config = os.path.abspath(args.config) if os.path.isfile(args.config) else os.path.join(REPO, args.config)
+        inside = os.path.commonpath([config, REPO]) == REPO
+        self.config = os.path.relpath(config, REPO) if inside else config  # the scripts run in REPO
+        self.rates = dict(DEFAULT_RATES)
+        self.stage_times = {}
+        self.train_lines = []
+        self.plan = {}  # stage -> estimated seconds (refined as rates are measured)
+        self.progress_lines = 0
+        self.val_images = 0
+
+    # ----- running one script -----
+    def run(self, stage: str, script: str, *script_args, estimate=None) -> list:
+        """Run `python script args` in the repository, stream its output, print a heartbeat line while
+        it is silent; returns its output lines. A failure stops the demo with the script's status."""
+        cmd = [sys.executable, script, *map(str, script_args)]
+        print(f"$ python {script} {' '.join(shlex.quote(str(a)) for a in script_args)}", flush=True)
+        env = dict(os.environ)
+        env.setdefault("GLOG_v", "3")  # MindSpore's C++ log: errors only
+        env["PYTHONUNBUFFERED"] = "1"
+        started = time.time()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        lines_q = queue.Queue()
+        threading.Thread(target=lambda: ([lines_q.put(line) for line in proc.stdout], lines_q.put(None)),
+                         daemon=True).start()
+        lines, last_output = [], time.time()
+        while True:
+            try:
+                line = lines_q.get(timeout=1.0)
+            except queue.Empty:
+                if time.time() - last_output >= HEARTBEAT:
+                    self.heartbeat(stage, time.time() - started, estimate)
+                    last_output = time.time()
+                continue
+            if line is None:
+                break
+            line = line.rstrip("\n")
+            lines.append(line)
+            print(f"  {line}", flush=True)
+            last_output = time.time()
+            if stage == "train":
+                self.on_train_line(line, time.time())
+        status = proc.wait()
+        self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.time() - started
+        if status != 0:
+            log(f"{script} failed with exit status {status} after {time.time() - started:.0f} s; command:")
+            print("  " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+            raise SystemExit(status)
+        return lines
+
+    def heartbeat(self, stage: str, elapsed: float, estimate) -> None:
+        total = time.time() - self.start
+        left_stage = (estimate() if callable(estimate) else (estimate or 0.0)) - elapsed
+        left_all = max(left_stage, 0.0) + sum(self.plan.get(s, 0.0) for s in self.remaining_after(stage))
+        log(f"{stage} running {fmt(elapsed)}, about {fmt(max(left_stage, 0))} left in this step; "
+            f"demo at {fmt(total)}, ETA {fmt(left_all)}")
+
+    def remaining_after(self, stage: str) -> list:
+        order = list(self.plan)
+        return order[order.index(stage) + 1:] if stage in order else []
+
+    def on_train_line(self, line: str, now: float) -> None:
+        """Measure train and validation speed from train.py's own lines (for the estimates)."""
+        self.train_lines.append((now, line))
+        m = re.search(r"^epoch \d+/\d+ step .*img/s ([\d.]+)", line)
+        if m:
+            self.progress_lines += 1
+            if self.progress_lines > 1 and float(m.group(1)) > 0:  # the first one includes the compilation
+                self.rates["train"] = float(m.group(1))
+        if re.match(r"epoch \d+ (EMA )?sum:", line):
+            # validation ran between the epoch's last progress line and this one
+            steps = [t for t, text in self.train_lines if re.match(r"epoch \d+/\d+ step", text)]
+            if steps and self.val_images:
+                took = now - steps[-1]
+                if took > 0.5:
+                    self.rates["eval"] = self.val_images / took
+
+    # ----- the steps -----
+    def prepare_data(self) -> tuple:
+        """-> (dataset root, dataset name)."""
+        started = time.time()
+        if self.args.quick:
+            root = os.path.join(self.workdir, "data", "fashion-mnist-quick")
+            per_class = (64, 20)
+        else:
+            root = os.path.join(self.workdir, "data", "fashion-mnist")
+            per_class = (-1, -1)
+        src = self.args.src
+        if not have_source(src) and src == DEFAULT_SRC and not self.args.no_install:
+            self.try_apt_install()
+        if have_source(src):
+            print(f"$ python -m src.data.fashion_mnist --out {root}"
+                  + (f" --src {src}" if src != DEFAULT_SRC else "")
+                  + (f" --train_per_class {per_class[0]} --val_per_class {per_class[1]}" if self.args.quick else ""),
+                  flush=True)
+            try:
+                prepare_fashion_mnist(root, src, *per_class, log=lambda m: print(f"  {m}", flush=True))
+            except IdxError as e:
+                log(f"error: {e}")
+                raise SystemExit(2)
+            name = "Fashion-MNIST"
+        else:
+            log(HOW_TO_GET.format(src=src) + "; using scikit-learn's digits instead")
+            root = os.path.join(self.workdir, "data", "digits")
+            print(f"$ python -m src.data.fashion_mnist --digits --out {root}", flush=True)
+            prepare_digits(root, log=lambda m: print(f"  {m}", flush=True))
+            name = "scikit-learn digits"
+        self.stage_times["data"] = time.time() - started
+        return root, name
+
+    def try_apt_install(self) -> None:
+        if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+            return
+        log("Fashion-MNIST missing; trying `apt-get install -y dataset-fashion-mnist` (root; --no_install skips)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"],
+                    ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]):
+            try:
+                ok = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    timeout=300).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if cmd[1] == "install" and ok:
+                return
+
+    def clean_outputs(self) -> None:
+        """Remove what an earlier demo wrote in the work folder (train.py refuses to overwrite checkpoints)."""
+        removed = []
+        for name in ("checkpoints", "best_checkpoints", "summary_dir", "export", "heldout", "predictions"):
+            path = os.path.join(self.workdir, name)
+            if os.path.exists(path):
+                shutil.rmtree(path)
+                removed.append(name)
+        if removed:
+            log(f"removed the outputs of an earlier demo in {self.workdir}: {', '.join(removed)}")
+
+    def held_out(self, data: str, classes: list, samples: list) -> dict:
+        """Copy the first HELD_OUT_PER_CLASS test images of each class to WORKDIR/heldout; -> {path: label}."""
+        folder = os.path.join(self.workdir, "heldout")
+        os.makedirs(folder, exist_ok=True)
+        chosen, per_class = {}, {}
+        for path, label in samples:
+            if per_class.get(label, 0) < HELD_OUT_PER_CLASS:
+                per_class[label] = per_class.get(label, 0) + 1
+                dest = os.path.join(folder, f"{classes[label]}_{os.path.basename(path)}")
+                shutil.copyfile(path, dest)
+                chosen[os.path.abspath(dest)] = label
+        return chosen
+
+    def main(self) -> int:
+        a = self.args
+        log(f"the CPU demo: data -> train.py -> eval.py -> export.py -> eval_onnx.py -> infer.py in {self.workdir}")
+        os.makedirs(self.workdir, exist_ok=True)
+        self.clean_outputs()
+        data, data_name = self.prepare_data()
+
+        from src.data.folder import scan_image_folder  # MindSpore-free
+        classes, val_samples = scan_image_folder(os.path.join(data, "val"))
+        train_count = len(scan_image_folder(os.path.join(data, "train"))[1])
+        n_test = len(val_samples)
+
+        from src.config import load_yaml  # what train.py will read, to size the estimates
+        cfg = load_yaml(os.path.join(REPO, self.config))
+        train_args = DIGITS_TRAIN_ARGS[:] if data_name != "Fashion-MNIST" else []
+        train_args += QUICK_TRAIN_ARGS if a.quick else []
+        train_args += shlex.split(a.train_args)
+        overrides = dict(zip(train_args[::2], train_args[1::2]))
+        epochs = int(overrides.get("--epochs", cfg["epochs"]))
+        per_epoch = int(overrides.get("--train_num_samples", cfg["train_num_samples"]))
+        per_epoch = train_count if per_epoch == -1 else per_epoch
+        val_n = int(overrides.get("--val_num_samples", cfg["val_num_samples"]))
+        self.val_images = n_test if val_n == -1 else val_n
+        arch = overrides.get("--arch", cfg["arch"])
+        outs = {k: os.path.join(self.workdir, k) for k in ("summary_dir", "checkpoints", "best_checkpoints",
+                                                          "export", "predictions")}
+        images_trained = epochs * per_epoch
+        held = HELD_OUT_PER_CLASS * len(classes)
+        self.plan = {
+            "train": STARTUP["train"] + images_trained / self.rates["train"]
+            + epochs * self.val_images / self.rates["eval"],
+            "eval": STARTUP["eval"] + n_test / self.rates["eval"],
+            "export": 2 * STARTUP["export"],
+            "onnx": STARTUP["onnx"] + n_test / self.rates["onnx"],
+            "infer": 2 * STARTUP["infer"],
+        }
+        log(f"{data_name}: {train_count} training and {n_test} test images, {len(classes)} classes; "
+            f"training {arch} for {epochs} epoch(s) of {per_epoch} images")
+
+        # 2. train
+        def train_estimate():
+            return (STARTUP["train"] + images_trained / self.rates["train"]
+                    + epochs * self.val_images / self.rates["eval"])
+        self.run("train", "train.py", "--config", self.config, "--data_url", data,
+                 "--summary_root_dir", outs["summary_dir"], "--ckpt_root_dir", outs["checkpoints"],
+                 "--best_ckpt_root_dir", outs["best_checkpoints"], *train_args, estimate=train_estimate)
+        with open(os.path.join(outs["best_checkpoints"], "best.json")) as f:
+            best = json.load(f)
+        ckpt = max(best, key=best.get)
+        self.refresh_plan(n_test)
+
+        # 3. eval on the whole test split
+        lines = self.run("eval", "eval.py", "--config", self.config, "--pretrained", ckpt, "--data_url", data,
+                         "--val_num_samples", "-1", estimate=self.plan["eval"])
+        heads = [ast.literal_eval(m.group(1)) for m in map(EVAL_LINE.search, lines) if m]
+        if len(heads) != 3:
+            log("error: eval.py did not print three 'eval results' lines")
+            return 1
+        m = re.search(r"\((\d+) images\)", "\n".join(lines))
+        n_eval = int(m.group(1)) if m else n_test
+        self.rates["eval"] = n_eval / max(self.stage_times["eval"] - STARTUP["eval"], 1.0)
+
+        # 4. export
+        onnx_path = os.path.join(outs["export"], f"{arch}.onnx")
+        mindir_path = os.path.join(outs["export"], f"{arch}.mindir")
+        os.makedirs(outs["export"], exist_ok=True)
+        for fmt_name, path in (("ONNX", onnx_path), ("MINDIR", mindir_path)):
+            self.run("export", "export.py", "--config", self.config, "--file_format", fmt_name, "--pretrained", ckpt,
+                     "--arch", arch, "--output", path, estimate=STARTUP["export"])
+
+        # 5. ONNX evaluation in onnxruntime
+        lines = self.run("onnx", "eval_onnx.py", os.path.join(data, "val"), "--onnx_path", onnx_path, "-m", "CPU",
+                         "--config", self.config, estimate=self.plan["onnx"])
+        onnx_results = [ast.literal_eval(m.group(1)) for m in map(EVAL_LINE.search, lines) if m]
+
+        # 6. inference on held-out images, from the checkpoint and from the MINDIR
+        truth = self.held_out(data, classes, val_samples)
+        os.makedirs(outs["predictions"], exist_ok=True)
+        pred_ckpt = os.path.join(outs["predictions"], "predictions.json")
+        pred_mindir = os.path.join(outs["predictions"], "predictions_mindir.json")
+        heldout = os.path.join(self.workdir, "heldout")
+        self.run("infer", "infer.py", heldout, "--checkpoint", ckpt, "--arch", arch, "--config", self.config,
+                 "--output", pred_ckpt, "--class_names", os.path.join(data, "train"), estimate=STARTUP["infer"])
+        self.run("infer", "infer.py", heldout, "--mindir", mindir_path, "--config", self.config,
+                 "--output", pred_mindir, estimate=STARTUP["infer"])
+        with open(pred_ckpt) as f:
+            by_ckpt = json.load(f)
+        with open(pred_mindir) as f:
+            by_mindir = json.load(f)
+        right = sum(by_ckpt.get(p) == label for p, label in truth.items())
+        agree = sum(by_ckpt.get(p) == by_mindir.get(p) for p in truth)
+
+        # summary
+        total = time.time() - self.start
+        train_rate = self.mean_train_rate()
+        print("", flush=True)
+        log("summary")
+        print(f"  data        {data_name}, {train_count} train / {n_test} test images in {data} "
+              f"({self.stage_times['data']:.0f} s)", flush=True)
+        print(f"  train.py    {arch}, {epochs} epoch(s) x {per_epoch} images, {train_rate:.1f} img/s "
+              f"({self.stage_times['train']:.0f} s with per-epoch validation on {self.val_images} images)", flush=True)
+        for name, res in zip(("summed heads", "conv head", "transformer head"), heads):
+            print(f"  eval.py     {name:17s} Top1-Acc {res['Top1-Acc']:.4f}  Top5-Acc {res['Top5-Acc']:.4f}  "
+                  f"Loss {res['Loss']:.4f}", flush=True)
+        print(f"  eval.py     {n_eval} images in {self.stage_times['eval']:.0f} s", flush=True)
+        if onnx_results:
+            print(f"  eval_onnx   Top1-Acc {onnx_results[0]['Top1-Acc']:.4f}  Top5-Acc {onnx_results[0]['Top5-Acc']:.4f}"
+                  f"  ({self.stage_times['onnx']:.0f} s)", flush=True)
+        print(f"  infer.py    {right}/{len(truth)} held-out images right; the MINDIR agrees on {agree}/{len(truth)}",
+              flush=True)
+        print(f"  checkpoint  {ckpt}", flush=True)
+        print(f"  JSON        {pred_ckpt} (and {os.path.basename(pred_mindir)})", flush=True)
+        print(f"  ONNX        {onnx_path}", flush=True)
+        print(f"  MINDIR      {mindir_path}", flush=True)
+        curves = os.path.join(outs["summary_dir"], "metrics.png")
+        print(f"  curves      {curves if os.path.exists(curves) else '(no matplotlib: see metrics.csv)'}", flush=True)
+        print(f"  metrics     {os.path.join(outs['summary_dir'], 'metrics.csv')}", flush=True)
+        print(f"  time        " + ", ".join(f"{k} {v:.0f} s" for k, v in self.stage_times.items()), flush=True)
+        log(f"Top1-Acc={heads[0]['Top1-Acc']:.4f} on {n_eval} test images in {total:.0f} s")
+        return 0
+
+    def refresh_plan(self, n_test: int) -> None:
+        self.plan["train"] = 0.0
+        self.plan["eval"] = STARTUP["eval"] + n_test / self.rates["eval"]
+        self.plan["onnx"] = STARTUP["onnx"] + n_test / self.rates["onnx"]
+
+    def mean_train_rate(self) -> float:
+        """Mean of train.py's img/s over its progress lines, the first (compile) left out."""
+        rates = [float(m.group(1)) for _, line in self.train_lines
+                 for m in [re.search(r"step \d+/\d+ .*img/s ([\d.]+)", line)] if m]
+        rates = rates[1:] or rates
+        return sum(rates) / len(rates) if rates else 0.0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="demo_out", help="where data and outputs go (default: %(default)s)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="training config (default: %(default)s)")
+    parser.add_argument("--src", default=DEFAULT_SRC, help="folder with the Fashion-MNIST idx files "
+                                                            "(default: %(default)s)")
+    parser.add_argument("--train_args", default="", help="extra train.py options, e.g. \"--epochs 1\"")
+    parser.add_argument("--quick", action="store_true", help="64 training images per class, 1 epoch: a smoke test")
+    parser.add_argument("--no_install", action="store_true", help="never run apt-get for the dataset")
+    args = parser.parse_args(argv)
+    try:
+        return Demo(args).main()
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
