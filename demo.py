@@ -326,8 +326,9 @@ class Demo:
                   f"Loss {res['Loss']:.4f}", flush=True)
         print(f"  eval.py     {n_eval} images in {self.stage_times['eval']:.0f} s", flush=True)
         if onnx_results:
-            print(f"  eval_onnx   Top1-Acc {onnx_results[0]['Top1-Acc']:.4f}  Top5-Acc {onnx_results[0]['Top5-Acc']:.4f}"
-                  f"  ({self.stage_times['onnx']:.0f} s)", flush=True)
+            res = onnx_results[0]
+            print(f"  eval_onnx   Top1-Acc {res['Top1-Acc']:.4f}  Top5-Acc {res['Top5-Acc']:.4f}  "
+                  f"({self.stage_times['onnx']:.0f} s, onnxruntime)", flush=True)
         print(f"  infer.py    {right}/{len(truth)} held-out images right; the MINDIR agrees on {agree}/{len(truth)}",
               flush=True)
         print(f"  checkpoint  {ckpt}", flush=True)
