@@ -24,25 +24,41 @@ def _format_duration(seconds: float) -> str:
 
 
 class ProgressLogger:
-    """`epoch E/N step S/M loss L lr X img/s R ETA h:mm:ss` every `every` steps."""
+    """`epoch E/N step S/M loss L lr X img/s R ETA h:mm:ss` every `every` steps.
 
-    def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int, every: int, enabled: bool = True):
+    img/s and ETA time training steps only: the clock starts after the run's first step (which
+    compiles the graph) and restarts at `restart()`, which the trainer calls after each validation.
+    A line printed before any step was timed shows `img/s - ETA -`.
+    """
+
+    def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int, every: int, enabled: bool = True,
+                 clock=time.perf_counter):
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.batch_size, self.every, self.enabled = batch_size, every, enabled
-        self._since, self._steps_since = time.time(), 0
+        self._clock = clock
+        self._since, self._steps_since = None, 0  # None until the first (compiling) step is over
+
+    def restart(self) -> None:
+        """Time from now on: whatever ran since the last step (validation, ...) is not a training step."""
+        self._since, self._steps_since = self._clock(), 0
 
     def step(self, epoch: int, step: int, loss: float, lr: float, skipped: int) -> None:
         """`epoch` 0-based, `step` 1-based within the epoch."""
-        self._steps_since += 1
+        if self._since is None:
+            self.restart()
+        else:
+            self._steps_since += 1
         if not self.enabled or (step % self.every and step != self.steps_per_epoch):
             return
-        elapsed = time.time() - self._since
-        per_step = elapsed / self._steps_since
         remaining = (self.epochs - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - step
+        if self._steps_since:
+            per_step = max(self._clock() - self._since, 1e-9) / self._steps_since
+            rate = f"img/s {self.batch_size / per_step:.1f} ETA {_format_duration(remaining * per_step)}"
+        else:
+            rate = "img/s - ETA -"
         print(f"epoch {epoch + 1}/{self.epochs} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
-              f"lr {lr:.3e} img/s {self.batch_size / per_step:.1f} ETA {_format_duration(remaining * per_step)}"
-              + (f" skipped_steps {skipped}" if skipped else ""), flush=True)
-        self._since, self._steps_since = time.time(), 0
+              f"lr {lr:.3e} {rate}" + (f" skipped_steps {skipped}" if skipped else ""), flush=True)
+        self.restart()
 
 
 class CheckpointKeeper:

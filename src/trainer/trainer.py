@@ -175,6 +175,7 @@ class Trainer:
                                      {"seed": self.cfg.seed})
             self.last_save = time.time()
             self._validate(epoch, losses)
+            self.progress.restart()  # img/s and ETA time training steps, not the checkpoint or validation
         print(f"rank {self.rank_id}/{self.rank_size}: weights fingerprint {weights_fingerprint(self.net)}",
               flush=True)
 
