@@ -94,6 +94,10 @@ SCHEMA = {
                            read_by=TRAIN, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
         "crop_pct": Option(0.96, "eval: resize to image_size / crop_pct, then center crop",
                            read_by=INFERENCE, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
+        "repeated_aug": Option(0, "repeated augmentation (DeiT RASampler): each selected image N times per epoch, "
+                                  "differently augmented, on different ranks; epoch length kept; 0 = off",
+                               read_by=TRAIN, check=lambda v: v == 0 or v >= 2,
+                               check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {
         "optimizer": Option("adamw", "optimizer", read_by=TRAIN, choices=("adamw", "momentum", "sgd")),

@@ -42,7 +42,7 @@ def data_root(tmp_path_factory):
 def _cfg(data_root, *extra):
     return parse_args(["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
                        "--data_url", data_root, "--image_size", "32", "--batch_size", "4",
-                       "--num_parallel_workers", "2", "--device_target", "CPU", *extra])
+                       "--num_parallel_workers", "2", "--device_target", "CPU", "--repeated_aug", "0", *extra])
 
 
 def _epochs(dataset, num_epochs=1):

@@ -25,7 +25,8 @@ from src.trainer.train_one_step import NetWithLoss, TrainOneStep
 
 SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
          "--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
-         "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0", "--warmup_length", "0"]
+         "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0", "--warmup_length", "0",
+         "--repeated_aug", "0"]  # a few hundred images: every one once per epoch
 NO_AUGMENT = ["--auto_augment", "none", "--mixup", "0", "--cutmix", "0", "--re_prob", "0", "--hflip", "0",
               "--min_crop", "1.0"]
 

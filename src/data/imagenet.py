@@ -23,6 +23,17 @@ not mix, only smooths labels (timm's mixup_off_epoch). Iterating one pipeline
 again replays the same epoch (same order, new augmentation draws). Building
 one rescans the split folder (seconds for ImageNet) and starts its workers.
 
+Repeated augmentation (`repeated_aug: N`, N >= 2; the official recipe's default
+`--repeated-aug` with DeiT's 3 repeats): DeiT's RASampler. The epoch's permutation
+repeats every index N times in a row (i0 i0 i0 i1 i1 i1 ...), is padded by wrapping
+to a multiple of rank_size and dealt out as above, so the N copies of an image go to
+N consecutive ranks (one rank: consecutive positions of a batch), each with its own
+augmentation draws. Each rank then keeps its first floor(images // 256 * 256 /
+rank_size) indices, so an epoch has about as many samples as without repeats and
+covers only about 1/N of the distinct images. Same as DeiT except that the
+permutation is seeded by (seed, epoch) as above (DeiT: by epoch alone), and that
+fewer than 256 images, where DeiT's epoch would be empty, is refused.
+
 Train per image (timm's transforms_imagenet_train): RandomResizedCrop(image_size,
 scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
 -> RandAugment (auto_augment) -> ImageNet normalise, CHW -> random erasing; per
@@ -114,11 +125,25 @@ def _workers(requested: int) -> int:
     return min(requested, available)
 
 
-def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, rank_size: int) -> np.ndarray:
+def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, rank_size: int,
+                 repeats: int = 0) -> np.ndarray:
     """This rank's sample indices for `epoch`: all ranks draw the same permutation from (seed, epoch),
-    pad it by wrapping to a multiple of rank_size and take every rank_size-th from rank_id."""
+    pad it by wrapping to a multiple of rank_size and take every rank_size-th from rank_id.
+    repeats >= 2: DeiT's RASampler instead (module docstring, "Repeated augmentation")."""
     order = np.random.default_rng([seed, epoch]).permutation(num) if shuffle else np.arange(num)
+    if repeats:
+        return _repeated_shard(order, repeats, rank_id, rank_size)
     return np.resize(order, -(-num // rank_size) * rank_size)[rank_id::rank_size]  # resize repeats from the start
+
+
+def _repeated_shard(order: np.ndarray, repeats: int, rank_id: int, rank_size: int) -> np.ndarray:
+    """DeiT samplers.py RASampler.__iter__ on a drawn order: each index `repeats` times in a row, padded
+    by wrapping to a multiple of rank_size, every rank_size-th from rank_id, cut to
+    num_selected_samples = floor(len // 256 * 256 / num_replicas)."""
+    num = len(order)
+    total = -(-num * repeats // rank_size) * rank_size
+    selected = num // 256 * 256 // rank_size
+    return np.resize(np.repeat(order, repeats), total)[rank_id::rank_size][:selected]
 
 
 class _Samples:
@@ -242,7 +267,11 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     drop_remainder = is_train if drop_remainder is None else drop_remainder
     root, paths, labels = _split_samples(cfg, is_train)
 
-    order = _shard_order(len(paths), shuffle, cfg.seed, epoch, rank_id, rank_size)
+    repeats = cfg.repeated_aug if is_train else 0
+    if repeats and len(paths) < 256:
+        raise DatasetError(f"{root}: repeated_aug keeps floor(images / 256) * 256 images per epoch (DeiT's "
+                           f"RASampler) but there are only {len(paths)}: set repeated_aug 0")
+    order = _shard_order(len(paths), shuffle, cfg.seed, epoch, rank_id, rank_size, repeats)
     batches = len(order) // cfg.batch_size if drop_remainder else -(-len(order) // cfg.batch_size)
     if batches == 0:
         raise DatasetError(f"{root}: {len(order)} images per shard, fewer than batch_size {cfg.batch_size}")
