@@ -1,0 +1,217 @@
+"""The README's commands are not stale: every command in a ```bash fence (the README's convention:
+bash fences are runnable, other examples use ```text or ```console) names a Makefile target, a
+script that exists and options that script accepts, and config files that exist.
+
+Python scripts' options come from their own `--help` (run once per script with this interpreter);
+scripts/*.sh options from their `parse_options` spec (scripts/_common.sh), and what follows `--extra`
+from the Python script the shell script runs."""
+import ast
+import functools
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+README = os.path.join(REPO, "README.md")
+SEPARATORS = {"&&", "||", ";", "|", "&"}
+REDIRECTS = {">", ">>", "<"}
+# programs a README command may run that are not this repository's (nothing of ours to check)
+EXTERNAL = {"git", "pip", "apt-get"}
+
+
+def runnable_blocks(markdown: str) -> list:
+    """(first line number, text) of every ```bash / ```sh / ```shell fence."""
+    blocks, language = [], None
+    for number, line in enumerate(markdown.splitlines(), 1):
+        fence = re.match(r"^\s*```\s*(\S*)", line)
+        if fence and language is None:
+            language, start, lines = fence.group(1), number + 1, []
+        elif fence:
+            if language in ("bash", "sh", "shell"):
+                blocks.append((start, "\n".join(lines)))
+            language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
+
+
+def _simple_command(tokens: list) -> list:
+    """Without leading VAR=value assignments and without redirections."""
+    while tokens and re.match(r"^[A-Za-z_]\w*=", tokens[0]):
+        tokens = tokens[1:]
+    kept, skip = [], False
+    for token in tokens:
+        if token in REDIRECTS:
+            skip = True
+        elif skip:
+            skip = False
+        else:
+            kept.append(token)
+    return kept
+
+
+def commands(block: str) -> list:
+    """Token lists of the block's commands: `\\` continuations joined, comments dropped, split at
+    && || ; | &, leading VAR=value assignments and redirections removed."""
+    found = []
+    for line in re.sub(r"\\\n", " ", block).splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
+        lexer.whitespace_split = True
+        command = []
+        for token in list(lexer) + [";"]:
+            if token in SEPARATORS:
+                command = _simple_command(command)
+                if command:
+                    found.append(command)
+                command = []
+            else:
+                command.append(token)
+    return found
+
+
+def _option_names(tokens) -> list:
+    """`--opt` / `-o` tokens (a `--opt=value` counts as `--opt`); negative numbers are values."""
+    return [t.split("=", 1)[0] for t in tokens if t.startswith("-") and not re.match(r"^-\d", t) and t != "-"]
+
+
+def makefile_targets() -> set:
+    with open(os.path.join(REPO, "Makefile")) as f:
+        return {name for line in f for m in [re.match(r"^([^\s#:=][^:=]*):(?!=)", line)] if m
+                for name in m.group(1).split()}
+
+
+@functools.lru_cache(maxsize=None)
+def python_options(script: str) -> frozenset:
+    """Option strings of `script`'s parser, from its --help. A script meant for another environment
+    (its --help fails on a module this venv lacks, e.g. torch for the fixture generator) is read
+    statically: the literal option strings of its add_argument calls."""
+    path = os.path.join(REPO, script)
+    result = subprocess.run([sys.executable, path, "--help"], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode == 0:
+        return frozenset(option for line in result.stdout.splitlines()
+                         for m in [re.match(r"^  (-\S.*?)(?:\s{2,}|$)", line)] if m
+                         for option in re.findall(r"(?:^|, )(-[\w-]+)", m.group(1)))
+    if "ModuleNotFoundError" not in result.stderr:
+        raise AssertionError(f"{script} --help failed: {result.stderr.strip().splitlines()[-1:]}")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    return frozenset(arg.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and getattr(node.func, "attr", None) == "add_argument"
+                     for arg in node.args if isinstance(arg, ast.Constant) and str(arg.value).startswith("-"))
+
+
+def shell_script_interface(script: str) -> tuple:
+    """(options accepted, whether it takes a positional first argument, the Python script it runs)."""
+    with open(os.path.join(REPO, script)) as f:
+        source = f.read()
+    spec = re.search(r'parse_options "\$USAGE" "([^"]*)"', source)
+    options = {s.split("=", 1)[0] for s in spec.group(1).split()} if spec else set()
+    runs = re.search(r'"\$REPO_DIR/([\w/]+\.py)"', source)
+    return options | {"--extra", "-h", "--help"}, "take_data" in source, runs.group(1) if runs else None
+
+
+def check_python(args: list) -> list:
+    """Problems with `python [-m MODULE | SCRIPT] ARGS`."""
+    if args[:1] == ["-m"]:
+        module = args[1]
+        return [] if importlib.util.find_spec(module) else [f"no module {module}"]
+    script, rest = args[0], args[1:]
+    if not os.path.isfile(os.path.join(REPO, script)):
+        return [f"no script {script}"]
+    return check_options(script, rest, python_options(script))
+
+
+def check_options(script: str, args: list, accepted) -> list:
+    return [f"{script} does not accept {option}" for option in _option_names(args) if option not in accepted]
+
+
+def check_shell(args: list) -> list:
+    script, rest = args[0], args[1:]
+    if not os.path.isfile(os.path.join(REPO, script)):
+        return [f"no script {script}"]
+    accepted, positional, runs = shell_script_interface(script)
+    problems = []
+    if positional and (not rest or rest[0].startswith("-")):
+        problems.append(f"{script} needs its positional argument first")
+    extra = rest.index("--extra") if "--extra" in rest else len(rest)
+    problems += check_options(script, rest[:extra], accepted)
+    if runs and extra < len(rest):
+        problems += check_options(runs, rest[extra + 1:], python_options(runs))
+    return problems
+
+
+def check_command(tokens: list) -> list:
+    """Problems with one command (empty when it is current)."""
+    program = os.path.basename(tokens[0])
+    problems = [f"no config file {t}" for t in tokens if re.match(r"^src/configs/.*\.ya?ml$", t)
+                and not os.path.isfile(os.path.join(REPO, t))]
+    if program == "make":
+        targets = [t for t in tokens[1:] if not t.startswith("-") and "=" not in t]
+        problems += [f"no Makefile target {t}" for t in targets if t not in makefile_targets()]
+    elif re.match(r"^python(\d+(\.\d+)?)?$", program):
+        problems += check_python(tokens[1:])
+    elif program == "bash":
+        problems += check_shell(tokens[1:])
+    elif program not in EXTERNAL:
+        problems.append(f"unknown program {tokens[0]} (a non-runnable example goes in a ```text fence)")
+    return problems
+
+
+def readme_commands() -> list:
+    with open(README) as f:
+        return [(line, command) for line, block in runnable_blocks(f.read()) for command in commands(block)]
+
+
+def test_every_readme_command_names_existing_scripts_targets_and_options():
+    found = readme_commands()
+    programs = {os.path.basename(c[0]) for _, c in found}
+    assert {"make", "python", "bash"} <= {re.sub(r"[\d.]+$", "", p) for p in programs}, programs
+    stale = [f"README.md block at line {line}: `{shlex.join(command)}`: {problem}"
+             for line, command in found for problem in check_command(command)]
+    assert not stale, "\n".join(stale)
+
+
+def test_command_extraction_handles_continuations_chains_comments_and_env():
+    block = ("# a comment line\n"
+             "GLOG_v=3 .venv/bin/python train.py --config src/configs/conformer_tiny.yaml \\\n"
+             "    --batch_size 8 > log.txt && make test   # trailing comment\n"
+             "bash scripts/run_eval_gpu.sh $CONFIG --checkpoint \"$CKPT\"; echo done\n")
+    assert commands(block) == [
+        [".venv/bin/python", "train.py", "--config", "src/configs/conformer_tiny.yaml", "--batch_size", "8"],
+        ["make", "test"],
+        ["bash", "scripts/run_eval_gpu.sh", "$CONFIG", "--checkpoint", "$CKPT"],
+        ["echo", "done"]]
+    markdown = "```bash\nmake demo\n```\n```text\nmake nothing\n```\n```\nplain\n```\n"
+    assert runnable_blocks(markdown) == [(2, "make demo")]
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("make demo", None),
+    ("make no_such_target", "no Makefile target no_such_target"),
+    (".venv/bin/python train.py --config src/configs/conformer_tiny.yaml --batch_size 8", None),
+    (".venv/bin/python train.py --batch_sise 8", "train.py does not accept --batch_sise"),
+    ("python train.py --config src/configs/no_such.yaml", "no config file src/configs/no_such.yaml"),
+    ("python no_such_script.py --x 1", "no script no_such_script.py"),
+    ("python eval_onnx.py DATA --onnx_path m.onnx -m CPU", None),
+    ("python -m no_such_module", "no module no_such_module"),
+    ("bash scripts/run_eval_gpu.sh CFG --device 0 --extra --device_target CPU", None),
+    ("bash scripts/run_eval_gpu.sh CFG --devices 0", "scripts/run_eval_gpu.sh does not accept --devices"),
+    ("bash scripts/run_eval_gpu.sh CFG --extra --device_targte CPU", "eval.py does not accept --device_targte"),
+    ("bash scripts/run_eval_gpu.sh --device 0", "scripts/run_eval_gpu.sh needs its positional argument first"),
+    ("bash scripts/no_such.sh X", "no script scripts/no_such.sh"),
+    ("rm -rf build", "unknown program rm"),
+])
+def test_the_checker_catches_stale_commands(line, problem):
+    (command,) = commands(line)
+    problems = check_command(command)
+    if problem is None:
+        assert problems == []
+    else:
+        assert problem in problems[0], problems
