@@ -3,7 +3,9 @@
 Parameter names and shapes follow the official implementation
 (pengzhiliang/Conformer, conformer.py) so that its checkpoints convert with a
 fixed rename table (see src/tools/convert.py).  Variants are rows of
-`VARIANTS`; `create_model` is the only way scripts build a network.
+`VARIANTS`; `create_model` is the only way scripts build a network, as a
+classifier (`Conformer`) or, with `features_only=True`, as a backbone
+(`ConformerFeatures`: stride-4/8/16/32 CNN maps and the transformer tokens).
 """
 import numpy as np
 import mindspore as ms
@@ -126,8 +128,12 @@ class Conformer(nn.Cell):
                 cell.weight.set_data(initializer(HeNormal(mode="fan_out", nonlinearity="relu"),
                                                  cell.weight.shape, cell.weight.dtype))
 
-    def forward_features(self, x):
-        """images -> (CNN map of the last stage [B, C, H/32, W/32], tokens [B, 1+n, E])."""
+    def forward_blocks(self, x):
+        """images -> (CNN map after each block 1..depth, tokens after the last block [B, 1+n, E]).
+
+        Block 1 is conv_1 + trans_1, block i > 1 is conv_trans_i; `feature_blocks`
+        says which of these maps are the stride-4/8/16/32 features.
+        """
         x_base = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         x, _ = self.conv_1(x_base)
         x_t = self.trans_patch_conv(x_base)
@@ -135,9 +141,19 @@ class Conformer(nn.Cell):
         x_t = x_t.reshape(-1, e, h * w).transpose(0, 2, 1)
         # x_t[:, :1] * 0 ties the class token's batch to the input instead of a constant
         x_t = self.trans_1(ops.cat((x_t[:, :1] * 0 + self.cls_token, x_t), axis=1))
+        maps = (x,)
         for stage in self.stages:
             x, x_t = stage(x, x_t)
-        return x, x_t
+            maps += (x,)
+        return maps, x_t
+
+    def forward_features(self, x):
+        """images -> (CNN map of the last stage [B, C, H/32, W/32], tokens [B, 1+n, E]).
+
+        The tokens are before `trans_norm` (the transformer head applies it).
+        """
+        maps, x_t = self.forward_blocks(x)
+        return maps[-1], x_t
 
     def construct(self, x):
         x, x_t = self.forward_features(x)
@@ -146,15 +162,89 @@ class Conformer(nn.Cell):
         return conv_logits, trans_logits
 
 
+FEATURE_INDICES = (0, 1, 2, 3, 4)  # stride-4/8/16/32 CNN maps, then the transformer tokens
+
+
+def feature_blocks(depth: int) -> tuple:
+    """Block (1..depth, as in `forward_blocks`) whose CNN map is feature 0, 1, 2, 3; 0 = none.
+
+    Ends of stage 1 and 2, then the last block at stride 16 and the last block,
+    whose fusion bottleneck halves the map: blocks 4, 8, 11, 12 at depth 12, the
+    maps the official mmdetection backbone returns.  With one block per stage
+    (depth 3) no block ends at stride 16.
+    """
+    per_stage = depth // 3
+    return per_stage, 2 * per_stage, depth - 1 if per_stage > 1 else 0, depth
+
+
+class ConformerFeatures(Conformer):
+    """Conformer as a backbone (timm/mindcv `features_only`): images -> the outputs in `out_indices`.
+
+    | index | output | stride | channels | tiny, 224 x 224 |
+    | --- | --- | --- | --- | --- |
+    | 0 | CNN map, end of stage 1 (conv_trans_4) | 4 | C | [B, 64, 56, 56] |
+    | 1 | CNN map, end of stage 2 (conv_trans_8) | 8 | 2C | [B, 128, 28, 28] |
+    | 2 | CNN map of conv_trans_11, the last block at stride 16 | 16 | 4C | [B, 256, 14, 14] |
+    | 3 | CNN map of conv_trans_12, the last block (its fusion halves the map) | 32 | 4C | [B, 256, 7, 7] |
+    | 4 | transformer tokens after the last block, class token first, before trans_norm | patch | E | [B, 197, 384] |
+
+    C = 64 x channel_ratio (64 tiny, 256 small, 384 base), E = embed_dim; an H x W
+    input (multiples of 32) gives maps [B, c, H/s, W/s] and 1 + (H/p)(W/p) tokens
+    for patch size p.  Block numbers are for depth 12 (see `feature_blocks`).
+    `feature_strides` / `feature_channels` describe the selected outputs (for a
+    neck).  The classifier heads and `trans_norm` are removed; every other
+    parameter keeps its official name, so classification checkpoints load with
+    `load_weights` (which ignores the heads' entries).
+    """
+
+    def __init__(self, out_indices=None, patch_size: int = 16, base_channel: int = 64,
+                 channel_ratio: float = 4, **kwargs):
+        super().__init__(patch_size=patch_size, base_channel=base_channel, channel_ratio=channel_ratio, **kwargs)
+        del self.trans_norm, self.trans_cls_head, self.conv_cls_head
+        depth = len(self.stages) + 1
+        blocks = feature_blocks(depth) + (None,)  # None: the tokens
+        available = tuple(i for i in FEATURE_INDICES if blocks[i] != 0)
+        out_indices = available if out_indices is None else tuple(out_indices)
+        for i in out_indices:
+            if i not in available:
+                reason = " (one block per stage: no block ends at stride 16)" if i == 2 else ""
+                raise ValueError(f"out_indices: {i} is not a feature of this depth-{depth} model{reason}; "
+                                 f"available: {', '.join(map(str, available))}")
+        stage_1_channel = int(base_channel * channel_ratio)
+        strides = (4, 8, 16, 32, patch_size)
+        channels = (stage_1_channel, 2 * stage_1_channel, 4 * stage_1_channel, 4 * stage_1_channel, self.embed_dim)
+        self.out_indices = out_indices
+        self.feature_strides = tuple(strides[i] for i in out_indices)
+        self.feature_channels = tuple(channels[i] for i in out_indices)
+        # index into forward_blocks' maps (block b is maps[b - 1]); None: the tokens
+        self._taps = tuple(None if blocks[i] is None else blocks[i] - 1 for i in out_indices)
+
+    def construct(self, x):
+        maps, x_t = self.forward_blocks(x)
+        out = ()
+        for tap in self._taps:
+            out += (x_t,) if tap is None else (maps[tap],)
+        return out
+
+
 def create_model(arch: str, num_classes: int = 1000, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, approximate_gelu: bool = False, pytorch_maxpool: bool = True,
-                 **overrides) -> Conformer:
-    """Build a registered variant; `overrides` replace its hyper-parameters (None is ignored)."""
+                 features_only: bool = False, out_indices=None, **overrides) -> Conformer:
+    """Build a registered variant; `overrides` replace its hyper-parameters (None is ignored).
+
+    features_only=True returns a `ConformerFeatures` backbone whose call returns
+    the outputs `out_indices` selects (default: every one the depth has).
+    """
     hparams = {**_COMMON, **VARIANTS[canonical_arch(arch)]}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
-    return Conformer(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                     attn_drop_rate=attn_drop_rate, approximate_gelu=approximate_gelu,
-                     pytorch_maxpool=pytorch_maxpool, **hparams)
+    kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                  attn_drop_rate=attn_drop_rate, approximate_gelu=approximate_gelu,
+                  pytorch_maxpool=pytorch_maxpool, **hparams)
+    if features_only:
+        return ConformerFeatures(out_indices=out_indices, **kwargs)
+    if out_indices is not None:
+        raise ValueError("out_indices selects the outputs of features_only=True models")
+    return Conformer(**kwargs)
 
 
 def count_params(net: nn.Cell) -> int:
