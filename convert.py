@@ -10,7 +10,7 @@ import sys
 
 import mindspore as ms
 
-from src.conformer import ARCH_NAMES, create_model
+from src.conformer import ARCH_NAMES, create_model, param_count_line
 from src.tools.checkpoint import save_checkpoint_atomic
 from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
         num_classes = args.num_classes or head_classes(state_dict) or 1000
         ms.set_device(args.device_target)
         net = create_model(args.arch, num_classes=num_classes)
+        print(param_count_line(net, args.arch), flush=True)
         expected = {p.name: p.shape for p in net.get_parameters()}
         params = convert_state_dict(state_dict, expected)
     except ConversionError as e:

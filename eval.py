@@ -5,7 +5,7 @@
 import sys
 
 from src.config import parse_args
-from src.conformer import create_model_from_config
+from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import DatasetError, create_dataset
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
@@ -18,6 +18,7 @@ def main() -> int:
         init_context(cfg)
         net = create_model_from_config(cfg)
         load_weights(net, cfg.pretrained)
+        print(param_count_line(net, cfg.arch), flush=True)
         results = evaluate(net, create_dataset(cfg, "val"))
     except (DeviceError, DatasetError, CheckpointError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)

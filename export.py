@@ -16,7 +16,7 @@ import numpy as np
 import mindspore as ms
 
 from src.config import parse_args
-from src.conformer import create_model_from_config
+from src.conformer import create_model_from_config, param_count_line
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
 from src.tools.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
@@ -48,6 +48,7 @@ def main() -> int:
         init_context(cfg)
         net = create_model_from_config(cfg)
         load_weights(net, cfg.pretrained)
+        print(param_count_line(net, cfg.arch), flush=True)
         example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
         path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
                             output_names(cfg.export_heads))

@@ -12,7 +12,7 @@ import sys
 import mindspore as ms
 
 from src.config import parse_args
-from src.conformer import create_model_from_config
+from src.conformer import create_model_from_config, param_count_line
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
 from src.tools.export import ExportError, InferenceNet, load_mindir
@@ -47,6 +47,8 @@ def _mindir_forward(path: str):
 def _network_forward(cfg, batch_size: int):
     net = create_model_from_config(cfg)
     load_weights(net, cfg.checkpoint or cfg.pretrained)
+    # stderr: stdout carries exactly one line per image
+    print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
     summed = InferenceNet(net)
     summed.set_train(False)
     return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy(), batch_size)

@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 
 from src.config import parse_args
-from src.conformer import OFFICIAL_PARAM_COUNTS, canonical_arch, count_params, create_model_from_config
+from src.conformer import create_model_from_config, param_count_line
 from src.tools.device import DeviceError, init_context
 
 
@@ -25,13 +25,9 @@ def main() -> int:
     except DeviceError as e:
         print(f"summary.py: error: {e}", file=sys.stderr)
         return 2
-    arch = canonical_arch(cfg.arch)
     net = create_model_from_config(cfg)
     net.set_train(False)
-    n_params = count_params(net)
-    official = OFFICIAL_PARAM_COUNTS.get(arch)
-    print(f"arch {arch}: {n_params:,} parameters at {cfg.num_classes} classes"
-          + (f" (official at 1000 classes: {official:,})" if official else " (not an official variant)"))
+    print(param_count_line(net, cfg.arch))
     x = ms.Tensor(np.random.default_rng(cfg.seed).standard_normal(
         (cfg.batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
     start = time.perf_counter()

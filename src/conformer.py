@@ -252,6 +252,28 @@ def count_params(net: nn.Cell) -> int:
     return sum(int(np.prod(p.shape)) for p in net.trainable_params())
 
 
+def param_count_line(net: Conformer, arch: str) -> str:
+    """The start-up line of every script: arch, parameter count, and the official count.
+
+    OFFICIAL_PARAM_COUNTS are at 1000 classes, so the count is compared at 1000
+    classes: each class costs one weight row and one bias in each head.  A
+    mismatch (the network is not the official variant) gives a line starting
+    with "warning:" that names both numbers.
+    """
+    arch = canonical_arch(arch)
+    n_params, classes = count_params(net), net.num_classes
+    text = f"arch {arch}: {n_params:,} parameters at {classes} classes"
+    official = OFFICIAL_PARAM_COUNTS.get(arch)
+    if official is None:
+        return f"{text} (not an official variant)"
+    per_class = net.conv_cls_head.in_channels + net.trans_cls_head.in_channels + 2
+    at_1000 = n_params + (1000 - classes) * per_class
+    if at_1000 == official:
+        return f"{text} ({at_1000:,} at 1000 classes, as the official model)"
+    return (f"warning: {text}: {at_1000:,} at 1000 classes, but the official {arch} has {official:,}: "
+            "this network is not the official variant")
+
+
 def create_model_from_config(cfg) -> Conformer:
     """The model a config describes (the YAML keys keep their ModelZoo names)."""
     return create_model(cfg.arch, num_classes=cfg.num_classes, drop_rate=cfg.drop,

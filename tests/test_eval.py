@@ -8,7 +8,7 @@ import mindspore as ms
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
-from src.conformer import create_model
+from src.conformer import create_model, param_count_line
 from src.data.preprocess import eval_transform, load_rgb
 
 ARGS = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"), "--device_target", "CPU",
@@ -44,7 +44,8 @@ def test_eval_matches_logits_by_hand(tmp_path):
     ms.save_checkpoint(net, str(ckpt))
     result = run_script("eval.py", *ARGS, "--data_url", data, "--crop_pct", "0.875", "--pretrained", str(ckpt))
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    start_up, *lines = result.stdout.splitlines()
+    assert start_up == param_count_line(net, "conformer_reduced_patch16")
     summed = ast.literal_eval(re.match(r"eval results: (\{.*\})$", lines[0]).group(1))
     assert lines[1].startswith("conv head: eval results: {") and lines[2].startswith("transformer head: eval results: {")
     top1, top5, loss = _by_hand(net, os.path.join(data, "val"))

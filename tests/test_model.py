@@ -4,7 +4,8 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.conformer import ALIASES, OFFICIAL_PARAM_COUNTS, VARIANTS, canonical_arch, count_params, create_model
+from src.conformer import (ALIASES, OFFICIAL_PARAM_COUNTS, VARIANTS, canonical_arch, count_params, create_model,
+                           param_count_line)
 from src.layers.drop_path import DropPath
 
 
@@ -14,6 +15,21 @@ def test_parameter_counts_equal_official(arch):
     assert count_params(net) == OFFICIAL_PARAM_COUNTS[arch]
     # 718 official state-dict entries minus the 85 num_batches_tracked buffers
     assert len(net.parameters_dict()) == 633
+
+
+def test_start_up_line_compares_with_the_official_count_at_1000_classes():
+    net = create_model("conformer_tiny_patch16", num_classes=10)
+    line = param_count_line(net, "conformer_tiny")  # the alias names the same official model
+    assert line == (f"arch conformer_tiny_patch16: {count_params(net):,} parameters at 10 classes "
+                    "(23,524,704 at 1000 classes, as the official model)")
+    overridden = create_model("conformer_tiny_patch16", num_classes=10, depth=3)
+    at_1000 = count_params(create_model("conformer_tiny_patch16", depth=3))
+    assert param_count_line(overridden, "conformer_tiny_patch16") == (
+        f"warning: arch conformer_tiny_patch16: {count_params(overridden):,} parameters at 10 classes: "
+        f"{at_1000:,} at 1000 classes, but the official conformer_tiny_patch16 has 23,524,704: "
+        "this network is not the official variant")
+    reduced = create_model("conformer_reduced_patch16", num_classes=4)
+    assert param_count_line(reduced, "conformer_reduced_patch16").endswith("at 4 classes (not an official variant)")
 
 
 def test_aliases_build_the_same_model():

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import mindspore as ms
 
-from ..conformer import OFFICIAL_PARAM_COUNTS, canonical_arch, count_params, create_model_from_config
+from ..conformer import canonical_arch, create_model_from_config, param_count_line
 from ..data.imagenet import SkippedImages, create_dataset
 from ..tools.callback import CheckpointKeeper, LossLog, MetricsLog, ProgressLogger, save_input_grid
 from ..tools.checkpoint import CheckpointError, load_weights, read_checkpoint
@@ -133,9 +133,7 @@ class Trainer:
     def _build_net(self):
         cfg = self.cfg
         net = create_model_from_config(cfg)
-        official = OFFICIAL_PARAM_COUNTS.get(self.arch)
-        self._print(f"arch {self.arch}: {count_params(net):,} parameters"
-                    + (f" (official: {official:,} at 1000 classes)" if official else ""))
+        self._print(param_count_line(net, self.arch))
         if cfg.pretrained and not self.resume_from:
             if load_weights(net, cfg.pretrained, skip_mismatched_head=True):
                 self._print(f"pretrained {cfg.pretrained}: heads re-initialised for {cfg.num_classes} classes")
