@@ -19,13 +19,18 @@ class Attention(nn.Cell):
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
 
-    def construct(self, x):
-        _, n, c = x.shape
+    def attention_probs(self, x):
+        """tokens [B, N, C] -> (attention weights [B, heads, N, N] before dropout, values [B, heads, N, C/heads])."""
+        n = x.shape[1]
         # batch kept as -1 so that no batch size is baked into the exported graph
         qkv = self.qkv(x).reshape(-1, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ops.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale
-        attn = ops.softmax(attn.astype(ms.float32), -1).astype(x.dtype)
+        return ops.softmax(attn.astype(ms.float32), -1).astype(x.dtype), v
+
+    def construct(self, x):
+        _, n, c = x.shape
+        attn, v = self.attention_probs(x)
         attn = self.attn_drop(attn)
         x = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))

@@ -1,0 +1,40 @@
+"""Show where a Conformer looks: input | CNN class activation map | transformer attention rollout, as one PNG.
+
+    python visualize.py IMAGE --checkpoint CKPT --arch ARCH [--output PNG] [--image_size 224] [--any_yaml_key V]
+
+The CNN panel is the class activation map of the predicted class from the conv head's
+weights; the transformer panel is the class token's attention rollout (src/tools/visualize.py).
+"""
+import sys
+
+from src.config import parse_args
+from src.data.preprocess import ImageReadError
+from src.tools.checkpoint import CheckpointError
+from src.tools.device import DeviceError
+from src.tools.visualize import run
+
+PROG = "visualize.py"
+
+
+def _script_args(parser):
+    parser.add_argument("image", help="image file (any size and aspect; fed whole, not cropped)")
+    parser.add_argument("--checkpoint", default="", help="MindSpore checkpoint (default: --pretrained)")
+    parser.add_argument("--output", default="",
+                        help="PNG to write (default: IMAGE's name + .conformer.png in the current directory)")
+
+
+def main() -> int:
+    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    try:
+        print(run(cfg))
+    except ImageReadError as e:
+        print(f"{PROG}: error: {cfg.image}: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, DeviceError, OSError) as e:  # OSError: the output is not writable
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
