@@ -120,8 +120,10 @@ def render(image: Image.Image, result: dict, path: str) -> tuple:
     width, height = result["input_size"]
     scale = max(1.0, DISPLAY_SHORT_SIDE / min(width, height))
     panel = image.resize((int(round(width * scale)), int(round(height * scale))), Image.BICUBIC)
-    panels = [("input", panel), (f"CNN CAM, class {result['class']}", _overlay(panel, result["cam"])),
-              ("transformer rollout", _overlay(panel, result["rollout_map"]))]
+    cam, rollout = result["cam"], result["rollout_map"]  # captions give their sizes: a 1x1 map shows nothing
+    panels = [("input", panel),
+              (f"CNN CAM {cam.shape[1]}x{cam.shape[0]}, class {result['class']}", _overlay(panel, cam)),
+              (f"transformer rollout {rollout.shape[1]}x{rollout.shape[0]}", _overlay(panel, rollout))]
     canvas = Image.new("RGB", (3 * panel.width + 2 * GAP, panel.height + CAPTION_HEIGHT), "white")
     draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
     for i, (caption, picture) in enumerate(panels):
