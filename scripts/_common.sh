@@ -27,8 +27,9 @@ take_data() {
   DATA=$1
 }
 
-# parse_options USAGE "SPEC ..." ARGS...: options that each take one value. A SPEC is `--opt` (passed
-# on to python as is), `--opt=--py_opt` (passed on renamed) or `--opt=@VAR` (kept in shell variable VAR).
+# parse_options USAGE "SPEC ..." ARGS...: options that each take one value, except flags. A SPEC is
+# `--opt` (passed on to python as is), `--opt=--py_opt` (passed on renamed), `--opt=@VAR` (kept in shell
+# variable VAR) or `--opt=!VAR` (a flag without value: sets VAR=1).
 # --extra passes everything after it unchanged. Sets PY_ARGS.
 parse_options() {
   local usage=$1 specs=" $2 " spec target
@@ -48,8 +49,13 @@ parse_options() {
       *)
         spec=$(tr ' ' '\n' <<<"$specs" | grep -E -- "^$1(=|\$)" || true)
         [[ -n $spec ]] || die "unknown argument $1 (usage: $usage)"
-        (($# >= 2)) || die "$1 needs a value"
         target=${spec#*=}
+        if [[ $target == !* ]]; then
+          printf -v "${target#!}" '%s' 1
+          shift
+          continue
+        fi
+        (($# >= 2)) || die "$1 needs a value"
         if [[ $target == @* ]]; then
           printf -v "${target#@}" '%s' "$2"
         else

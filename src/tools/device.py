@@ -9,6 +9,10 @@ import numpy as np
 import mindspore as ms
 
 
+# set in each process by msrun (dynamic cluster), a rank table launch, or OpenMPI's mpirun
+LAUNCHER_ENV = {"MS_WORKER_NUM", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE"}
+
+
 class DeviceError(RuntimeError):
     """The requested device is not usable with this MindSpore install."""
 
@@ -28,7 +32,8 @@ def init_context(cfg) -> None:
         os.environ["MS_DEV_SAVE_GRAPHS"] = "1"
         os.environ["MS_DEV_SAVE_GRAPHS_PATH"] = os.path.join(cfg.summary_root_dir, "graphs")
     ms.set_context(mode=ms.PYNATIVE_MODE if cfg.pynative_mode else ms.GRAPH_MODE)
-    # msrun gives each worker its local device in DEVICE_ID
+    # msrun gives each worker its local device in DEVICE_ID; under mpirun, importing mindspore copies
+    # OMPI_COMM_WORLD_LOCAL_RANK there
     device_id = int(os.environ["DEVICE_ID"]) if cfg.device_num > 1 and "DEVICE_ID" in os.environ else cfg.device_id
     ms.set_device(target, device_id)
     ms.set_seed(cfg.seed)
@@ -40,15 +45,15 @@ def init_distributed(cfg) -> tuple:
     """(rank_id, rank_size); data parallel with mean gradients when device_num > 1.
 
     A single device never touches the communication library, so `python train.py`
-    works without a launcher; device_num > 1 must be started by msrun (the
-    launch scripts set both).
+    works without a launcher; device_num > 1 must be started by a launcher, msrun
+    or OpenMPI's mpirun (scripts/run_distribute_train_gpu.sh sets both).
     """
     if cfg.device_num <= 1:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
-    if "MS_WORKER_NUM" not in os.environ and "RANK_TABLE_FILE" not in os.environ:
+    if not LAUNCHER_ENV & set(os.environ):
         raise DeviceError(f"device_num {cfg.device_num} needs one process per device: start with "
-                          "scripts/run_distribute_train_gpu.sh (msrun), or set --device_num 1")
+                          "scripts/run_distribute_train_gpu.sh (msrun or mpirun), or set --device_num 1")
     init()
     size = get_group_size()
     if size != cfg.device_num:
