@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy of an exported ONNX Conformer on an ImageFolder dataset, in onnxruntime.
 
     python eval_onnx.py DATASET --onnx_path PATH [--image_size 224] [-m {CPU,GPU}] [--prefetch 16]
-                        [--batch N] [--any_yaml_key V]
+                        [--batch N] [--ort_threads N] [--any_yaml_key V]
 
 DATASET holds one subfolder per class (sorted names = class indices); without it the config's
 data_url/val_dir is used.  Images get eval.py's preprocessing (src/data/preprocess.py).
@@ -27,7 +27,8 @@ def main() -> int:
     try:
         if not os.path.isdir(cfg.data):
             raise InferenceError(f"dataset folder not found: {cfg.data}")
-        forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size)
+        forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
+                               cfg.ort_threads)
         results = evaluate(cfg, PROG, forward)
     except InferenceError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

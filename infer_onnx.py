@@ -1,7 +1,8 @@
 """Label images with an exported ONNX Conformer in onnxruntime: infer.py's outputs, without MindSpore.
 
     python infer_onnx.py DATA --onnx_path PATH [-m {CPU,GPU}] [--output predictions.json] [--topk K]
-                         [--class_names FILE_OR_DATASET_DIR] [--batch N] [--prefetch N] [--any_yaml_key V]
+                         [--class_names FILE_OR_DATASET_DIR] [--batch N] [--prefetch N] [--ort_threads N]
+                         [--any_yaml_key V]
 
 The ONNX file has a dynamic batch; --image_size must be the one it was exported at.
 """
@@ -24,7 +25,7 @@ def main() -> int:
     cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
     try:
-        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size))
+        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
     except InferenceError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,9 @@ ONNX and MINDIR files take any batch size:
   size, every Reshape target that starts with it gets -1 there, the input and
   output batch dims become the symbol 'batch', and onnxruntime then checks
   batch 1 and 2 against each other before the file is written.
+- The ONNX graph is then rewritten into forms onnxruntime fuses (one LayerNorm
+  and one Gelu kernel each, no float->float Casts; src/tools/onnx_cleanup.py),
+  and onnxruntime checks it against the graph before the rewrite.
 AIR (Ascend only, untestable here) is written at the example's batch size.
 """
 import os
@@ -24,6 +27,7 @@ from onnx import numpy_helper
 
 from ..layers.exportable_ops import set_exportable
 from .inference import first_line
+from .onnx_cleanup import clean_graph
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -106,11 +110,13 @@ def _export_onnx(net: nn.Cell, sample_shape: tuple, base: str, names) -> str:
     _rename_tensor(model.graph, model.graph.input[0].name, INPUT_NAME)
     for output, name in zip(list(model.graph.output), names or ()):
         _rename_tensor(model.graph, output.name, name)
+    before = model.SerializeToString()
+    clean_graph(model)
     onnx.checker.check_model(model)
     final = base + ".dynamic.onnx"  # a new file: MindSpore leaves its own output read-only
     onnx.save(model, final)
     os.chmod(final, stat.S_IRUSR)  # the same mode as MindSpore's MINDIR and checkpoint files
-    _check_batch_independent(final, sample_shape)
+    _check_outputs(before, final, sample_shape)
     return final
 
 
@@ -146,18 +152,27 @@ def _rename_tensor(graph, old: str, new: str) -> None:
             value.name = new
 
 
-def _check_batch_independent(path: str, sample_shape: tuple) -> None:
-    """onnxruntime at batch 2 must reproduce batch 1 row for row, or the graph still holds the batch."""
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+def _check_outputs(before: bytes, path: str, sample_shape: tuple) -> None:
+    """In onnxruntime, the written graph at batch 2 must give the rewritten-from graph's outputs, and
+    batch 1 its first rows: else a rewrite went wrong or the graph still holds the traced batch."""
     x = np.random.default_rng(0).standard_normal((2, *sample_shape)).astype(np.float32)
     try:
+        reference = _ort_session(before).run(None, {INPUT_NAME: x})
+        session = _ort_session(path)
         pair = session.run(None, {INPUT_NAME: x})
         single = session.run(None, {INPUT_NAME: x[:1]})
     except Exception as e:  # onnxruntime's errors have no common base class
         raise ExportError(f"the ONNX graph does not run at batch 1 and 2 ({first_line(e)})") from None
-    for p, s in zip(pair, single):
-        if p.shape[0] != 2 or np.abs(p[:1] - s).max() > 1e-4 * max(1.0, float(np.abs(s).max())):
+    for r, p, s in zip(reference, pair, single):
+        tolerance = 1e-4 * max(1.0, float(np.abs(r).max()))
+        if p.shape[0] != 2 or np.abs(p[:1] - s).max() > tolerance:
             raise ExportError("the ONNX graph still depends on the traced batch size")
+        if np.abs(p - r).max() > tolerance:
+            raise ExportError("the ONNX graph cleanup changed the outputs (src/tools/onnx_cleanup.py)")
+
+
+def _ort_session(model) -> ort.InferenceSession:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
 
 def load_mindir(path: str) -> nn.Cell:

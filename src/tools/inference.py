@@ -54,6 +54,9 @@ def add_onnx_args(parser) -> None:
     parser.add_argument("--onnx_path", required=True, help="ONNX model written by export.py")
     parser.add_argument("-m", dest="ort_device", choices=tuple(ORT_PROVIDERS), default=None,
                         help="onnxruntime device (default: --device_target); GPU needs onnxruntime-gpu")
+    parser.add_argument("--ort_threads", type=_non_negative_int, default=0,
+                        help="onnxruntime intra-op threads (default: 0 = one per physical core); on a machine "
+                             "busy with other work fewer can be faster")
 
 
 def _int_at_least(low: int):
@@ -272,8 +275,24 @@ def write_errors(path: str, errors: dict) -> None:
         os.remove(path)
 
 
-def onnx_forward(path: str, device: str, image_size: int):
-    """`forward` running an ONNX file in onnxruntime on CPU or GPU; any problem is one InferenceError."""
+def ort_session_options(threads: int = 0) -> ort.SessionOptions:
+    """The onnxruntime settings of every inference path (measured with scripts/bench.py, see the README).
+
+    These are onnxruntime's own defaults, pinned so that a new onnxruntime cannot change them
+    silently: against them, basic or extended graph optimisation, parallel execution and no
+    memory arena were each slower for conformer_tiny at 224 px, batch 1 and 16.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fuses LayerNorm, Gelu
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # the graph is one chain: nothing to overlap
+    options.enable_cpu_mem_arena = True
+    options.intra_op_num_threads = threads
+    return options
+
+
+def onnx_forward(path: str, device: str, image_size: int, threads: int = 0):
+    """`forward` running an ONNX file in onnxruntime on CPU or GPU with `ort_session_options(threads)`;
+    any problem is one InferenceError."""
     if device not in ORT_PROVIDERS:
         raise InferenceError(f"onnxruntime runs on CPU or GPU, not {device} (set -m CPU or -m GPU)")
     if not os.path.isfile(path):
@@ -284,7 +303,7 @@ def onnx_forward(path: str, device: str, image_size: int):
                              f"(has: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
                              "or use -m CPU / --device_target CPU")
     try:
-        session = ort.InferenceSession(path, providers=ORT_PROVIDERS[device])
+        session = ort.InferenceSession(path, ort_session_options(threads), providers=ORT_PROVIDERS[device])
     except Exception as e:  # onnxruntime's exceptions share no base class beyond Exception
         raise InferenceError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     if session.get_providers()[0] != provider:  # onnxruntime falls back to CPU with only a warning
@@ -297,6 +316,7 @@ def onnx_forward(path: str, device: str, image_size: int):
 
     def forward(images):
         return logits_of(session.run(None, {image_input.name: images}))
+    forward.session = session  # for inspection (tests, benchmarks)
     return forward
 
 
