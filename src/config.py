@@ -139,6 +139,10 @@ SCHEMA = {
         "with_ema": Option(False, "keep an exponential moving average of the weights", read_by=TRAIN),
         "ema_decay": Option(0.9999, "EMA decay per step", read_by=TRAIN, check=_rate, check_msg="must be in [0, 1)"),
         "pynative_mode": Option(False, "run eagerly (PYNATIVE) instead of GRAPH mode", read_by=ALL),
+        "grad_accumulation_steps": Option(1, "micro-batches of batch_size per optimizer step (global batch = "
+                                             "batch_size x this x devices); LR schedule and steps count "
+                                             "optimizer steps", read_by=TRAIN, check=_positive,
+                                          check_msg="must be > 0"),
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",

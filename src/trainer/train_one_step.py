@@ -8,6 +8,18 @@ Order (each part optional, none disables another -- the old ModelZoo port's
 Clipping happens after the all-reduce, so every rank clips the same gradients.
 `nn.TrainOneStepWithLossScaleCell` cannot be used: its overflow check is an
 NPU-only op that fails on CPU; `ms.amp.all_finite` works on CPU and GPU.
+
+Gradient accumulation (`accumulation_steps` N > 1): an optimizer step spans N
+micro-batches. The first N-1 go through `accumulate` (its own graph: scaled
+gradients added to the `accumulated.*` buffers, nothing else), the last through
+the step itself, which adds the buffers to its gradients, zeroes them and goes on
+as above with the sum divided by N: one all-reduce, unscale, finite check, clip,
+optimizer update and EMA update per optimizer step, on the mean gradient of the
+N micro-batches (= the gradient of their union, as each loss is a batch mean).
+A non-finite gradient in any micro-batch makes the sum non-finite, so the whole
+step is skipped; the loss scale stays fixed within a step. BatchNorm normalises
+each micro-batch by its own statistics and updates its running statistics N
+times per step, as PyTorch gradient accumulation does.
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -37,12 +49,39 @@ class _ScaledLoss(nn.Cell):
         return self.net_with_loss(images, targets) * scale
 
 
+# Prefix of the gradient-accumulation buffers: left out of checkpoints, which are only written between
+# optimizer steps, where the buffers are zero.
+ACCUMULATED = "accumulated"
+
+
+class _AccumulateGrads(nn.Cell):
+    """(images, targets) -> loss of a micro-batch before the last of an optimizer step; adds its scaled
+    gradients to `buffers`."""
+
+    def __init__(self, grad_fn, scale_sense: ms.Parameter, buffers: ms.ParameterTuple):
+        super().__init__(auto_prefix=False)
+        self.grad_fn = grad_fn
+        self.scale_sense = scale_sense
+        self.buffers = buffers
+
+    def construct(self, images, targets):
+        scale = self.scale_sense
+        loss, grads = self.grad_fn(images, targets, scale)
+        for buffer, grad in zip(self.buffers, grads):
+            loss = ops.depend(loss, ops.assign_add(buffer, grad))
+        return loss / scale
+
+
 class TrainOneStep(nn.Cell):
-    """(images, targets) -> (loss, applied, loss_scale); `applied` is False for a skipped step."""
+    """(images, targets) -> (loss, applied, loss_scale); `applied` is False for a skipped step.
+
+    With accumulation_steps N > 1, call `accumulate(images, targets)` (-> loss) for the first N-1
+    micro-batches of each optimizer step and the cell itself for the last.
+    """
 
     def __init__(self, net_with_loss: NetWithLoss, optimizer, loss_scale: float = 1.0,
                  dynamic_loss_scale: bool = False, clip_grad_norm: float = 0.0, ema=None,
-                 device_num: int = 1):
+                 device_num: int = 1, accumulation_steps: int = 1):
         # auto_prefix=False keeps checkpoint names flat (conv1.weight, moments.conv1.weight, ema.conv1.weight)
         super().__init__(auto_prefix=False)
         self.net_with_loss = net_with_loss
@@ -59,12 +98,31 @@ class TrainOneStep(nn.Cell):
         self.grad_reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=device_num,
                                                        group=GlobalComm.WORLD_COMM_GROUP)
                              if device_num > 1 else nn.Identity())
+        self.accumulation_steps = accumulation_steps
+        if accumulation_steps > 1:
+            self.accumulated = self.weights.clone(prefix=ACCUMULATED, init="zeros")
+            self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.accumulated)
+
+    def discard_accumulated(self) -> None:
+        """Zero the buffers of an optimizer step that will not be completed (an epoch cut short)."""
+        for buffer in self.accumulated:
+            buffer.set_data(ops.zeros_like(buffer))
+
+    def _drain(self, grads):
+        """grads + the buffered ones; the buffers are zeroed (after being read) for the next step."""
+        summed = ()
+        for buffer, grad in zip(self.accumulated, grads):
+            total = grad + buffer
+            summed += (ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer))),)
+        return summed
 
     def construct(self, images, targets):
         scale = self.scale_sense
         loss, grads = self.grad_fn(images, targets, scale)
+        if self.accumulation_steps > 1:
+            grads = self._drain(grads)
         grads = self.grad_reducer(grads)
-        grads = tuple(g / scale for g in grads)
+        grads = tuple(g / (scale * self.accumulation_steps) for g in grads)
         finite = ms.amp.all_finite(grads)
         overflow = ops.logical_not(finite)
         if self.clip_grad_norm > 0:

@@ -19,10 +19,12 @@ from ..tools.metrics import HEADS, evaluate, format_eval_results
 from ..tools.optimizer import create_optimizer, current_lr
 from ..tools.schedulers import build_lr_schedule
 from .ema import EMA
-from .train_one_step import NetWithLoss, TrainOneStep
+from .train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
 
 # Entries of a training checkpoint that describe the position, not parameters (the global step is
-# the optimizer's own `global_step` parameter, which the LR schedule is indexed by).
+# the optimizer's own `global_step` parameter, which the LR schedule is indexed by). Positions count
+# optimizer steps: with gradient accumulation a checkpoint is only written between optimizer steps, so
+# a resume (with the same batch_size and grad_accumulation_steps) is exact.
 POSITION_KEYS = ("epoch", "step_in_epoch")
 # The schedule comes from the config of the resumed run (it may extend the epochs).
 NOT_RESTORED = ("learning_rate",)
@@ -33,21 +35,30 @@ class TrainingError(RuntimeError):
 
 
 def build_train_step(cfg, net, steps_per_epoch: int, rank_size: int):
+    """-> (train step, optimizer, EMA or None); `steps_per_epoch` counts optimizer steps."""
     lr_schedule = build_lr_schedule(cfg, steps_per_epoch)
     optimizer = create_optimizer(cfg, net, lr_schedule)
     ema = EMA(net.get_parameters(), cfg.ema_decay) if cfg.with_ema else None
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
                         clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0,
-                        ema=ema, device_num=rank_size)
+                        ema=ema, device_num=rank_size, accumulation_steps=cfg.grad_accumulation_steps)
     step.set_train(True)
     return step, optimizer, ema
+
+
+def training_state(train_step) -> list:
+    """What a training checkpoint holds: every parameter of the train step but the (zero) gradient
+    accumulation buffers."""
+    return [{"name": p.name, "data": p} for p in train_step.get_parameters()
+            if not p.name.startswith(ACCUMULATED + ".")]
 
 
 def restore(train_step, path: str) -> dict:
     """Load a training checkpoint into the train step; returns its position entries."""
     params = read_checkpoint(path)
-    missing = [p.name for p in train_step.get_parameters() if p.name not in params and p.name not in NOT_RESTORED]
+    missing = [entry["name"] for entry in training_state(train_step)
+               if entry["name"] not in params and entry["name"] not in NOT_RESTORED]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint of this setup: {missing[0]!r} is missing "
                               "(another arch, optimizer or with_ema setting?)")
@@ -113,17 +124,19 @@ class Trainer:
         self.net = self._build_net()
         self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
-        self.train_data = self._train_data(epoch=0, skip_batches=0)
-        self.steps_per_epoch = self.train_data.get_dataset_size()
+        self.micro_batches = cfg.grad_accumulation_steps
+        self.train_data = self._train_data(epoch=0, done=0)
+        self.steps_per_epoch = self.train_data.get_dataset_size() // self.micro_batches  # optimizer steps
         if self.steps_per_epoch == 0:
-            raise TrainingError(f"fewer training images than batch_size {cfg.batch_size} x {self.rank_size} "
-                                "device(s)")
+            raise TrainingError(f"fewer training images than batch_size {cfg.batch_size} x grad_accumulation_steps "
+                                f"{self.micro_batches} x {self.rank_size} device(s)")
         self.train_step, self.optimizer, self.ema = build_train_step(cfg, self.net, self.steps_per_epoch,
                                                                      self.rank_size)
         self.eval_net = create_model_from_config(cfg)
         self.metrics_log = MetricsLog(cfg.summary_root_dir, enabled=self.is_main)
         self.loss_log = LossLog(cfg.summary_root_dir, cfg.summary_loss_collect_freq, enabled=self.is_main)
-        self.progress = ProgressLogger(cfg.epochs, self.steps_per_epoch, cfg.batch_size * self.rank_size,
+        self.progress = ProgressLogger(cfg.epochs, self.steps_per_epoch,
+                                       cfg.batch_size * self.micro_batches * self.rank_size,
                                        cfg.print_loss_every, enabled=self.is_main)
 
     def _print(self, text: str) -> None:
@@ -142,12 +155,19 @@ class Trainer:
                   flush=True)
         return mixed_precision(net, cfg.amp_level)
 
-    def _train_data(self, epoch: int, skip_batches: int):
-        return create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
-                              skip_batches=skip_batches, skipped=self.skipped)
+    def _train_data(self, epoch: int, done: int):
+        """The batches of `epoch` after its first `done` optimizer steps, cut to whole optimizer steps
+        (the last batch_count % grad_accumulation_steps batches of an epoch are left out)."""
+        data = create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
+                              skip_batches=done * self.micro_batches, skipped=self.skipped)
+        whole = data.get_dataset_size() // self.micro_batches * self.micro_batches
+        if whole < data.get_dataset_size():
+            data = data.take(whole)
+            data.dataset_size = whole  # nominal, as create_dataset's
+        return data
 
     def _start(self) -> tuple:
-        """(first epoch, batches of it already done): from the resumed checkpoint, else the config."""
+        """(first epoch, optimizer steps of it already done): from the resumed checkpoint, else the config."""
         if not self.resume_from:
             return self.cfg.start_epoch, 0
         position = restore(self.train_step, self.resume_from)
@@ -169,8 +189,8 @@ class Trainer:
                 self.train_data = self._train_data(epoch, done)
             losses = self._train_epoch(epoch, done)
             done = 0
-            self.keeper.save_current(self.train_step, epoch, self.steps_per_epoch, self._global_step(),
-                                     {"seed": self.cfg.seed})
+            self.keeper.save_current(training_state(self.train_step), epoch, self.steps_per_epoch,
+                                     self._global_step(), {"seed": self.cfg.seed})
             self.last_save = time.time()
             self._validate(epoch, losses)
             self.progress.restart()  # img/s and ETA time training steps, not the checkpoint or validation
@@ -178,14 +198,19 @@ class Trainer:
               flush=True)
 
     def _train_epoch(self, epoch: int, done: int) -> list:
-        """Train the rest of `epoch` after its first `done` batches; returns the applied steps' losses."""
-        cfg, losses, step = self.cfg, [], done
+        """Train the rest of `epoch` after its first `done` optimizer steps; returns the applied steps'
+        losses (with gradient accumulation, each the mean of its micro-batches' losses)."""
+        cfg, losses, step, micro_losses = self.cfg, [], done, []
         for images, targets in self.train_data.create_tuple_iterator(num_epochs=1):
-            if cfg.collect_input_data and self.is_main and step == done:
+            if cfg.collect_input_data and self.is_main and step == done and not micro_losses:
                 save_input_grid(images.asnumpy(), cfg.summary_root_dir, epoch)
+            if len(micro_losses) < self.micro_batches - 1:
+                micro_losses.append(self.train_step.accumulate(images, targets))
+                continue
             loss, applied, _ = self.train_step(images, targets)
             step += 1
-            loss = float(loss.asnumpy())
+            loss = float(sum(float(m.asnumpy()) for m in micro_losses) + loss.asnumpy()) / self.micro_batches
+            micro_losses = []
             if bool(applied.asnumpy()):
                 losses.append(loss)
             global_step = self._global_step()
@@ -195,8 +220,11 @@ class Trainer:
             due_steps = cfg.ckpt_save_every_step and global_step % cfg.ckpt_save_every_step == 0
             due_time = cfg.ckpt_save_every_seconds and time.time() - self.last_save >= cfg.ckpt_save_every_seconds
             if (due_steps or due_time) and step < self.steps_per_epoch:  # the epoch end saves anyway
-                self.keeper.save_current(self.train_step, epoch, step, global_step, {"seed": cfg.seed})
+                self.keeper.save_current(training_state(self.train_step), epoch, step, global_step,
+                                         {"seed": cfg.seed})
                 self.last_save = time.time()
+        if micro_losses:  # unreadable images cut the epoch inside an optimizer step: drop that step
+            self.train_step.discard_accumulated()
         return losses
 
     def _validate(self, epoch: int, losses: list) -> None:
