@@ -143,6 +143,8 @@ SCHEMA = {
                                              "batch_size x this x devices); LR schedule and steps count "
                                              "optimizer steps", read_by=TRAIN, check=_positive,
                                           check_msg="must be > 0"),
+        "recompute": Option(False, "recompute each block's activations in the backward pass instead of storing "
+                                   "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN),
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",

@@ -19,6 +19,7 @@ from ..tools.metrics import HEADS, evaluate, format_eval_results
 from ..tools.optimizer import create_optimizer, current_lr
 from ..tools.schedulers import build_lr_schedule
 from .ema import EMA
+from .recompute import recompute_blocks
 from .train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
 
 # Entries of a training checkpoint that describe the position, not parameters (the global step is
@@ -37,6 +38,8 @@ class TrainingError(RuntimeError):
 def build_train_step(cfg, net, steps_per_epoch: int, rank_size: int):
     """-> (train step, optimizer, EMA or None); `steps_per_epoch` counts optimizer steps."""
     lr_schedule = build_lr_schedule(cfg, steps_per_epoch)
+    if cfg.recompute:
+        recompute_blocks(net)
     optimizer = create_optimizer(cfg, net, lr_schedule)
     ema = EMA(net.get_parameters(), cfg.ema_decay) if cfg.with_ema else None
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
