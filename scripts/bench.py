@@ -3,14 +3,22 @@ onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with r
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train deploy probe]
-        [--json_out bench.json]
+        [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--json_out bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
-compiles there) and img/s is batch / median time.  Weights are seeded random ones: speed does
-not depend on their values.  Prints a table, then the results as one JSON line.
+compiles there) and img/s is batch / median time (`median_time`, shared with the PyTorch
+worker).  Weights are seeded random ones: speed does not depend on their values.  Prints a
+table, then the results as one JSON line.
+
+--torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
+scripts/bench_torch_worker.py under --torch_python) at the same variant, sizes and repeats:
+eager forward and train step, and onnxruntime on its torch.onnx export, each with the ratio
+ours / PyTorch; and the numerics of its random weights converted by src/tools/convert.py:
+MindSpore, our ONNX in onnxruntime and PyTorch on the same images.
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,20 +29,33 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
+from scripts.bench_torch_worker import FILES, median_time, write_spec  # noqa: E402
 from src.config import parse_args  # noqa: E402  (needs the path above)
-from src.conformer import canonical_arch, create_model_from_config  # noqa: E402
+from src.conformer import _COMMON, VARIANTS, canonical_arch, create_model, create_model_from_config  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
+from src.tools.convert import ConversionError, convert_state_dict, unwrap_state_dict  # noqa: E402
 from src.tools.criterion import create_loss  # noqa: E402
 from src.tools.device import init_context  # noqa: E402
-from src.tools.export import InferenceNet, export_model, load_mindir, output_names  # noqa: E402
-from src.tools.inference import onnx_forward  # noqa: E402
+from src.tools.export import ExportError, InferenceNet, export_model, load_mindir, output_names  # noqa: E402
+from src.tools.inference import InferenceError, onnx_forward  # noqa: E402
 from src.tools.optimizer import create_optimizer  # noqa: E402
+from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
 PARTS = ("data", "forward", "train", "deploy", "probe")
 # forward multiply-accumulates at 224 px (official figures); scaled by pixel count for other sizes
 GMACS_224 = {"conformer_tiny_patch16": 5.23, "conformer_small_patch16": 10.60,
              "conformer_small_patch32": 7.05, "conformer_base_patch16": 23.33}
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
+NUMERICS_BATCH = 2
+NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
+# ours / PyTorch: each PyTorch row is compared with the row of ours at the same batch
+TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward",
+               "onnxruntime (torch.onnx export)": "onnxruntime"}
+
+
+class BenchError(RuntimeError):
+    """A problem that stops the benchmark, reported as one line."""
 
 
 def _script_args(parser):
@@ -44,16 +65,11 @@ def _script_args(parser):
     parser.add_argument("--images", type=int, default=64, help="JPEGs (500x375) written for the data pipeline")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     parser.add_argument("--json_out", default="", help="also write the results to this JSON file")
-
-
-def _median_time(call, repeats: int) -> float:
-    call()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    parser.add_argument("--torch_ref", default="", metavar="DIR",
+                        help="checkout of github.com/pengzhiliang/Conformer: also time the official PyTorch "
+                             "model and check the numerics of its converted weights (default: off)")
+    parser.add_argument("--torch_python", default=sys.executable, metavar="PATH",
+                        help="Python interpreter that can import torch, for --torch_ref (default: this one)")
 
 
 def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
@@ -99,7 +115,7 @@ def bench_forward(cfg, net) -> list:
     rows = []
     for batch in cfg.batches:
         x = ms.Tensor(_images(batch, cfg.image_size))
-        seconds = _median_time(lambda: summed(x).asnumpy(), cfg.repeats)
+        seconds = median_time(lambda: summed(x).asnumpy(), cfg.repeats)
         rows.append({"what": "MindSpore GRAPH forward", "batch": batch, "img_per_s": batch / seconds})
     return rows
 
@@ -114,7 +130,7 @@ def bench_train(cfg, net) -> list:
     batch = cfg.train_batch
     x = ms.Tensor(_images(batch, cfg.image_size))
     targets = ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes])
-    seconds = _median_time(lambda: step(x, targets)[0].asnumpy(), cfg.repeats)
+    seconds = median_time(lambda: step(x, targets)[0].asnumpy(), cfg.repeats)
     net.set_train(False)
     return [{"what": f"MindSpore train step ({cfg.optimizer})", "batch": batch, "img_per_s": batch / seconds}]
 
@@ -134,7 +150,7 @@ def bench_deploy(cfg, net) -> list:
             reference = summed(x).asnumpy()
             for name, call in (("MINDIR GraphCell", lambda: mindir(x).asnumpy()),
                                ("onnxruntime", lambda: ort_forward(images))):
-                seconds = _median_time(call, cfg.repeats)
+                seconds = median_time(call, cfg.repeats)
                 diff = np.abs(call() - reference).max() / max(1.0, np.abs(reference).max())
                 rows.append({"what": name, "batch": batch, "img_per_s": batch / seconds,
                              "note": f"max diff {diff:.1e} of the logit scale vs MindSpore"})
@@ -145,13 +161,104 @@ def bench_probe(cfg) -> list:
     """Reachable float32 GFLOP/s of this machine: a NumPy (BLAS) matmul, all cores."""
     n = 1024
     a, b = (np.random.default_rng(i).standard_normal((n, n)).astype(np.float32) for i in range(2))
-    seconds = _median_time(lambda: a @ b, max(cfg.repeats, 5))
+    seconds = median_time(lambda: a @ b, max(cfg.repeats, 5))
     return [{"what": "probe: NumPy matmul 1024^2", "batch": 0, "img_per_s": 0.0,
              "gflops": 2 * n ** 3 / seconds / 1e9}]
 
 
+def check_torch_ref(cfg) -> None:
+    """Fail in one line, before anything is measured, when --torch_ref cannot work."""
+    if not os.path.isfile(os.path.join(cfg.torch_ref, "conformer.py")):
+        raise BenchError(f"--torch_ref {cfg.torch_ref}: no conformer.py there, not a checkout of "
+                         "pengzhiliang/Conformer")
+    try:
+        probe = subprocess.run([cfg.torch_python, "-c", "import torch"], capture_output=True, text=True)
+    except OSError as e:
+        raise BenchError(f"--torch_python {cfg.torch_python}: cannot run it ({e.strerror})") from None
+    if probe.returncode != 0:
+        raise BenchError(f"--torch_python {cfg.torch_python} cannot import torch; pass an interpreter "
+                         "that has it")
+
+
+def official_hparams(cfg) -> dict:
+    """Constructor arguments of the official Conformer for cfg's variant (models.py's values)."""
+    return {**_COMMON, **VARIANTS[cfg.arch_name], "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
+            "attn_drop_rate": cfg.drop_block, "drop_path_rate": cfg.drop_path}
+
+
+def run_torch_worker(cfg, workdir: str) -> list:
+    """The worker's rows; it leaves its weights, ONNX and numerics logits in `workdir`."""
+    np.save(os.path.join(workdir, FILES["numerics_input"]), _images(NUMERICS_BATCH, cfg.image_size))
+    spec = os.path.join(workdir, "spec.json")
+    write_spec(spec, official=os.path.abspath(cfg.torch_ref), hparams=official_hparams(cfg),
+               image_size=cfg.image_size, batches=cfg.batches if "forward" in cfg.parts else [],
+               train_batch=cfg.train_batch if "train" in cfg.parts else 0, repeats=cfg.repeats,
+               lr=cfg.base_lr, betas=list(cfg.beta), eps=cfg.eps, weight_decay=cfg.weight_decay, seed=cfg.seed,
+               out_dir=workdir)
+    # os.environ is the environment bench.py started with: MindSpore's native code sets OMP_NUM_THREADS=1
+    # in the process environment, which a child would otherwise inherit and torch obey
+    result = subprocess.run([cfg.torch_python, WORKER, spec], capture_output=True, text=True, env=dict(os.environ))
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no message"]
+        raise BenchError(f"the PyTorch worker failed: {lines[-1]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_torch_onnx(cfg, workdir: str) -> list:
+    """onnxruntime on the torch.onnx export, through the same session code as ours."""
+    forward = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size)
+    rows = []
+    for batch in cfg.batches:
+        images = _images(batch, cfg.image_size)
+        seconds = median_time(lambda: forward(images), cfg.repeats)
+        rows.append({"what": "onnxruntime (torch.onnx export)", "batch": batch, "img_per_s": batch / seconds})
+    return rows
+
+
+def numerics_row(what: str, got: np.ndarray, reference: np.ndarray) -> dict:
+    diff = float(np.abs(got - reference).max())
+    relative = diff / max(1.0, float(np.abs(reference).max()))
+    verdict = "ok" if relative <= NUMERICS_TOLERANCE else f"ABOVE {NUMERICS_TOLERANCE:g}"
+    return {"what": what, "batch": len(reference), "img_per_s": 0.0, "max_abs_diff": diff,
+            "relative_diff": relative,
+            "note": f"max abs diff {diff:.2e} = {relative:.1e} of the logit scale {np.abs(reference).max():.3g} "
+                    f"({verdict})"}
+
+
+def bench_numerics(cfg, workdir: str) -> list:
+    """The official model's random weights, converted: MindSpore and our ONNX against PyTorch (eval mode)."""
+    state_dict, _ = unwrap_state_dict(load_torch_checkpoint(os.path.join(workdir, FILES["weights"])))
+    net = create_model(cfg.arch_name, num_classes=cfg.num_classes)  # official numerics: erf GELU, torch max-pool
+    expected = {p.name: p.shape for p in net.get_parameters()}
+    params = {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in convert_state_dict(state_dict, expected).items()}
+    not_loaded, _ = ms.load_param_into_net(net, params, strict_load=True)
+    if not_loaded:
+        raise BenchError(f"converted weights leave {len(not_loaded)} parameters unset, e.g. {not_loaded[0]}")
+    summed = InferenceNet(net)
+    summed.set_train(False)
+    images = np.load(os.path.join(workdir, FILES["numerics_input"]))
+    torch_logits = np.load(os.path.join(workdir, FILES["numerics_logits"]))
+    example = ms.Tensor(images[:1])
+    ours = onnx_forward(export_model(summed, example, os.path.join(workdir, "converted"), "ONNX",
+                                     output_names(False)), cfg.device_target, cfg.image_size)
+    theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size)
+    return [numerics_row("numerics: MindSpore vs PyTorch", summed(ms.Tensor(images)).asnumpy(), torch_logits),
+            numerics_row("numerics: our ONNX (onnxruntime) vs PyTorch", ours(images), torch_logits),
+            numerics_row("numerics: torch.onnx export (onnxruntime) vs PyTorch", theirs(images), torch_logits)]
+
+
+def bench_torch(cfg) -> list:
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = run_torch_worker(cfg, workdir)
+        if "deploy" in cfg.parts:
+            rows += bench_torch_onnx(cfg, workdir)
+        return rows + bench_numerics(cfg, workdir)
+
+
 def add_ratios(cfg, rows: list) -> None:
-    """Model GFLOP/s over the probe's, and each deploy runtime over MindSpore at the same batch."""
+    """Model GFLOP/s over the probe's, each deploy runtime over MindSpore at the same batch, and
+    ours over PyTorch: MindSpore forward / eager forward and train step / train step, onnxruntime
+    on our ONNX / on the torch.onnx export."""
     probe = next((r["gflops"] for r in rows if "gflops" in r), None)
     gmacs = GMACS_224.get(cfg.arch_name, 0.0) * (cfg.image_size / 224) ** 2
     forward = {r["batch"]: r["img_per_s"] for r in rows if r["what"] == "MindSpore GRAPH forward"}
@@ -163,23 +270,41 @@ def add_ratios(cfg, rows: list) -> None:
                 r["vs_probe"] = r["gflops"] / probe
         if r["what"] in ("MINDIR GraphCell", "onnxruntime") and r["batch"] in forward:
             r["vs_mindspore"] = r["img_per_s"] / forward[r["batch"]]
+    ours = {(r["what"], r["batch"]): r["img_per_s"] for r in rows}
+    ours_train = next((r["img_per_s"] for r in rows if r["what"].startswith("MindSpore train step")), None)
+    for r in rows:
+        counterpart = ours_train if r["what"].startswith("PyTorch eager train step") else \
+            ours.get((TORCH_PAIRS.get(r["what"]), r["batch"]))
+        if counterpart and r["img_per_s"]:
+            r["ours_over_torch"] = counterpart / r["img_per_s"]
 
 
 def print_table(cfg, rows: list) -> None:
     print(f"{cfg.arch_name} at {cfg.image_size} px on {cfg.device_target}, {os.cpu_count()} cores, "
           f"MindSpore {ms.__version__}")
-    print("| what | batch | img/s | GFLOP/s | vs probe | vs MindSpore | note |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| what | batch | img/s | GFLOP/s | vs probe | vs MindSpore | ours / PyTorch | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         cells = [r["what"], r["batch"] or "", f"{r['img_per_s']:.2f}" if r["img_per_s"] else "",
                  f"{r['gflops']:.1f}" if "gflops" in r else "", f"{r['vs_probe']:.2f}" if "vs_probe" in r else "",
-                 f"{r['vs_mindspore']:.2f}x" if "vs_mindspore" in r else "", r.get("note", "")]
+                 f"{r['vs_mindspore']:.2f}x" if "vs_mindspore" in r else "",
+                 f"{r['ours_over_torch']:.2f}x" if "ours_over_torch" in r else "", r.get("note", "")]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 def main() -> int:
     argv = sys.argv[1:]
     cfg = parse_args(argv, description=__doc__.splitlines()[0], add_script_args=_script_args)
+    try:
+        return run(cfg, argv)
+    except (BenchError, ConversionError, ExportError, InferenceError) as e:
+        print(f"bench.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(cfg, argv) -> int:
+    if cfg.torch_ref:
+        check_torch_ref(cfg)
     init_context(cfg)
     cfg.arch_name = canonical_arch(cfg.arch)
     rows = []
@@ -193,6 +318,8 @@ def main() -> int:
             rows += bench_deploy(cfg, net)
         if "train" in cfg.parts:
             rows += bench_train(cfg, net)
+    if cfg.torch_ref:
+        rows += bench_torch(cfg)
     if "probe" in cfg.parts:
         rows += bench_probe(cfg)
     add_ratios(cfg, rows)
