@@ -13,7 +13,8 @@ from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, TruncatedNormal, initializer
 
 from .layers.block import Block
-from .layers.conv_block import ConvBlock, batch_norm, conv2d
+from .layers.conv2d import conv2d
+from .layers.conv_block import ConvBlock, batch_norm
 from .layers.convtransblock import ConvTransBlock
 from .layers.exportable_ops import TorchMaxPool2d
 

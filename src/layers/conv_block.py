@@ -1,15 +1,9 @@
-"""Bottleneck of the CNN branch (official `ConvBlock`), plus the conv/BN helpers it shares."""
+"""Bottleneck of the CNN branch (official `ConvBlock`), plus the BN helper it shares."""
 from mindspore import nn
 
+from .conv2d import conv2d
+
 EXPANSION = 4  # bottleneck width = out_channels // 4, as ResNet
-
-
-def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-           groups: int = 1, bias: bool = False) -> nn.Conv2d:
-    """nn.Conv2d with PyTorch's explicit symmetric padding (MindSpore defaults to 'same')."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                     pad_mode="pad" if padding else "valid", padding=padding,
-                     group=groups, has_bias=bias)
 
 
 def batch_norm(channels: int, eps: float = 1e-6) -> nn.BatchNorm2d:

@@ -1,7 +1,8 @@
 """Feature Coupling Units: the bridges between the CNN and transformer branches."""
 from mindspore import nn, ops
 
-from .conv_block import batch_norm, conv2d
+from .conv2d import conv2d
+from .conv_block import batch_norm
 from .exportable_ops import GELU, upsample_nearest
 
 

@@ -25,6 +25,7 @@ import mindspore as ms
 from mindspore import nn
 from onnx import numpy_helper
 
+from ..layers.conv2d import set_plain_convs
 from ..layers.exportable_ops import set_exportable
 from .inference import first_line
 from .onnx_cleanup import clean_graph
@@ -82,16 +83,21 @@ def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     net.set_train(False)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=directory) as tmp:
-        base = os.path.join(tmp, "model")
-        if file_format == "ONNX":
-            written = _export_onnx(net, example_input.shape[1:], base, output_names)
-        else:
-            if file_format == "MINDIR":
-                example_input = ms.Tensor(shape=[None, *example_input.shape[1:]], dtype=example_input.dtype)
-            ms.export(net, example_input, file_name=base, file_format=file_format)
-            written = base + EXTENSIONS[file_format]
-        os.replace(written, path)
+    # an exported file runs wherever it is taken, so it holds the plain Conv2D op, not the CPU formulation
+    set_plain_convs(net, True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=directory) as tmp:
+            base = os.path.join(tmp, "model")
+            if file_format == "ONNX":
+                written = _export_onnx(net, example_input.shape[1:], base, output_names)
+            else:
+                if file_format == "MINDIR":
+                    example_input = ms.Tensor(shape=[None, *example_input.shape[1:]], dtype=example_input.dtype)
+                ms.export(net, example_input, file_name=base, file_format=file_format)
+                written = base + EXTENSIONS[file_format]
+            os.replace(written, path)
+    finally:
+        set_plain_convs(net, False)
     return path
 
 

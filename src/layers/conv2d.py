@@ -1,0 +1,128 @@
+"""Every convolution of the model, and the one place where CPU and GPU part ways.
+
+`conv2d(...)` builds a `Conv2d`: an `nn.Conv2d` with PyTorch's explicit padding and
+the same `weight`/`bias` parameters, so official checkpoints load unchanged.
+
+Why a CPU formulation: on CPU MindSpore 2.10 hands every k x k (k > 1) or strided
+convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel
+(about 1 GFLOP/s here), while a 1x1 unstrided convolution or a matmul runs at
+30+ GFLOP/s.  So on CPU a k x k / stride s convolution is computed as
+
+  1. zero padding, then space-to-depth by s (a reshape/transpose): the stride-s
+     k x k convolution becomes a stride-1 ceil(k/s) x ceil(k/s) one over C*s*s
+     channels, with the weight zero-padded and rearranged the same way;
+  2. the map is flattened to rows of the padded width, so each kernel offset
+     (i, j) is one *contiguous* slice of length out_h * padded_w starting at
+     i * padded_w + j (2-D window slices are as slow as the convolution itself);
+  3. the slices are concatenated (im2col) and multiplied by the weight matrix
+     in one batched matmul; the padded-width columns that wrap around are cut.
+
+The numbers below are exactly that convolution; only float rounding differs
+(max relative difference ~1e-6, tests/test_conv2d.py checks forward and all
+gradients within 1e-5).  Autodiff through pad/reshape/slice/concat/matmul is
+fast too, so no custom bprop is needed.  1x1 unstrided convolutions keep
+MindSpore's own kernel, which is already a matmul.  Measured on the 2-core CPU
+(`python scripts/bench.py --parts convs --device_target CPU`, batch 4, tiny at
+224 shapes, ms per call, forward / forward+backward):
+
+  | convolution (where)                      | nn.Conv2d        | this formulation |
+  |------------------------------------------|------------------|------------------|
+  | 7x7/2, 3->64 @224 (stem)                 |   957 / 621      |  19 / 57         |
+  | 4x4/4, 64->384 @56 (trans_patch_conv)    |  1704 / 1500     |  40 / 68         |
+  | 3x3/1, 16->16 @56 (stage-1 bottleneck)   |   206 / 236      |  10 / 32         |
+  | 3x3/1, 32->32 @28 (stage-2 bottleneck)   |   195 / 146      |   7 / 10         |
+  | 3x3/2, 32->32 @56 (stage-2 first block)  |   194 / 176      |  13 / 29         |
+  | 3x3/1, 64->64 @14 (stage-3 bottleneck)   |   180 / 129      |   7 / 10         |
+  | 1x1/2, 64->128 @56 (residual_conv)       |   205 / 168      |  19 / -          |
+
+GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
+ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
+exported file must not depend on where it was exported.  `set_exportable`
+switches a model back to the plain op before export.
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+
+def cpu_formulation() -> bool:
+    """The device decision, made once: the matmul formulation on CPU, the plain op elsewhere."""
+    return ms.get_context("device_target") == "CPU"
+
+
+def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
+    """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul."""
+    b, c, h, w = x.shape
+    out_ch = weight.shape[0]
+    k, s, p = kernel_size, stride, padding
+    kk = (k + s - 1) // s  # kernel size after space-to-depth
+    out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    rows, cols = out_h + kk - 1, out_w + kk - 1  # space-to-depth map the output needs
+    bottom, right = rows * s - h - p, cols * s - w - p
+    if bottom < 0:  # rows the convolution never reaches
+        x = x[:, :, :h + bottom]
+        bottom = 0
+    if right < 0:
+        x = x[:, :, :, :w + right]
+        right = 0
+    overrun = 1 if kk > 1 else 0  # the last offset's flat slice runs kk-1 values past the map
+    x = ops.pad(x, (p, right, p, bottom + overrun * s))
+    rows += overrun
+    if s > 1:
+        x = x.reshape(b, c, rows, s, cols, s).transpose(0, 1, 3, 5, 2, 4).reshape(b, c * s * s, rows, cols)
+        pad_k = kk * s - k
+        weight = ops.pad(weight, (0, pad_k, 0, pad_k)).reshape(out_ch, c, kk, s, kk, s)
+        weight = weight.transpose(0, 1, 3, 5, 2, 4).reshape(out_ch, c * s * s, kk, kk)
+    flat = x.reshape(b, c * s * s, rows * cols)
+    if kk > 1:
+        length = out_h * cols
+        parts = []
+        for i in range(kk):
+            for j in range(kk):
+                parts.append(flat[:, :, i * cols + j:i * cols + j + length])
+        flat = ops.cat(parts, 1)
+        weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of `parts`
+    y = ops.matmul(weight.reshape(out_ch, -1), flat).reshape(b, out_ch, out_h, cols)
+    if cols != out_w:
+        y = y[:, :, :, :out_w]
+    return y
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with PyTorch's symmetric padding; on CPU, k x k and strided convolutions
+    run as `conv_as_matmul` (same parameters, same result)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, groups: int = 1, bias: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         pad_mode="pad" if padding else "valid", padding=padding,
+                         group=groups, has_bias=bias)
+        self.square = (kernel_size, stride, padding)
+        self.choose_formulation()
+
+    def choose_formulation(self, plain: bool = False) -> None:
+        """The matmul formulation where the device wants it and it applies (1x1 unstrided is a matmul already)."""
+        k, s, _ = self.square
+        self.as_matmul = not plain and cpu_formulation() and self.group == 1 and (k > 1 or s > 1)
+
+    def construct(self, x):
+        if not self.as_matmul:
+            return super().construct(x)
+        k, s, p = self.square
+        y = conv_as_matmul(x, self.weight, k, s, p)
+        if self.has_bias:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+           groups: int = 1, bias: bool = False) -> Conv2d:
+    """A square convolution with PyTorch's explicit symmetric padding (MindSpore defaults to 'same')."""
+    return Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups, bias)
+
+
+def set_plain_convs(net: nn.Cell, plain: bool = True) -> nn.Cell:
+    """Run every `Conv2d` in `net` as the plain op (export) or back to the device's choice."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, Conv2d):
+            cell.choose_formulation(plain)
+    return net
