@@ -3,7 +3,7 @@ onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with r
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train deploy probe]
-        [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--json_out bench.json]
+        [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--json_out bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
 compiles there) and img/s is batch / median time (`median_time`, shared with the PyTorch
@@ -37,7 +37,7 @@ from src.tools.convert import ConversionError, convert_state_dict, unwrap_state_
 from src.tools.criterion import create_loss  # noqa: E402
 from src.tools.device import init_context  # noqa: E402
 from src.tools.export import ExportError, InferenceNet, export_model, load_mindir, output_names  # noqa: E402
-from src.tools.inference import InferenceError, onnx_forward  # noqa: E402
+from src.tools.inference import InferenceError, add_ort_threads_arg, onnx_forward  # noqa: E402
 from src.tools.optimizer import create_optimizer  # noqa: E402
 from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
@@ -65,6 +65,7 @@ def _script_args(parser):
     parser.add_argument("--images", type=int, default=64, help="JPEGs (500x375) written for the data pipeline")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     parser.add_argument("--json_out", default="", help="also write the results to this JSON file")
+    add_ort_threads_arg(parser)
     parser.add_argument("--torch_ref", default="", metavar="DIR",
                         help="checkout of github.com/pengzhiliang/Conformer: also time the official PyTorch "
                              "model and check the numerics of its converted weights (default: off)")
@@ -143,7 +144,7 @@ def bench_deploy(cfg, net) -> list:
         example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
         mindir = load_mindir(export_model(summed, example, os.path.join(workdir, "model"), "MINDIR"))
         onnx_path = export_model(summed, example, os.path.join(workdir, "model"), "ONNX", output_names(False))
-        ort_forward = onnx_forward(onnx_path, cfg.device_target, cfg.image_size)
+        ort_forward = onnx_forward(onnx_path, cfg.device_target, cfg.image_size, cfg.ort_threads)
         for batch in cfg.batches:
             images = _images(batch, cfg.image_size)
             x = ms.Tensor(images)
@@ -206,7 +207,7 @@ def run_torch_worker(cfg, workdir: str) -> list:
 
 def bench_torch_onnx(cfg, workdir: str) -> list:
     """onnxruntime on the torch.onnx export, through the same session code as ours."""
-    forward = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size)
+    forward = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
     rows = []
     for batch in cfg.batches:
         images = _images(batch, cfg.image_size)
@@ -240,8 +241,8 @@ def bench_numerics(cfg, workdir: str) -> list:
     torch_logits = np.load(os.path.join(workdir, FILES["numerics_logits"]))
     example = ms.Tensor(images[:1])
     ours = onnx_forward(export_model(summed, example, os.path.join(workdir, "converted"), "ONNX",
-                                     output_names(False)), cfg.device_target, cfg.image_size)
-    theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size)
+                                     output_names(False)), cfg.device_target, cfg.image_size, cfg.ort_threads)
+    theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
     return [numerics_row("numerics: MindSpore vs PyTorch", summed(ms.Tensor(images)).asnumpy(), torch_logits),
             numerics_row("numerics: our ONNX (onnxruntime) vs PyTorch", ours(images), torch_logits),
             numerics_row("numerics: torch.onnx export (onnxruntime) vs PyTorch", theirs(images), torch_logits)]

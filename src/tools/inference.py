@@ -54,6 +54,11 @@ def add_onnx_args(parser) -> None:
     parser.add_argument("--onnx_path", required=True, help="ONNX model written by export.py")
     parser.add_argument("-m", dest="ort_device", choices=tuple(ORT_PROVIDERS), default=None,
                         help="onnxruntime device (default: --device_target); GPU needs onnxruntime-gpu")
+    add_ort_threads_arg(parser)
+
+
+def add_ort_threads_arg(parser) -> None:
+    """--ort_threads: of the onnxruntime scripts and scripts/bench.py."""
     parser.add_argument("--ort_threads", type=_non_negative_int, default=0,
                         help="onnxruntime intra-op threads (default: 0 = one per physical core); on a machine "
                              "busy with other work fewer can be faster")
@@ -280,7 +285,8 @@ def ort_session_options(threads: int = 0) -> ort.SessionOptions:
 
     These are onnxruntime's own defaults, pinned so that a new onnxruntime cannot change them
     silently: against them, basic or extended graph optimisation, parallel execution and no
-    memory arena were each slower for conformer_tiny at 224 px, batch 1 and 16.
+    memory arena were slower or no faster for conformer_tiny at 224 px, batch 1 and 16.
+    `threads` (--ort_threads) is the one setting that depends on the machine.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fuses LayerNorm, Gelu
