@@ -117,13 +117,13 @@ def run(spec: dict) -> list:
                       opset_version=ONNX_OPSET, input_names=["images"], output_names=["logits"],
                       dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
 
-    rows = []
+    rows, note = [], f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     generator = np.random.default_rng(0)
     for batch in spec["batches"]:
         x = torch.from_numpy(generator.standard_normal((batch, 3, size, size)).astype(np.float32))
         with torch.no_grad():
             seconds = median_time(lambda: summed(x), spec["repeats"])
-        rows.append({"what": "PyTorch eager forward", "batch": batch, "img_per_s": batch / seconds})
+        rows.append({"what": "PyTorch eager forward", "batch": batch, "img_per_s": batch / seconds, "note": note})
 
     batch = spec["train_batch"]
     if not batch:
@@ -143,7 +143,7 @@ def run(spec: dict) -> list:
         optimizer.step()
     seconds = median_time(step, spec["repeats"])
     rows.append({"what": "PyTorch eager train step (adamw)", "batch": batch, "img_per_s": batch / seconds,
-                 "note": f"torch {torch.__version__}, {torch.get_num_threads()} threads"})
+                 "note": note})
     return rows
 
 
