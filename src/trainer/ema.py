@@ -7,6 +7,14 @@ so the shadows are saved in the same checkpoint as the weights.
 import mindspore as ms
 from mindspore import nn, ops
 
+_update = ops.MultitypeFuncGraph("ema_update")
+
+
+@_update.register("Number", "Tensor", "Tensor")
+def _update_one(decay, shadow, param):
+    """shadow <- decay * shadow + (1 - decay) * param"""
+    return ops.assign(shadow, shadow * decay + param * (1.0 - decay))
+
 
 class EMA(nn.Cell):
     def __init__(self, params, decay: float):
@@ -15,13 +23,12 @@ class EMA(nn.Cell):
         self.decay = decay
         self.params = ms.ParameterTuple(params)
         self.shadows = self.params.clone(prefix="ema", init="same")
+        # HyperMap, not a Python loop: graph mode unrolls a loop into nested calls, and the ~630
+        # parameters of the full-size variants exceed its call depth limit of 1000
+        self.hyper_map = ops.HyperMap()
 
     def construct(self):
-        updated = ()
-        for shadow, param in zip(self.shadows, self.params):
-            # shadow <- decay * shadow + (1 - decay) * param
-            updated += (ops.assign(shadow, shadow * self.decay + param * (1.0 - self.decay)),)
-        return updated
+        return self.hyper_map(ops.partial(_update, self.decay), self.shadows, self.params)
 
     def state(self) -> dict:
         """{model parameter name: EMA value} (host copies), to evaluate or save the EMA model."""

@@ -53,6 +53,25 @@ class _ScaledLoss(nn.Cell):
 # optimizer steps, where the buffers are zero.
 ACCUMULATED = "accumulated"
 
+# Per-parameter updates go through HyperMap, not Python loops: graph mode unrolls a loop into nested
+# calls, and the ~460 gradients of the full-size variants exceed its call depth limit of 1000.
+_drain_one = ops.MultitypeFuncGraph("drain_one")
+
+
+@_drain_one.register("Tensor", "Tensor")
+def _drain_one_tensor(buffer, grad):
+    """grad + buffer; the buffer is zeroed once read."""
+    total = grad + buffer
+    return ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer)))
+
+
+_divide = ops.MultitypeFuncGraph("divide")
+
+
+@_divide.register("Tensor", "Tensor")
+def _divide_tensor(divisor, grad):
+    return grad / divisor
+
 
 class _AccumulateGrads(nn.Cell):
     """(images, targets) -> loss of a micro-batch before the last of an optimizer step; adds its scaled
@@ -63,12 +82,12 @@ class _AccumulateGrads(nn.Cell):
         self.grad_fn = grad_fn
         self.scale_sense = scale_sense
         self.buffers = buffers
+        self.hyper_map = ops.HyperMap()
 
     def construct(self, images, targets):
         scale = self.scale_sense
         loss, grads = self.grad_fn(images, targets, scale)
-        for buffer, grad in zip(self.buffers, grads):
-            loss = ops.depend(loss, ops.assign_add(buffer, grad))
+        loss = ops.depend(loss, self.hyper_map(ops.assign_add, self.buffers, grads))
         return loss / scale
 
 
@@ -99,6 +118,7 @@ class TrainOneStep(nn.Cell):
                                                        group=GlobalComm.WORLD_COMM_GROUP)
                              if device_num > 1 else nn.Identity())
         self.accumulation_steps = accumulation_steps
+        self.hyper_map = ops.HyperMap()
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix=ACCUMULATED, init="zeros")
             self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.accumulated)
@@ -108,21 +128,13 @@ class TrainOneStep(nn.Cell):
         for buffer in self.accumulated:
             buffer.set_data(ops.zeros_like(buffer))
 
-    def _drain(self, grads):
-        """grads + the buffered ones; the buffers are zeroed (after being read) for the next step."""
-        summed = ()
-        for buffer, grad in zip(self.accumulated, grads):
-            total = grad + buffer
-            summed += (ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer))),)
-        return summed
-
     def construct(self, images, targets):
         scale = self.scale_sense
         loss, grads = self.grad_fn(images, targets, scale)
-        if self.accumulation_steps > 1:
-            grads = self._drain(grads)
+        if self.accumulation_steps > 1:  # + the buffered micro-batches' gradients; the buffers are zeroed
+            grads = self.hyper_map(_drain_one, self.accumulated, grads)
         grads = self.grad_reducer(grads)
-        grads = tuple(g / (scale * self.accumulation_steps) for g in grads)
+        grads = self.hyper_map(ops.partial(_divide, scale * self.accumulation_steps), grads)
         finite = ms.amp.all_finite(grads)
         overflow = ops.logical_not(finite)
         if self.clip_grad_norm > 0:
