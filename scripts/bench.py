@@ -2,13 +2,17 @@
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train deploy probe]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy probe]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--json_out bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
 compiles there) and img/s is batch / median time (`median_time`, shared with the PyTorch
 worker).  Weights are seeded random ones: speed does not depend on their values.  Prints a
 table, then the results as one JSON line.
+
+On CPU, `plain` repeats the forward and train rows with every convolution as MindSpore's own
+Conv2D op (the model before its CPU formulation, src/layers/conv2d.py), and `convs` times each
+distinct convolution of the model both ways, forward and forward+backward.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
 scripts/bench_torch_worker.py under --torch_python) at the same variant, sizes and repeats:
@@ -25,6 +29,7 @@ import time
 
 import numpy as np
 import mindspore as ms
+from mindspore import nn
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
@@ -34,6 +39,7 @@ from src.config import parse_args  # noqa: E402  (needs the path above)
 from src.conformer import _COMMON, VARIANTS, canonical_arch, create_model, create_model_from_config  # noqa: E402
 from src.data.folder import DatasetError  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
+from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
 from src.tools.convert import ConversionError, convert_state_dict, unwrap_state_dict  # noqa: E402
 from src.tools.criterion import create_loss  # noqa: E402
 from src.tools.device import init_context  # noqa: E402
@@ -43,10 +49,11 @@ from src.tools.optimizer import create_optimizer  # noqa: E402
 from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
-PARTS = ("data", "forward", "train", "deploy", "probe")
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
 # forward multiply-accumulates at 224 px (official figures); scaled by pixel count for other sizes
 GMACS_224 = {"conformer_tiny_patch16": 5.23, "conformer_small_patch16": 10.60,
              "conformer_small_patch32": 7.05, "conformer_base_patch16": 23.33}
+PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -112,18 +119,76 @@ def _images(batch: int, size: int) -> np.ndarray:
     return np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
 
 
-def bench_forward(cfg, net) -> list:
+def bench_forward(cfg, net, suffix: str = "") -> list:
     summed = InferenceNet(net)
     summed.set_train(False)
     rows = []
     for batch in cfg.batches:
         x = ms.Tensor(_images(batch, cfg.image_size))
         seconds = median_time(lambda: summed(x).asnumpy(), cfg.repeats)
-        rows.append({"what": "MindSpore GRAPH forward", "batch": batch, "img_per_s": batch / seconds})
+        rows.append({"what": "MindSpore GRAPH forward" + suffix, "batch": batch, "img_per_s": batch / seconds})
     return rows
 
 
-def bench_train(cfg, net) -> list:
+def conv_shapes(cfg, net) -> list:
+    """(in, out, kernel, stride, padding, input height, input width) of each distinct convolution
+    that the device formulation changes, recorded by one PYNATIVE forward at batch 1."""
+    shapes = []
+
+    def record(cell, inputs):
+        h, w = inputs[0].shape[2:]
+        shape = (cell.in_channels, cell.out_channels, *cell.square, h, w)
+        if shape not in shapes:
+            shapes.append(shape)
+
+    convs = [c for _, c in net.cells_and_names() if isinstance(c, Conv2d) and c.as_matmul]
+    handles = [c.register_forward_pre_hook(record) for c in convs]
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net.set_train(False)
+        net(ms.Tensor(_images(1, cfg.image_size)))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+class _ConvGrads(nn.Cell):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+        self.grad = ms.grad(self._loss, grad_position=0, weights=conv.trainable_params())
+
+    def _loss(self, x):
+        return self.conv(x).sum()
+
+    def construct(self, x):
+        return self.grad(x)
+
+
+def bench_convs(cfg, net) -> list:
+    """Each convolution as Conv2D and as the CPU matmul formulation, at the train batch."""
+    rows, batch = [], cfg.train_batch
+    for cin, cout, k, s, p, h, w in conv_shapes(cfg, net):
+        x = ms.Tensor(np.random.default_rng(h).standard_normal((batch, cin, h, w)).astype(np.float32))
+        times = {}
+        for plain in (True, False):
+            conv = conv2d(cin, cout, k, stride=s, padding=p, bias=False)
+            conv.choose_formulation(plain)
+            grads = _ConvGrads(conv)
+            conv(x), grads(x)  # MindSpore compiles a lone cell on its first *two* calls
+            times[plain] = (median_time(lambda: conv(x).asnumpy(), cfg.repeats),
+                            median_time(lambda: grads(x)[0].asnumpy(), cfg.repeats))
+        (fwd_plain, both_plain), (fwd, both) = times[True], times[False]
+        rows.append({"what": f"conv {k}x{k}/{s} {cin}->{cout} @{h}x{w}", "batch": batch, "img_per_s": batch / fwd,
+                     "note": f"ms fwd / fwd+bwd: Conv2D {fwd_plain * 1e3:.1f} / {both_plain * 1e3:.1f}, "
+                             f"matmul {fwd * 1e3:.1f} / {both * 1e3:.1f} ({fwd_plain / fwd:.1f}x / "
+                             f"{both_plain / both:.1f}x)"})
+    return rows
+
+
+def bench_train(cfg, net, suffix: str = "") -> list:
     cfg.epochs, cfg.warmup_length = 1, 0
     optimizer = create_optimizer(cfg, net, np.full(cfg.repeats + 2, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
@@ -135,7 +200,7 @@ def bench_train(cfg, net) -> list:
     targets = ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes])
     seconds = median_time(lambda: step(x, targets)[0].asnumpy(), cfg.repeats)
     net.set_train(False)
-    return [{"what": f"MindSpore train step ({cfg.optimizer})", "batch": batch, "img_per_s": batch / seconds}]
+    return [{"what": f"MindSpore train step ({cfg.optimizer})" + suffix, "batch": batch, "img_per_s": batch / seconds}]
 
 
 def bench_deploy(cfg, net) -> list:
@@ -273,6 +338,10 @@ def add_ratios(cfg, rows: list) -> None:
                 r["vs_probe"] = r["gflops"] / probe
         if r["what"] in ("MINDIR GraphCell", "onnxruntime") and r["batch"] in forward:
             r["vs_mindspore"] = r["img_per_s"] / forward[r["batch"]]
+    fast = {(r["what"], r["batch"]): r["img_per_s"] for r in rows}
+    for r in rows:  # the model before its CPU formulation, relative to the model now
+        if r["what"].endswith(PLAIN) and fast.get((r["what"][:-len(PLAIN)], r["batch"])):
+            r["vs_mindspore"] = r["img_per_s"] / fast[(r["what"][:-len(PLAIN)], r["batch"])]
     ours = {(r["what"], r["batch"]): r["img_per_s"] for r in rows}
     ours_train = next((r["img_per_s"] for r in rows if r["what"].startswith("MindSpore train step")), None)
     for r in rows:
@@ -321,6 +390,15 @@ def run(cfg, argv) -> int:
             rows += bench_deploy(cfg, net)
         if "train" in cfg.parts:
             rows += bench_train(cfg, net)
+    if cpu_formulation() and {"plain", "convs"} & set(cfg.parts):
+        net = create_model_from_config(cfg)
+        if "convs" in cfg.parts:
+            rows += bench_convs(cfg, net)
+        if "plain" in cfg.parts:
+            set_plain_convs(net, True)
+            rows += bench_forward(cfg, net, PLAIN)
+            if "train" in cfg.parts:
+                rows += bench_train(cfg, net, PLAIN)
     if cfg.torch_ref:
         rows += bench_torch(cfg)
     if "probe" in cfg.parts:

@@ -120,3 +120,19 @@ def test_against_the_official_pytorch_code(tmp_path):
     assert "PyTorch eager train step (adamw)" not in rows and "onnxruntime (torch.onnx export)" not in rows
     numerics = [r for what, r in rows.items() if what.startswith("numerics:")]
     assert len(numerics) == 3 and all(r["relative_diff"] <= 1e-4 for r in numerics), numerics
+
+
+def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script(BENCH, *SMALL, "--batches", "2", "--train_batch", "2", "--parts", "forward", "plain",
+                        "convs", "--json_out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    by_name = {r["what"]: r for r in rows}
+    plain, fast = by_name["MindSpore GRAPH forward, plain Conv2D"], by_name["MindSpore GRAPH forward"]
+    assert plain["vs_mindspore"] == plain["img_per_s"] / fast["img_per_s"]
+    convs = [r["what"] for r in rows if r["what"].startswith("conv ")]
+    # the stem, the patch embedding, 3x3 (plain and strided) and the strided 1x1 residual convs, each once
+    assert convs[0] == "conv 7x7/2 3->64 @32x32" and "conv 4x4/4 64->192 @8x8" in convs
+    assert {c.split(" ")[1] for c in convs} == {"7x7/2", "4x4/4", "3x3/1", "3x3/2", "1x1/2"}
+    assert len(convs) == len(set(convs))
