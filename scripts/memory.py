@@ -1,0 +1,87 @@
+"""Peak memory of a training step with and without the memory levers, each in a fresh process.
+
+    .venv/bin/python scripts/memory.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
+        [--batch 16] [--micro_batches 4] [--steps 1] [--variants plain recompute accumulation] [--json_out F]
+
+Variants of an optimizer step of `--batch` images: `plain`; `recompute` (recompute: True);
+`accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch / --micro_batches).
+Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
+src/trainer/memory.py for what is measured. Prints a table, then the results as one JSON line.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from src.config import parse_args  # noqa: E402  (needs the path above)
+from src.trainer.memory import VARIANTS  # noqa: E402
+
+COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
+           ("built_mib", "built MiB"), ("compiled_mib", "compiled MiB"), ("step_mib", "step MiB"),
+           ("peak_mib", "peak MiB"), ("compile_s", "compile s"), ("step_s", "step s"))
+
+
+def _script_args(parser):
+    parser.add_argument("--batch", type=int, default=16, help="images per optimizer step")
+    parser.add_argument("--micro_batches", type=int, default=4, help="micro-batches of the accumulation variant")
+    parser.add_argument("--steps", type=int, default=1, help="optimizer steps after compiling")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--json_out", default="", help="also write the results to this JSON file")
+    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # set for the subprocesses
+
+
+def _overrides(variant: str, batch: int, micro: int) -> list:
+    return [f"--{key}={value}" for key, value in VARIANTS[variant](batch, micro).items()]
+
+
+def _child(argv: list, args) -> None:
+    from src.trainer.memory import measure
+    cfg = parse_args(argv + _overrides(args.child, args.batch, args.micro_batches), add_script_args=_script_args)
+    print(json.dumps(dict(variant=args.child, **measure(cfg, args.steps))), flush=True)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    args = parse_args(argv, description=__doc__.split("\n")[0], add_script_args=_script_args)
+    if args.child:
+        _child(argv, args)
+        return 0
+    if args.steps < 1:
+        print(f"memory.py: --steps must be >= 1, got {args.steps}", file=sys.stderr)
+        return 2
+    if args.batch % args.micro_batches:
+        print(f"memory.py: --batch {args.batch} is not a multiple of --micro_batches {args.micro_batches}",
+              file=sys.stderr)
+        return 2
+    print(f"{args.arch} at {args.image_size} px, {args.batch} images per optimizer step, "
+          f"{args.steps} step(s) after compiling, device {args.device_target}", flush=True)
+    results = []
+    for variant in args.variants:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--child", variant],
+                              capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+        if proc.returncode:
+            print(f"memory.py: variant {variant} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}",
+                  file=sys.stderr)
+            return 1
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = results[-1]
+        print("  ".join(f"{title} {row.get(key, '-')}" for key, title in COLUMNS), flush=True)
+    print()
+    print("| " + " | ".join(title for _, title in COLUMNS) + " |")
+    print("|" + " --- |" * len(COLUMNS))
+    for row in results:
+        print("| " + " | ".join(str(row.get(key, "-")) for key, _ in COLUMNS) + " |")
+    summary = {"arch": args.arch, "image_size": args.image_size, "device_target": args.device_target,
+               "results": results}
+    print(json.dumps(summary))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(summary, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
