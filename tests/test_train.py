@@ -252,11 +252,13 @@ def test_amp_levels_train_on_cpu(level):
     assert not np.array_equal(weight.asnumpy(), before)
 
 
-def test_finetuning_reinitialises_heads_of_another_size(tmp_path, digits):
+def test_finetuning_reinitialises_heads_of_another_size_at_another_resolution(tmp_path, digits):
+    # the checkpoint comes from the 32-px runs' setup; fine-tuning at 64 px needs nothing resampled
+    # (no position embedding), as fine-tuning a 224 checkpoint at 384
     pretrained = tmp_path / "four_classes.ckpt"
     ms.save_checkpoint(create_model("conformer_reduced_patch16", num_classes=4), str(pretrained))
     result = run_script("train.py", *SMALL, "--data_url", digits, "--pretrained", str(pretrained), "--epochs", "1",
                         "--train_num_samples", "20", "--val_num_samples", "10", "--batch_size", "10", *NO_AUGMENT,
-                        *_outputs(tmp_path, "finetune"))
+                        "--image_size", "64", *_outputs(tmp_path, "finetune"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"pretrained {pretrained}: heads re-initialised for 10 classes" in result.stdout

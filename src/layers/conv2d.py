@@ -17,28 +17,36 @@ convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel
   3. the slices are concatenated (im2col) and multiplied by the weight matrix
      in one batched matmul; the padded-width columns that wrap around are cut.
 
-The numbers below are exactly that convolution; only float rounding differs
+This is exactly the same convolution; only float rounding differs
 (max relative difference ~1e-6, tests/test_conv2d.py checks forward and all
 gradients within 1e-5).  Autodiff through pad/reshape/slice/concat/matmul is
 fast too, so no custom bprop is needed.  1x1 unstrided convolutions keep
-MindSpore's own kernel, which is already a matmul.  Measured on the 2-core CPU
-(`python scripts/bench.py --parts convs --device_target CPU`, batch 4, tiny at
-224 shapes, ms per call, forward / forward+backward):
+MindSpore's own kernel, which is already a matmul.  Zero padding is done by
+concatenation (`zero_pad`): ops.pad (PadV3) was 10-20x slower on CPU.
+Measured on this 2-core CPU, conformer_tiny at 224, batch 16, ms per call,
+forward / forward+backward (`python scripts/bench.py --device_target CPU
+--arch conformer_tiny_patch16 --image_size 224 --train_batch 16 --parts convs`):
 
-  | convolution (where)                      | nn.Conv2d        | this formulation |
-  |------------------------------------------|------------------|------------------|
-  | 7x7/2, 3->64 @224 (stem)                 |   957 / 621      |  19 / 57         |
-  | 4x4/4, 64->384 @56 (trans_patch_conv)    |  1704 / 1500     |  40 / 68         |
-  | 3x3/1, 16->16 @56 (stage-1 bottleneck)   |   206 / 236      |  10 / 32         |
-  | 3x3/1, 32->32 @28 (stage-2 bottleneck)   |   195 / 146      |   7 / 10         |
-  | 3x3/2, 32->32 @56 (stage-2 first block)  |   194 / 176      |  13 / 29         |
-  | 3x3/1, 64->64 @14 (stage-3 bottleneck)   |   180 / 129      |   7 / 10         |
-  | 1x1/2, 64->128 @56 (residual_conv)       |   205 / 168      |  19 / -          |
+  | convolution (where)                         | Conv2D op     | this formulation | gain         |
+  |---------------------------------------------|---------------|------------------|--------------|
+  | 7x7/2 3->64 @224 (stem)                     | 3830 / 2242   |  59 / 169        | 65x / 13x    |
+  | 4x4/4 64->384 @56 (trans_patch_conv)        | 1991 / 1651   |  26 / 46         | 76x / 36x    |
+  | 3x3/1 16->16 @56 (stage-1 bottlenecks)      |  195 / 176    |  12 / 25         | 17x / 7x     |
+  | 3x3/2 32->32 @56 (first block of stage 2)   |  214 / 182    |  12 / 28         | 18x / 6.5x   |
+  | 3x3/1 32->32 @28 (stage-2 bottlenecks)      |  237 / 138    |   8 / 13         | 30x / 10x    |
+  | 3x3/1 64->64 @14 (stage-3 bottlenecks)      |  172 / 141    |   7 / 11         | 25x / 13x    |
+  | 1x1/2 64->128 @56 (residual_conv)           |  226 / 165    |  11 / 18         | 20x / 9x     |
+
+Whole model, same run: forward 1.41 -> 12.6 img/s (9x), train step 0.84 -> 3.24
+img/s (3.9x); PyTorch eager on the same machine: 11.0 and 4.1 img/s.
 
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
 ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
-exported file must not depend on where it was exported.  `set_exportable`
-switches a model back to the plain op before export.
+exported file must not depend on where it was exported.  `set_plain_convs`
+switches a model to the plain op for export (src/tools/export.py).  The price:
+a MINDIR run by MindSpore on CPU (`infer.py --mindir`) has the plain op's speed
+(1.4 img/s for tiny at 224 in the run above); onnxruntime is the fast CPU deploy
+path (27-31 img/s there).
 """
 import mindspore as ms
 from mindspore import nn, ops
