@@ -78,6 +78,7 @@ def zero_pad(x, top: int, bottom: int, left: int, right: int):
 
 def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
     """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul."""
+    x = x.astype(weight.dtype)  # mixed precision (amp O2/O3) casts the weight, not always this input
     b, c, h, w = x.shape
     out_ch = weight.shape[0]
     k, s, p = kernel_size, stride, padding
