@@ -143,12 +143,13 @@ def conv_shapes(cfg, net) -> list:
 
     convs = [c for _, c in net.cells_and_names() if isinstance(c, Conv2d) and c.as_matmul]
     handles = [c.register_forward_pre_hook(record) for c in convs]
+    mode = ms.get_context("mode")  # hooks need PYNATIVE; --pynative_mode may already have chosen it
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         net.set_train(False)
         net(ms.Tensor(_images(1, cfg.image_size)))
     finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+        ms.set_context(mode=mode)
         for handle in handles:
             handle.remove()
     return shapes
