@@ -107,6 +107,37 @@ def test_evaluate_counts_every_image_exactly():
     assert results["sum"]["Loss"] == pytest.approx((_ce(CONV) + _ce(TRANS)) / 2, rel=1e-6)  # official rule
 
 
+class _Recording:
+    """A network that records the batch size of every call."""
+
+    def __init__(self, net):
+        self.net, self.batch_sizes = net, []
+
+    def set_train(self, mode):
+        self.net.set_train(mode)
+
+    def __call__(self, images):
+        self.batch_sizes.append(images.shape[0])
+        return self.net(images)
+
+
+def test_evaluate_runs_the_net_at_one_batch_size_and_counts_only_real_images():
+    """The short last batch is padded (one compiled graph) and the metrics are those of the
+    unpadded images: the same as in one batch of all five, and as worked out by hand."""
+    images = np.stack([CONV, TRANS], axis=1)
+    results = {}
+    for batch in (2, 5):
+        dataset = ds.NumpySlicesDataset((images, LABELS), column_names=["image", "label"], shuffle=False)
+        net = _Recording(_LogitsFromImages())
+        results[batch] = evaluate(net, dataset.batch(batch))
+        assert net.batch_sizes == [batch] * (-(-5 // batch))  # 2, 2, 2 (not 2, 2, 1); 5
+    for head in ("sum", "conv", "trans"):  # the losses are summed in another order: equal up to rounding
+        assert results[2][head] == pytest.approx(results[5][head], rel=1e-12)
+    assert results[2]["num_images"] == 5
+    assert results[2]["sum"]["Top1-Acc"] == 4 / 5 and results[2]["conv"]["Top1-Acc"] == 2 / 5
+    assert results[2]["trans"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
+
+
 def test_evaluate_on_reduced_conformer():
     ms.set_seed(0)
     np.random.seed(0)

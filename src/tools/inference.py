@@ -180,17 +180,6 @@ def logits_of(outputs: list) -> np.ndarray:
     return outputs[0]
 
 
-def pad_to_batch(forward, batch_size: int):
-    """`forward` for a graph compiled at one batch size: a short last batch is padded with zeros
-    (MindSpore GRAPH mode would otherwise compile a second graph for it)."""
-    def padded(images):
-        n = len(images)
-        if n < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
-        return forward(images)[:n]
-    return padded
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
