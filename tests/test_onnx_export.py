@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import mindspore as ms
+from mindspore import nn
 from onnx import helper, numpy_helper
 
 import eval_onnx
@@ -16,6 +17,7 @@ import infer_onnx
 from src.config import parse_args
 from src.conformer import create_model
 from src.layers.exportable_ops import GELU
+from src.layers.fcu import FCUUp
 from src.tools.export import InferenceNet, export_model, output_names
 from src.tools.inference import onnx_forward
 from src.tools.onnx_cleanup import clean_graph
@@ -65,7 +67,14 @@ def test_cleaned_graph_fuses_in_onnxruntime_and_keeps_outputs_at_batch_1_and_7(r
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
     ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     fused = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
-    assert fused["Gelu"] == gelus and fused["LayerNormalization"] > 0, fused
+    assert fused["Gelu"] + fused["BiasGelu"] == gelus and fused["LayerNormalization"] > 0, fused
+    # token linear layers are MatMul on [B, N, K]; only the two heads (on [B, K]) stay Gemm
+    dense = sum(isinstance(cell, nn.Dense) for _, cell in net.cells_and_names())
+    assert ops["Gemm"] == 2 and ops["MatMul"] >= dense - 2, ops
+    upsamples = sum(isinstance(cell, FCUUp) and cell.up_stride > 1 for _, cell in net.cells_and_names())
+    assert ops["Resize"] == upsamples and not ops["Tile"], ops
+    (pool,) = [n for n in graph.node if n.op_type == "MaxPool"]
+    assert helper.get_attribute_value(next(a for a in pool.attribute if a.name == "pads")) == [1, 1, 1, 1]
     forward = onnx_forward(path, "CPU", 32)
     for batch in (1, 7):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
@@ -74,11 +83,33 @@ def test_cleaned_graph_fuses_in_onnxruntime_and_keeps_outputs_at_batch_1_and_7(r
         np.testing.assert_allclose(forward(x), expected, rtol=0, atol=1e-4 * max(1.0, np.abs(expected).max()))
 
 
-def _graph(nodes, initializers, output_shape):
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+def _graph(nodes, initializers, output_shape, input_shape=(2, 4)):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, input_shape)],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, output_shape)],
-                              [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in initializers.items()])
+                              [numpy_helper.from_array(np.array(v, np.int64 if k.startswith("i_") else np.float32), k)
+                               for k, v in initializers.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def _edge_padded_max_pool(kernel):
+    """exportable_ops.TorchMaxPool2d's export: edge padding by Slice/Concat on H then W, then MaxPool."""
+    nodes = []
+    for axis, source, padded in ((2, "x", "h"), (3, "h", "hw")):
+        nodes += [helper.make_node("Slice", [source, "i_zero", "i_one", f"i_axis{axis}"], [f"{padded}_first"]),
+                  helper.make_node("Slice", [source, "i_minus_one", "i_big", f"i_axis{axis}"], [f"{padded}_last"]),
+                  helper.make_node("Concat", [f"{padded}_first", source, f"{padded}_last"], [padded], axis=axis)]
+    nodes.append(helper.make_node("MaxPool", ["hw"], ["y"], kernel_shape=[kernel, kernel], strides=[1, 1]))
+    constants = {"i_zero": [0], "i_one": [1], "i_minus_one": [-1], "i_big": [1000], "i_axis2": [2], "i_axis3": [3]}
+    return _graph(nodes, constants, [1, 2, 7 - kernel, 7 - kernel], (1, 2, 5, 5))
+
+
+def test_edge_padded_max_pool_becomes_one_padded_max_pool_with_equal_output():
+    model = _edge_padded_max_pool(kernel=3)
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    expected = _ort_outputs(model.SerializeToString(), x)[0]
+    assert clean_graph(model)["max_pools"] == 1
+    assert [n.op_type for n in model.graph.node] == ["MaxPool"]
+    np.testing.assert_array_equal(_ort_outputs(model.SerializeToString(), x)[0], expected)
 
 
 def test_cleanup_leaves_lookalike_patterns_alone():
@@ -87,11 +118,24 @@ def test_cleanup_leaves_lookalike_patterns_alone():
                        helper.make_node("Mul", ["s", "half"], ["y"])], {"half": 0.5}, [2, 4])
     not_variance = _graph([helper.make_node("ReduceSumSquare", ["x"], ["q"], axes=[1], keepdims=1),
                            helper.make_node("Div", ["q", "three"], ["y"])], {"three": 3.0}, [2, 1])
-    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    for model in (not_gelu, not_variance):
+    # a Gemm on [B, K] (the heads) has no token axis to keep
+    head = _graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
+                  {"w": np.ones((3, 4)), "b": np.arange(3.0)}, [2, 3])
+    # a 1x1 max-pool would see a padded cell alone: -inf padding is not edge padding there
+    pool_1x1 = _edge_padded_max_pool(kernel=1)
+    # Tile by (2, 3) is no s x s nearest upsampling
+    uneven_tile = _graph([helper.make_node("Reshape", ["x", "i_split"], ["s"]),
+                          helper.make_node("Tile", ["s", "i_repeats"], ["t"]),
+                          helper.make_node("Reshape", ["t", "i_merge"], ["y"])],
+                         {"i_split": [-1, 2, 3, 1, 3, 1], "i_repeats": [1, 1, 1, 2, 1, 3], "i_merge": [-1, 2, 6, 9]},
+                         [1, 2, 6, 9], (1, 2, 3, 3))
+    rng = np.random.default_rng(0)
+    for model in (not_gelu, not_variance, head, pool_1x1, uneven_tile):
+        x = rng.standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+        x = x.astype(np.float32)
         before = [n.op_type for n in model.graph.node]
         expected = _ort_outputs(model.SerializeToString(), x)
-        assert clean_graph(model) == {"identity_casts": 0, "layer_norms": 0, "gelus": 0}
+        assert not any(clean_graph(model).values())
         assert [n.op_type for n in model.graph.node] == before
         np.testing.assert_array_equal(_ort_outputs(model.SerializeToString(), x)[0], expected[0])
 

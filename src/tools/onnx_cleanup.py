@@ -12,6 +12,16 @@ and give:
   kernel (exact erf, as MindSpore and PyTorch compute it, where the polynomial
   was accurate to 1.5e-7);
 - Casts to the type their input already has are dropped.
+Three more make the graph the one onnxruntime runs fastest (measured in one
+process, interleaved, against the same graph without the rewrite):
+- Linear layers: nn.Dense on tokens exports as Reshape to 2-D, Gemm, Reshape
+  back; a MatMul on the 3-D tokens plus Add of the bias runs the same GEMM
+  faster in onnxruntime (its MatMul is the path torch.onnx exports take) and
+  lets the bias Add fuse with the following GELU;
+- the stem's max-pool with edge padding by concatenation (exportable_ops.
+  TorchMaxPool2d: MindSpore cannot export padded pooling) becomes one padded
+  MaxPool, as onnxruntime pads with -inf inside the kernel;
+- nearest upsampling by Reshape, Tile, Reshape becomes one Resize(nearest).
 Each rewrite checks its pattern structurally and leaves anything else untouched;
 export.py compares the outputs before and after in onnxruntime.
 """
@@ -31,6 +41,9 @@ def clean_graph(model: onnx.ModelProto) -> dict:
     counts = {"identity_casts": _drop_identity_casts(model)}
     counts["layer_norms"] = _layer_norm_pattern(model)
     counts["gelus"] = _exact_gelu(graph)
+    counts["linear_layers"] = _linear_as_matmul(model)
+    counts["max_pools"] = _padded_max_pool(graph)
+    counts["upsamples"] = _nearest_resize(model)
     _prune(graph)
     del graph.value_info[:]  # inferred types were only needed for the rewrites
     return counts
@@ -129,10 +142,183 @@ def _layer_norm_pattern(model: onnx.ModelProto) -> int:
                              axes=attributes["axes"], keepdims=attributes.get("keepdims", 1)),
         ]
         dropped.add(uses[node.output[0]][0])
+    _rebuild(graph, nodes, replaced, dropped)
+    return len(replaced)
+
+
+def _dims(types: dict, name: str):
+    """Static dims of a tensor (0 where unknown), or None when its rank is unknown."""
+    value = types.get(name)
+    if value is None or not value.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else 0 for d in value.shape.dim]
+
+
+def _attributes(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _single_consumer(nodes: list, uses: dict, name: str, op_type: str):
+    """The node reading `name` when it is the only one and of `op_type`, else None."""
+    readers = uses.get(name, [])
+    if len(readers) != 1 or nodes[readers[0]].op_type != op_type:
+        return None
+    return nodes[readers[0]]
+
+
+def _rebuild(graph, nodes: list, replaced: dict, dropped: set) -> None:
+    """Rewrite graph.node from `nodes`: index -> replacement list, indices in `dropped` removed."""
     del graph.node[:]
     for i, node in enumerate(nodes):
         if i not in dropped:
             graph.node.extend(replaced.get(i, [node]))
+
+
+def _linear_as_matmul(model: onnx.ModelProto) -> int:
+    """Reshape(x [B, N, ...] -> [B*N, K]), Gemm(W, b, transB), Reshape -> MatMul(x [B, N, K], W^T), Add(b).
+
+    A 4-D x (the attention heads before proj) is first merged to [B, N, K] by a Reshape
+    with shape [0, 0, -1]; the closing Reshape stays unless it restores [B, N, out].
+    """
+    graph = model.graph
+    types, values = _infer_value_info(model), _constant_values(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    nodes = list(graph.node)
+    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    replaced, dropped = {}, set()
+    for i, gemm in enumerate(nodes):
+        attributes = _attributes(gemm)
+        if (gemm.op_type != "Gemm" or attributes.get("transB") != 1 or attributes.get("transA", 0)
+                or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
+                or gemm.input[0] not in producer or gemm.input[1] not in initializers
+                or len(uses[gemm.input[1]]) != 1 or (len(gemm.input) > 2 and gemm.input[2] not in values)):
+            continue
+        flatten = nodes[producer[gemm.input[0]]]
+        unflatten = _single_consumer(nodes, uses, gemm.output[0], "Reshape")
+        x = flatten.input[0]
+        x_dims, flat_dims = _dims(types, x), _dims(types, flatten.output[0])
+        weight = numpy_helper.to_array(initializers[gemm.input[1]])
+        if (flatten.op_type != "Reshape" or len(uses[flatten.output[0]]) != 1 or unflatten is None
+                or x_dims is None or len(x_dims) not in (3, 4) or not all(x_dims[1:]) or flat_dims is None
+                or len(flat_dims) != 2 or flat_dims[1] != int(np.prod(x_dims[2:])) or weight.ndim != 2
+                or (len(gemm.input) > 2 and values[gemm.input[2]].shape not in ((weight.shape[0],), (1, weight.shape[0])))):
+            continue
+        new = []
+        if len(x_dims) == 4:
+            shape = f"{gemm.name}_tokens_shape"
+            graph.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), shape))
+            new.append(helper.make_node("Reshape", [x, shape], [f"{gemm.name}_tokens"], name=f"{gemm.name}_tokens"))
+            x = f"{gemm.name}_tokens"
+        initializers[gemm.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weight.T), gemm.input[1]))
+        target = values.get(unflatten.input[1])
+        keeps_tokens = (target is not None and len(target) == 3 and target[0] in (-1, 0)
+                        and list(target[1:]) == [x_dims[1], weight.shape[0]])
+        out = unflatten.output[0] if keeps_tokens else f"{gemm.name}_tokens_out"
+        product = f"{gemm.name}_product" if len(gemm.input) > 2 else out
+        new.append(helper.make_node("MatMul", [x, gemm.input[1]], [product], name=f"{gemm.name}_MatMul"))
+        if len(gemm.input) > 2:
+            new.append(helper.make_node("Add", [product, gemm.input[2]], [out], name=f"{gemm.name}_Add"))
+        if keeps_tokens:
+            dropped.add(uses[gemm.output[0]][0])
+        else:
+            unflatten.input[0] = out
+        replaced[i] = new
+        dropped.add(producer[gemm.input[0]])
+    _rebuild(graph, nodes, replaced, dropped)
+    return len(replaced)
+
+
+def _edge_slice(values: dict, node, source: str, axis: int):
+    """'first' / 'last' when `node` is Slice(source) keeping the first / last entry along `axis`."""
+    if node is None or node.op_type != "Slice" or len(node.input) < 4 or node.input[0] != source:
+        return None
+    arrays = [values.get(n) for n in node.input[1:5]] + [np.ones(1)] * (5 - len(node.input))
+    if any(v is None or v.size != 1 for v in arrays):
+        return None
+    starts, ends, axes, steps = (int(v.item()) for v in arrays)
+    if axes != axis or steps != 1:
+        return None
+    if (starts, ends) == (0, 1):
+        return "first"
+    return "last" if starts == -1 and ends >= 1 else None
+
+
+def _edge_padded(nodes: list, producer: dict, values: dict, name: str, axis: int):
+    """When `name` is Concat(axis)(Slice first, x, Slice last) of one x, returns (x, node indices)."""
+    if name not in producer:
+        return None
+    concat = nodes[producer[name]]
+    if concat.op_type != "Concat" or _attributes(concat).get("axis") != axis or len(concat.input) != 3:
+        return None
+    first, x, last = concat.input
+    ends = [nodes[producer[n]] if n in producer else None for n in (first, last)]
+    if [_edge_slice(values, node, x, axis) for node in ends] != ["first", "last"]:
+        return None
+    return x, {producer[name], producer[first], producer[last]}
+
+
+def _padded_max_pool(graph) -> int:
+    """MaxPool(VALID) over a map edge-padded by one on H and W (Slice/Concat) -> MaxPool(pads=1).
+
+    Equal because with kernel >= 2 every window holding a padded cell also holds the edge
+    cell it copies, so padding with -inf (the ONNX semantics) gives the same maxima.
+    """
+    values = _constant_values(graph)
+    nodes = list(graph.node)
+    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    replaced, dropped = {}, set()
+    for i, pool in enumerate(nodes):
+        attributes = _attributes(pool)
+        if (pool.op_type != "MaxPool" or len(pool.output) != 1 or attributes.get("pads", [0] * 4) != [0] * 4
+                or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+                or min(attributes.get("kernel_shape", [1])) < 2 or attributes.get("ceil_mode", 0)
+                or any(d != 1 for d in attributes.get("dilations", [1]))):
+            continue
+        width = _edge_padded(nodes, producer, values, pool.input[0], 3)
+        height = width and _edge_padded(nodes, producer, values, width[0], 2)
+        if not height:
+            continue
+        chain = width[1] | height[1]
+        if any(u not in chain | {i} for j in chain for o in nodes[j].output for u in uses[o]):
+            continue
+        attributes.update(auto_pad="NOTSET", pads=[1, 1, 1, 1])
+        replaced[i] = [helper.make_node("MaxPool", [height[0]], list(pool.output), name=pool.name, **attributes)]
+        dropped |= chain
+    _rebuild(graph, nodes, replaced, dropped)
+    return len(replaced)
+
+
+def _nearest_resize(model: onnx.ModelProto) -> int:
+    """Reshape(x [B, C, H, W] -> [B, C, H, 1, W, 1]), Tile(1, 1, 1, s, 1, s), Reshape([B, C, sH, sW])
+    -> Resize(x, scales (1, 1, s, s), nearest, asymmetric, floor): exactly x repeated s x s."""
+    graph = model.graph
+    types, values = _infer_value_info(model), _constant_values(graph)
+    nodes = list(graph.node)
+    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    replaced, dropped = {}, set()
+    for i, tile in enumerate(nodes):
+        if tile.op_type != "Tile" or tile.input[0] not in producer:
+            continue
+        split, repeats = nodes[producer[tile.input[0]]], values.get(tile.input[1])
+        merge = _single_consumer(nodes, uses, tile.output[0], "Reshape")
+        if split.op_type != "Reshape" or len(uses[split.output[0]]) != 1 or merge is None or repeats is None:
+            continue
+        x_dims, split_shape, merged_shape = _dims(types, split.input[0]), values.get(split.input[1]), values.get(merge.input[1])
+        if x_dims is None or len(x_dims) != 4 or not all(x_dims[1:]) or split_shape is None or merged_shape is None:
+            continue
+        _, c, h, w = x_dims
+        scale = int(repeats[3]) if len(repeats) == 6 else 0
+        if (scale < 1 or list(repeats) != [1, 1, 1, scale, 1, scale] or list(split_shape[1:]) != [c, h, 1, w, 1]
+                or list(merged_shape[1:]) != [c, h * scale, w * scale]):
+            continue
+        roi, scales = f"{tile.name}_roi", f"{tile.name}_scales"
+        graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), roi))
+        graph.initializer.append(numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), scales))
+        replaced[i] = [helper.make_node("Resize", [split.input[0], roi, scales], list(merge.output), name=tile.name,
+                                        mode="nearest", coordinate_transformation_mode="asymmetric",
+                                        nearest_mode="floor")]
+        dropped |= {producer[tile.input[0]], uses[tile.output[0]][0]}
+    _rebuild(graph, nodes, replaced, dropped)
     return len(replaced)
 
 
