@@ -23,7 +23,10 @@ class FCUDown(nn.Cell):
     def construct(self, x, x_t):
         x = self.sample_pooling(self.conv_project(x))
         _, c, h, w = x.shape
-        x = x.reshape(-1, c, h * w).transpose(0, 2, 1)
+        # channels last, then flatten: in an exported graph onnxruntime folds this transpose into its
+        # NCHWc reorder and keeps the LayerNorm on the last axis, where it fuses (flatten-then-transpose
+        # gets the transpose pushed past the LayerNorm, which then runs as 7 separate ops)
+        x = x.transpose(0, 2, 3, 1).reshape(-1, h * w, c)
         x = self.act(self.ln(x))
         return ops.cat((x_t[:, :1], x), axis=1)
 
@@ -44,6 +47,6 @@ class FCUUp(nn.Cell):
 
     def construct(self, x, h: int, w: int):
         c = x.shape[2]
-        x = x[:, 1:].transpose(0, 2, 1).reshape(-1, c, h, w)
+        x = x[:, 1:].reshape(-1, h, w, c).transpose(0, 3, 1, 2)  # a channels-last input onnxruntime's reorder takes
         x = self.act(self.bn(self.conv_project(x)))
         return upsample_nearest(x, self.up_stride)
