@@ -16,9 +16,10 @@ distinct convolution of the model both ways, forward and forward+backward.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
 scripts/bench_torch_worker.py under --torch_python) at the same variant, sizes and repeats:
-eager forward and train step, and onnxruntime on its torch.onnx export, each with the ratio
-ours / PyTorch; and the numerics of its random weights converted by src/tools/convert.py:
-MindSpore, our ONNX in onnxruntime and PyTorch on the same images.
+eager forward and train step, each with the ratio ours / PyTorch; onnxruntime on its
+torch.onnx export against our ONNX of the same weights (converted by src/tools/convert.py),
+the two timed interleaved over at least 10 rounds, as their few-percent difference needs; and
+the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the same images.
 """
 import json
 import os
@@ -58,8 +59,10 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_w
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
 # ours / PyTorch: each PyTorch row is compared with the row of ours at the same batch
-TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward",
-               "onnxruntime (torch.onnx export)": "onnxruntime"}
+OURS_ORT = "onnxruntime (our ONNX, official weights)"
+TORCH_ORT = "onnxruntime (torch.onnx export)"
+TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OURS_ORT}
+ORT_PAIR_ROUNDS = 10  # at least: the two files differ by a few percent, so the ratio needs many rounds
 
 
 class BenchError(RuntimeError):
@@ -273,14 +276,31 @@ def run_torch_worker(cfg, workdir: str) -> list:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_torch_onnx(cfg, workdir: str) -> list:
-    """onnxruntime on the torch.onnx export, through the same session code as ours."""
-    forward = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
+def interleaved_medians(calls: dict, rounds: int) -> dict:
+    """{name: median seconds} of each call, one untimed call each first, then `rounds` rounds in which
+    every call runs once, in reversed order every other round: a slow spell of the machine hits all
+    calls alike, where back-to-back series would each catch a different one."""
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for i in range(rounds):
+        for name, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def bench_onnx_pair(cfg, ours, theirs) -> list:
+    """onnxruntime on our ONNX and on the torch.onnx export of the same weights (so the same
+    activations), through the same session code, interleaved."""
     rows = []
     for batch in cfg.batches:
         images = _images(batch, cfg.image_size)
-        seconds = median_time(lambda: forward(images), cfg.repeats)
-        rows.append({"what": "onnxruntime (torch.onnx export)", "batch": batch, "img_per_s": batch / seconds})
+        rounds = max(cfg.repeats, ORT_PAIR_ROUNDS)
+        seconds = interleaved_medians({OURS_ORT: lambda: ours(images), TORCH_ORT: lambda: theirs(images)}, rounds)
+        rows += [{"what": what, "batch": batch, "img_per_s": batch / seconds[what],
+                  "note": f"interleaved with the other, median of {rounds}"} for what in (OURS_ORT, TORCH_ORT)]
     return rows
 
 
@@ -294,8 +314,9 @@ def numerics_row(what: str, got: np.ndarray, reference: np.ndarray) -> dict:
                     f"({verdict})"}
 
 
-def bench_numerics(cfg, workdir: str) -> list:
-    """The official model's random weights, converted: MindSpore and our ONNX against PyTorch (eval mode)."""
+def converted_official(cfg, workdir: str) -> tuple:
+    """(summed-logits net, forward of its ONNX in onnxruntime) holding the official model's random
+    weights, converted."""
     state_dict, _ = unwrap_state_dict(load_torch_checkpoint(os.path.join(workdir, FILES["weights"])))
     net = create_model(cfg.arch_name, num_classes=cfg.num_classes)  # official numerics: erf GELU, torch max-pool
     expected = {p.name: p.shape for p in net.get_parameters()}
@@ -305,12 +326,15 @@ def bench_numerics(cfg, workdir: str) -> list:
         raise BenchError(f"converted weights leave {len(not_loaded)} parameters unset, e.g. {not_loaded[0]}")
     summed = InferenceNet(net)
     summed.set_train(False)
+    example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+    onnx_path = export_model(summed, example, os.path.join(workdir, "converted"), "ONNX", output_names(False))
+    return summed, onnx_forward(onnx_path, cfg.device_target, cfg.image_size, cfg.ort_threads)
+
+
+def bench_numerics(workdir: str, summed, ours, theirs) -> list:
+    """MindSpore, our ONNX and the torch export, all with the official weights, against PyTorch (eval mode)."""
     images = np.load(os.path.join(workdir, FILES["numerics_input"]))
     torch_logits = np.load(os.path.join(workdir, FILES["numerics_logits"]))
-    example = ms.Tensor(images[:1])
-    ours = onnx_forward(export_model(summed, example, os.path.join(workdir, "converted"), "ONNX",
-                                     output_names(False)), cfg.device_target, cfg.image_size, cfg.ort_threads)
-    theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
     return [numerics_row("numerics: MindSpore vs PyTorch", summed(ms.Tensor(images)).asnumpy(), torch_logits),
             numerics_row("numerics: our ONNX (onnxruntime) vs PyTorch", ours(images), torch_logits),
             numerics_row("numerics: torch.onnx export (onnxruntime) vs PyTorch", theirs(images), torch_logits)]
@@ -319,9 +343,11 @@ def bench_numerics(cfg, workdir: str) -> list:
 def bench_torch(cfg) -> list:
     with tempfile.TemporaryDirectory() as workdir:
         rows = run_torch_worker(cfg, workdir)
+        summed, ours = converted_official(cfg, workdir)
+        theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
         if "deploy" in cfg.parts:
-            rows += bench_torch_onnx(cfg, workdir)
-        return rows + bench_numerics(cfg, workdir)
+            rows += bench_onnx_pair(cfg, ours, theirs)
+        return rows + bench_numerics(workdir, summed, ours, theirs)
 
 
 def add_ratios(cfg, rows: list) -> None:

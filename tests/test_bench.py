@@ -89,9 +89,10 @@ def test_ratios_pair_rows_of_the_same_batch():
             {"what": "PyTorch eager forward", "batch": 16, "img_per_s": 20.0},
             {"what": "PyTorch eager forward", "batch": 8, "img_per_s": 20.0},
             {"what": "PyTorch eager train step (adamw)", "batch": 16, "img_per_s": 5.0},
-            {"what": "onnxruntime (torch.onnx export)", "batch": 16, "img_per_s": 50.0}]
+            {"what": "onnxruntime (torch.onnx export)", "batch": 16, "img_per_s": 50.0},
+            {"what": "onnxruntime (our ONNX, official weights)", "batch": 16, "img_per_s": 55.0}]
     bench.add_ratios(SimpleNamespace(arch_name="conformer_reduced_patch16", image_size=32), rows)
-    assert [r.get("ours_over_torch") for r in rows[4:]] == [0.5, 1.5, None, 0.8, 0.9]
+    assert [r.get("ours_over_torch") for r in rows[4:]] == [0.5, 1.5, None, 0.8, 1.1, None]
     assert rows[2]["vs_mindspore"] == 1.5 and all("ours_over_torch" not in r for r in rows[:4])
     reference = np.array([[1.0, -2.0]])
     near = bench.numerics_row("a", reference + [[0.0, 1e-4]], reference)
@@ -111,15 +112,25 @@ def test_against_the_official_pytorch_code(tmp_path):
     assert os.path.isfile(os.path.join(OFFICIAL, "conformer.py")), \
         f"set CONFORMER_OFFICIAL to a checkout of github.com/pengzhiliang/Conformer (tried {OFFICIAL})"
     out = tmp_path / "bench.json"
-    result = run_script(BENCH, *SMALL, "--batches", "2", "--parts", "forward", "--torch_ref", OFFICIAL,
+    result = run_script(BENCH, *SMALL, "--batches", "2", "--parts", "forward", "deploy", "--torch_ref", OFFICIAL,
                         "--torch_python", TORCH_PYTHON, "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     rows = {r["what"]: r for r in json.loads(out.read_text())["results"]}
     theirs, ours = rows["PyTorch eager forward"], rows["MindSpore GRAPH forward"]
     assert theirs["batch"] == 2 and theirs["ours_over_torch"] == ours["img_per_s"] / theirs["img_per_s"]
-    assert "PyTorch eager train step (adamw)" not in rows and "onnxruntime (torch.onnx export)" not in rows
+    assert "PyTorch eager train step (adamw)" not in rows
+    export, ours_onnx = rows["onnxruntime (torch.onnx export)"], rows["onnxruntime (our ONNX, official weights)"]
+    assert export["ours_over_torch"] == ours_onnx["img_per_s"] / export["img_per_s"]
+
     numerics = [r for what, r in rows.items() if what.startswith("numerics:")]
     assert len(numerics) == 3 and all(r["relative_diff"] <= 1e-4 for r in numerics), numerics
+
+
+def test_interleaved_medians_alternate_the_order_of_the_calls():
+    bench = _load(BENCH, "bench_script")
+    order = []
+    medians = bench.interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"] and set(medians) == {"a", "b"}
 
 
 def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
