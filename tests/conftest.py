@@ -16,6 +16,15 @@ def cpu_graph_mode():
     ms.set_device("CPU")
 
 
+def free_port() -> int:
+    """A TCP port free at the time of the call, for msrun's scheduler (a fixed one could be taken by
+    another run on the machine)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_script(*args, cwd=REPO, timeout=900):
     """Run a repository script as a user would; returns the CompletedProcess."""
     import subprocess

@@ -11,18 +11,12 @@ import threading
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port
 from datasets import write_digits_folder
 from test_train import NO_AUGMENT, SMALL
 
 SCRIPT = os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh")
 CONFIG = SMALL[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fingerprint(log: str, kind: str) -> str:
@@ -70,7 +64,7 @@ def test_two_nodes_of_one_process_each_train_in_sync(tmp_path):
     address this machine does not own, relayed to node 0's scheduler on 127.0.0.1 as a network would
     (with 127.0.0.1 on both, both would start a scheduler on the same port)."""
     data = write_digits_folder(tmp_path / "digits", train_per_class=4, val_per_class=1)
-    port = _free_port()
+    port = free_port()
     _relay(("127.0.0.2", port), ("127.0.0.1", port))
     args = [*SMALL[2:], "--data_url", data, "--epochs", "1", "--batch_size", "5", *NO_AUGMENT,
             "--with_ema", "false", "--print_loss_every", "1", "--ckpt_root_dir", str(tmp_path / "ckpt"),

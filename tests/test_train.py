@@ -14,7 +14,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from conftest import REPO, run_script
+from conftest import REPO, free_port, run_script
 from datasets import write_digits_folder
 from src.config import parse_args
 from src.conformer import create_model, create_model_from_config
@@ -124,7 +124,7 @@ def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path)
             *NO_AUGMENT, "--optimizer", "momentum", "--base_lr", "0.05", "--weight_decay", "0",
             "--lr_scheduler", "constant_lr", "--with_ema", "false", "--batch_size", "8"]
     log_dir = tmp_path / "logs"
-    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT="8297")
+    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
     result = subprocess.run(["bash", os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh"), SMALL[1],
                              "--num_devices", "2", "--device_ids", "0,1", "--extra", *args[2:],
                              *_outputs(tmp_path, "dist")],
