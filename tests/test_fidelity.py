@@ -42,10 +42,22 @@ def build_from_fixture(name):
     return net, ref, source
 
 
+@pytest.fixture(scope="module")
+def built():
+    """build_from_fixture, once per fixture name: a net compiles its forward pass once for the file."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_from_fixture(name)
+        return cache[name]
+    return get
+
+
 @pytest.mark.parametrize("name,source", [("official_p16", "official"), ("official_p32", "official"),
                                          ("mmpretrain_p16", "mmpretrain")])
-def test_logits_match_pytorch(name, source):
-    net, ref, found_source = build_from_fixture(name)
+def test_logits_match_pytorch(built, name, source):
+    net, ref, found_source = built(name)
     assert found_source == source
     conv, trans = (o.asnumpy() for o in net(ms.Tensor(ref["input"])))
     # the fixture's logits are O(1); 1e-4 absolute is the issue's bound
@@ -53,13 +65,17 @@ def test_logits_match_pytorch(name, source):
     np.testing.assert_allclose(trans, ref["trans_logits"], rtol=0, atol=1e-4)
 
 
-def test_fixture_is_sensitive_to_a_wrong_mapping():
+def test_fixture_is_sensitive_to_a_wrong_mapping(built):
     """Swapping two same-shaped BN biases must break the match, or the test above proves nothing."""
-    net, ref, _ = build_from_fixture("official_p16")
+    net, ref, _ = built("official_p16")
     params = net.parameters_dict()
     a, b = params["conv_trans_12.fusion_block.bn1.beta"], params["conv_trans_12.fusion_block.bn2.beta"]
     a_val, b_val = a.asnumpy().copy(), b.asnumpy().copy()
     a.set_data(ms.Tensor(b_val))
     b.set_data(ms.Tensor(a_val))
-    conv, _ = (o.asnumpy() for o in net(ms.Tensor(ref["input"])))
+    try:
+        conv, _ = (o.asnumpy() for o in net(ms.Tensor(ref["input"])))
+    finally:  # the shared net gets its converted weights back
+        a.set_data(ms.Tensor(a_val))
+        b.set_data(ms.Tensor(b_val))
     assert np.abs(conv - ref["conv_logits"]).max() > 1e-3
