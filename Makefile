@@ -23,8 +23,12 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 demo: $(VENV)/.dev
 	$(PY) demo.py
 
+# two pytest-xdist workers: most of the suite's time is single-threaded graph compilation and process
+# start-up, which two processes overlap on two cores. loadfile runs each test file on one worker, so a
+# module fixture (and the graphs its net compiles) is built once. (TEST_WORKERS=0: one process.)
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
