@@ -109,6 +109,15 @@ def _consumers(nodes: list) -> dict:
     return uses
 
 
+def _attributes(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _producers(nodes: list) -> dict:
+    """{tensor name: index of the node writing it}."""
+    return {name: i for i, node in enumerate(nodes) for name in node.output}
+
+
 def _scalar(values: dict, name: str):
     value = values.get(name)
     return float(value) if value is not None and value.size == 1 else None
@@ -126,7 +135,7 @@ def _layer_norm_pattern(model: onnx.ModelProto) -> int:
         if node.op_type != "ReduceSumSquare" or len(uses[node.output[0]]) != 1:
             continue
         divide = nodes[uses[node.output[0]][0]]
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = _attributes(node)
         shape = types.get(node.input[0])
         if divide.op_type != "Div" or divide.input[0] != node.output[0] or shape is None or "axes" not in attributes:
             continue
@@ -152,10 +161,6 @@ def _dims(types: dict, name: str):
     if value is None or not value.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") else 0 for d in value.shape.dim]
-
-
-def _attributes(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _single_consumer(nodes: list, uses: dict, name: str, op_type: str):
@@ -184,7 +189,7 @@ def _linear_as_matmul(model: onnx.ModelProto) -> int:
     types, values = _infer_value_info(model), _constant_values(graph)
     initializers = {t.name: t for t in graph.initializer}
     nodes = list(graph.node)
-    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    uses, producer = _consumers(nodes), _producers(nodes)
     replaced, dropped = {}, set()
     for i, gemm in enumerate(nodes):
         attributes = _attributes(gemm)
@@ -193,6 +198,7 @@ def _linear_as_matmul(model: onnx.ModelProto) -> int:
                 or gemm.input[0] not in producer or gemm.input[1] not in initializers
                 or len(uses[gemm.input[1]]) != 1 or (len(gemm.input) > 2 and gemm.input[2] not in values)):
             continue
+        bias = gemm.input[2] if len(gemm.input) > 2 else None
         flatten = nodes[producer[gemm.input[0]]]
         unflatten = _single_consumer(nodes, uses, gemm.output[0], "Reshape")
         x = flatten.input[0]
@@ -201,7 +207,7 @@ def _linear_as_matmul(model: onnx.ModelProto) -> int:
         if (flatten.op_type != "Reshape" or len(uses[flatten.output[0]]) != 1 or unflatten is None
                 or x_dims is None or len(x_dims) not in (3, 4) or not all(x_dims[1:]) or flat_dims is None
                 or len(flat_dims) != 2 or flat_dims[1] != int(np.prod(x_dims[2:])) or weight.ndim != 2
-                or (len(gemm.input) > 2 and values[gemm.input[2]].shape not in ((weight.shape[0],), (1, weight.shape[0])))):
+                or (bias and values[bias].shape not in ((weight.shape[0],), (1, weight.shape[0])))):
             continue
         new = []
         if len(x_dims) == 4:
@@ -214,10 +220,10 @@ def _linear_as_matmul(model: onnx.ModelProto) -> int:
         keeps_tokens = (target is not None and len(target) == 3 and target[0] in (-1, 0)
                         and list(target[1:]) == [x_dims[1], weight.shape[0]])
         out = unflatten.output[0] if keeps_tokens else f"{gemm.name}_tokens_out"
-        product = f"{gemm.name}_product" if len(gemm.input) > 2 else out
+        product = f"{gemm.name}_product" if bias else out
         new.append(helper.make_node("MatMul", [x, gemm.input[1]], [product], name=f"{gemm.name}_MatMul"))
-        if len(gemm.input) > 2:
-            new.append(helper.make_node("Add", [product, gemm.input[2]], [out], name=f"{gemm.name}_Add"))
+        if bias:
+            new.append(helper.make_node("Add", [product, bias], [out], name=f"{gemm.name}_Add"))
         if keeps_tokens:
             dropped.add(uses[gemm.output[0]][0])
         else:
@@ -265,7 +271,7 @@ def _padded_max_pool(graph) -> int:
     """
     values = _constant_values(graph)
     nodes = list(graph.node)
-    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    uses, producer = _consumers(nodes), _producers(nodes)
     replaced, dropped = {}, set()
     for i, pool in enumerate(nodes):
         attributes = _attributes(pool)
@@ -294,7 +300,7 @@ def _nearest_resize(model: onnx.ModelProto) -> int:
     graph = model.graph
     types, values = _infer_value_info(model), _constant_values(graph)
     nodes = list(graph.node)
-    uses, producer = _consumers(nodes), {o: i for i, n in enumerate(nodes) for o in n.output}
+    uses, producer = _consumers(nodes), _producers(nodes)
     replaced, dropped = {}, set()
     for i, tile in enumerate(nodes):
         if tile.op_type != "Tile" or tile.input[0] not in producer:
@@ -303,7 +309,8 @@ def _nearest_resize(model: onnx.ModelProto) -> int:
         merge = _single_consumer(nodes, uses, tile.output[0], "Reshape")
         if split.op_type != "Reshape" or len(uses[split.output[0]]) != 1 or merge is None or repeats is None:
             continue
-        x_dims, split_shape, merged_shape = _dims(types, split.input[0]), values.get(split.input[1]), values.get(merge.input[1])
+        x_dims = _dims(types, split.input[0])
+        split_shape, merged_shape = values.get(split.input[1]), values.get(merge.input[1])
         if x_dims is None or len(x_dims) != 4 or not all(x_dims[1:]) or split_shape is None or merged_shape is None:
             continue
         _, c, h, w = x_dims
@@ -334,7 +341,7 @@ def _exact_gelu(graph) -> int:
     for abs_output in [n.output[0] for n in graph.node if n.op_type == "Abs"]:
         nodes = list(graph.node)  # protobuf messages are unhashable: nodes are handled by index
         uses = _consumers(nodes)
-        producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+        producer = _producers(nodes)
         start = producer[abs_output]
         abs_node, x = nodes[start], nodes[start].input[0]
         region = _reachable(start, lambda i: [u for o in nodes[i].output for u in uses[o]])
