@@ -109,7 +109,11 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
                 parts.append(flat[:, :, i * cols + j:i * cols + j + length])
         flat = ops.cat(parts, 1)
         weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of `parts`
-    y = ops.matmul(weight.reshape(out_ch, -1), flat).reshape(b, out_ch, out_h, cols)
+    # The product as a 1x1 convolution over the [B, K, out_h, cols] columns: MindSpore's 1x1 Conv2D is a
+    # plain matmul per image, while ops.matmul of a 2-D weight and a 3-D batch first broadcasts the
+    # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
+    depth = flat.shape[1]
+    y = ops.conv2d(flat.reshape(b, depth, out_h, cols), weight.reshape(out_ch, depth, 1, 1))
     if cols != out_w:
         y = y[:, :, :, :out_w]
     return y
