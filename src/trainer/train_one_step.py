@@ -2,12 +2,12 @@
 
 Order (each part optional, none disables another -- the old ModelZoo port's
 `if with_ema ... elif use_clip_grad_norm` silently dropped clipping):
-  scaled loss -> grads -> mean over devices -> unscale -> finite check ->
-  clip by global norm -> optimizer -> EMA, the last two only when every
+  scaled loss -> grads -> mean over devices -> global norm (finite check) ->
+  unscale and clip by global norm (one factor) -> optimizer -> EMA, the last two only when every
   gradient is finite; the loss scale is updated either way.
 Clipping happens after the all-reduce, so every rank clips the same gradients.
 `nn.TrainOneStepWithLossScaleCell` cannot be used: its overflow check is an
-NPU-only op that fails on CPU; `ms.amp.all_finite` works on CPU and GPU.
+NPU-only op that fails on CPU.
 
 Gradient accumulation (`accumulation_steps` N > 1): an optimizer step spans N
 micro-batches. The first N-1 go through `accumulate` (its own graph: scaled
@@ -65,12 +65,20 @@ def _drain_one_tensor(buffer, grad):
     return ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer)))
 
 
-_divide = ops.MultitypeFuncGraph("divide")
+_square_sum = ops.MultitypeFuncGraph("square_sum")
 
 
-@_divide.register("Tensor", "Tensor")
-def _divide_tensor(divisor, grad):
-    return grad / divisor
+@_square_sum.register("Tensor")
+def _square_sum_tensor(grad):
+    return ops.reduce_sum(ops.square(ops.cast(grad, ms.float32)))
+
+
+_scale_by = ops.MultitypeFuncGraph("scale_by")
+
+
+@_scale_by.register("Tensor", "Tensor")
+def _scale_by_tensor(factor, grad):
+    return grad * ops.cast(factor, grad.dtype)
 
 
 class _AccumulateGrads(nn.Cell):
@@ -134,11 +142,20 @@ class TrainOneStep(nn.Cell):
         if self.accumulation_steps > 1:  # + the buffered micro-batches' gradients; the buffers are zeroed
             grads = self.hyper_map(_drain_one, self.accumulated, grads)
         grads = self.grad_reducer(grads)
-        grads = self.hyper_map(ops.partial(_divide, scale * self.accumulation_steps), grads)
-        finite = ms.amp.all_finite(grads)
+        # Unscaling, the finite check and clipping share one pass over the gradients: their global
+        # sum of squares is finite exactly when every gradient is (barring a sum above 3e38, an
+        # overflow too), and unscaling and clipping are one factor applied by one multiply each.
+        # (ms.amp.all_finite, a division and ops.clip_by_global_norm took five passes, ~5 kernels
+        # per parameter tensor, and the kernel count is what a step of small tensors costs.)
+        square_sum = ops.addn(self.hyper_map(_square_sum, grads))
+        finite = ops.isfinite(square_sum)
         overflow = ops.logical_not(finite)
-        if self.clip_grad_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
+        unscale = 1.0 / (scale * self.accumulation_steps)
+        factor = unscale
+        if self.clip_grad_norm > 0:  # ops.clip_by_global_norm's rule: g * clip / max(norm, clip)
+            norm = ops.sqrt(square_sum) * unscale
+            factor = unscale * self.clip_grad_norm / ops.maximum(norm, self.clip_grad_norm)
+        grads = self.hyper_map(ops.partial(_scale_by, factor), grads)
         if finite:
             loss = ops.depend(loss, self.optimizer(grads))
             if self.ema is not None:
