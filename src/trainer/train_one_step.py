@@ -65,12 +65,12 @@ def _drain_one_tensor(buffer, grad):
     return ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer)))
 
 
-_square_sum = ops.MultitypeFuncGraph("square_sum")
+_flat = ops.MultitypeFuncGraph("flat")
 
 
-@_square_sum.register("Tensor")
-def _square_sum_tensor(grad):
-    return ops.reduce_sum(ops.square(ops.cast(grad, ms.float32)))
+@_flat.register("Tensor")
+def _flat_tensor(grad):
+    return ops.cast(grad, ms.float32).reshape(-1)
 
 
 _scale_by = ops.MultitypeFuncGraph("scale_by")
@@ -147,7 +147,8 @@ class TrainOneStep(nn.Cell):
         # overflow too), and unscaling and clipping are one factor applied by one multiply each.
         # (ms.amp.all_finite, a division and ops.clip_by_global_norm took five passes, ~5 kernels
         # per parameter tensor, and the kernel count is what a step of small tensors costs.)
-        square_sum = ops.addn(self.hyper_map(_square_sum, grads))
+        flat = ops.cat(self.hyper_map(_flat, grads))  # one reduction, not one per tensor
+        square_sum = ops.reduce_sum(flat * flat)
         finite = ops.isfinite(square_sum)
         overflow = ops.logical_not(finite)
         unscale = 1.0 / (scale * self.accumulation_steps)
