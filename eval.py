@@ -13,7 +13,7 @@ from src.tools.metrics import evaluate, format_eval_results
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0])
+    cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0])
     try:
         init_context(cfg)
         net = create_model_from_config(cfg)

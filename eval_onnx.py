@@ -22,7 +22,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="eval_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
     try:
         if not os.path.isdir(cfg.data):

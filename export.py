@@ -40,7 +40,7 @@ def _check_air(cfg) -> None:
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="export.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     default_name = cfg.arch + EXTENSIONS[cfg.file_format]
     path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
     try:

@@ -62,7 +62,7 @@ def _build_forward(cfg):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         return predict(cfg, PROG, _build_forward(cfg))
     except (InferenceError, CheckpointError, DeviceError, ExportError) as e:

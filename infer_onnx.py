@@ -22,7 +22,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
     try:
         return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))

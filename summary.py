@@ -19,7 +19,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="summary.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         init_context(cfg)
     except DeviceError as e:

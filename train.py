@@ -20,7 +20,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="train.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         Trainer(cfg).fit()
     except (DeviceError, DatasetError, CheckpointError, TrainingError) as e:

@@ -24,7 +24,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="visualize.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         print(run(cfg))
     except ImageReadError as e:

@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from scripts.bench_torch_worker import FILES, median_time, write_spec  # noqa: E402
-from src.config import parse_args  # noqa: E402  (needs the path above)
+from src.config import BENCH, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import _COMMON, VARIANTS, canonical_arch, create_model, create_model_from_config  # noqa: E402
 from src.data.folder import DatasetError  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
@@ -105,7 +105,7 @@ def bench_data(cfg, argv) -> list:
         _write_jpegs(root, cfg.images)
         # repeated_aug only decides which images an epoch holds, not their cost, and needs >= 256 of them
         data_cfg = parse_args([*argv, "--data_url", root, "--num_classes", "4", "--batch_size", "16",
-                               "--repeated_aug", "0"], add_script_args=_script_args)
+                               "--repeated_aug", "0"], script=BENCH, add_script_args=_script_args)
         for name, split in (("data: eval transform", "val"), ("data: train recipe", "train")):
             counts, start = 0, time.perf_counter()
             for epoch in range(2):
@@ -193,7 +193,6 @@ def bench_convs(cfg, net) -> list:
 
 
 def bench_train(cfg, net, suffix: str = "") -> list:
-    cfg.epochs, cfg.warmup_length = 1, 0
     optimizer = create_optimizer(cfg, net, np.full(cfg.repeats + 2, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
@@ -393,7 +392,7 @@ def print_table(cfg, rows: list) -> None:
 
 def main() -> int:
     argv = sys.argv[1:]
-    cfg = parse_args(argv, description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(argv, script=BENCH, description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         return run(cfg, argv)
     except (BenchError, ConversionError, DatasetError, ExportError, InferenceError) as e:

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from src.config import parse_args  # noqa: E402  (needs the path above)
+from src.config import MEMORY, parse_args  # noqa: E402  (needs the path above)
 from src.trainer.memory import VARIANTS  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
@@ -39,13 +39,14 @@ def _overrides(variant: str, batch: int, micro: int) -> list:
 
 def _child(argv: list, args) -> None:
     from src.trainer.memory import measure
-    cfg = parse_args(argv + _overrides(args.child, args.batch, args.micro_batches), add_script_args=_script_args)
+    cfg = parse_args(argv + _overrides(args.child, args.batch, args.micro_batches), script=MEMORY,
+                     add_script_args=_script_args)
     print(json.dumps(dict(variant=args.child, **measure(cfg, args.steps))), flush=True)
 
 
 def main() -> int:
     argv = sys.argv[1:]
-    args = parse_args(argv, description=__doc__.split("\n")[0], add_script_args=_script_args)
+    args = parse_args(argv, description=__doc__.split("\n")[0], script=MEMORY, add_script_args=_script_args)
     if args.child:
         _child(argv, args)
         return 0
