@@ -41,7 +41,10 @@ def main(argv=None) -> int:
     except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:  # these name the file
         print(f"convert.py: error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out)
+    # the origin lets load_weights warn when these weights meet the ModelZoo approximations
+    origin = "mmpretrain" if source == "mmpretrain" else "official"
+    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out,
+                           append_dict={"converted_from": origin})
     print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
           f"from {args.src} to {args.out} for {args.arch}")
     return 0

@@ -82,6 +82,9 @@ class Conformer(nn.Cell):
             raise ValueError(f"patch_size must be a multiple of 16, got {patch_size}")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
+        # the ModelZoo approximations in use (empty = the official numerics), for load_weights' warning
+        self.approximations = tuple(name for name, on in (("disable_approximate_gelu: False", approximate_gelu),
+                                                          ("use_pytorch_maxpool: False", not pytorch_maxpool)) if on)
         trans_dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         block_args = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                           approximate_gelu=approximate_gelu)

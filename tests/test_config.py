@@ -29,6 +29,15 @@ def test_shipped_configs_carry_every_key_in_schema_order(path):
     assert cfg["disable_approximate_gelu"] is True and cfg["use_pytorch_maxpool"] is True
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if os.path.basename(p).startswith("conformer_")],
+                         ids=os.path.basename)
+def test_schema_defaults_are_the_shipped_imagenet_recipe(path):
+    cfg = load_yaml(path)
+    differ = {key: (opt.default, cfg[key]) for key, opt in OPTIONS.items() if key != "arch" and cfg[key] != opt.default}
+    assert differ == {}
+    assert OPTIONS["disable_approximate_gelu"].default is True and OPTIONS["use_pytorch_maxpool"].default is True
+
+
 def test_schema_covers_the_user_interface_contract():
     contract = os.path.join(REPO, "..", "shared", "interface.md")
     if not os.path.exists(contract):

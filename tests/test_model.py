@@ -127,3 +127,21 @@ def test_med_blocks_keep_official_names_and_run():
     assert "conv_trans_2.med_block.0.conv2.weight" in net.parameters_dict()
     conv, trans = _forward(net, 1, 64)
     assert conv.shape == trans.shape == (1, 3)
+
+
+def test_a_config_that_sets_only_arch_is_the_official_model(tmp_path):
+    from src.config import parse_args
+    from src.conformer import create_model_from_config
+    path = tmp_path / "arch_only.yaml"
+    path.write_text("arch: conformer_reduced_patch16\n")
+    cfg = parse_args(["--config", str(path)])
+    from_config = create_model_from_config(cfg)
+    official = create_model("conformer_reduced_patch16", num_classes=cfg.num_classes)
+    assert from_config.approximations == () == official.approximations
+    modelzoo = create_model("conformer_reduced_patch16", num_classes=cfg.num_classes, approximate_gelu=True,
+                            pytorch_maxpool=False)
+    for net in (official, modelzoo):
+        ms.load_param_into_net(net, from_config.parameters_dict())
+    ours, theirs, approximated = (np.concatenate(_forward(net, 1, 64)) for net in (from_config, official, modelzoo))
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.abs(approximated - theirs).max() > 1e-4  # the comparison can tell the numerics apart
