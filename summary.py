@@ -1,4 +1,4 @@
-"""Build the configured Conformer, check its size against the official one, time a forward pass.
+"""Build the configured Conformer, check its size against the official one, count its MACs, time a forward pass.
 
     python summary.py --config src/configs/conformer_tiny.yaml --device_target CPU [--batch 8]
 """
@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 
 from src.config import parse_args
-from src.conformer import create_model_from_config, param_count_line
+from src.conformer import create_model_from_config, gmacs_line, param_count_line
 from src.tools.device import DeviceError, init_context
 
 
@@ -28,6 +28,7 @@ def main() -> int:
     net = create_model_from_config(cfg)
     net.set_train(False)
     print(param_count_line(net, cfg.arch))
+    print(f"{gmacs_line(cfg.arch, cfg.image_size, cfg.num_classes)} (forward, one image)")
     x = ms.Tensor(np.random.default_rng(cfg.seed).standard_normal(
         (cfg.batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
     start = time.perf_counter()

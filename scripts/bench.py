@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from scripts.bench_torch_worker import FILES, median_time, write_spec  # noqa: E402
 from src.config import BENCH, parse_args  # noqa: E402  (needs the path above)
-from src.conformer import _COMMON, VARIANTS, canonical_arch, create_model, create_model_from_config  # noqa: E402
+from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs, variant_hparams  # noqa: E402
 from src.data.folder import DatasetError  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
@@ -51,9 +51,6 @@ from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
 PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
-# forward multiply-accumulates at 224 px (official figures); scaled by pixel count for other sizes
-GMACS_224 = {"conformer_tiny_patch16": 5.23, "conformer_small_patch16": 10.60,
-             "conformer_small_patch32": 7.05, "conformer_base_patch16": 23.33}
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
 NUMERICS_BATCH = 2
@@ -253,7 +250,7 @@ def check_torch_ref(cfg) -> None:
 
 def official_hparams(cfg) -> dict:
     """Constructor arguments of the official Conformer for cfg's variant (models.py's values)."""
-    return {**_COMMON, **VARIANTS[cfg.arch_name], "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
+    return {**variant_hparams(cfg.arch_name), "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
             "attn_drop_rate": cfg.drop_block, "drop_path_rate": cfg.drop_path}
 
 
@@ -354,12 +351,12 @@ def add_ratios(cfg, rows: list) -> None:
     ours over PyTorch: MindSpore forward / eager forward and train step / train step, onnxruntime
     on our ONNX / on the torch.onnx export."""
     probe = next((r["gflops"] for r in rows if "gflops" in r), None)
-    gmacs = GMACS_224.get(cfg.arch_name, 0.0) * (cfg.image_size / 224) ** 2
+    macs = gmacs(cfg.arch_name, cfg.image_size, cfg.num_classes)
     forward = {r["batch"]: r["img_per_s"] for r in rows if r["what"] == "MindSpore GRAPH forward"}
     for r in rows:
-        if r["img_per_s"] and gmacs and "data" not in r["what"]:
+        if r["img_per_s"] and not r["what"].startswith(("data", "conv ")):  # whole-model rows only
             flops = 3 if "train" in r["what"] else 1  # backward ~ 2x forward
-            r["gflops"] = r["img_per_s"] * 2 * gmacs * flops
+            r["gflops"] = r["img_per_s"] * 2 * macs * flops
             if probe:
                 r["vs_probe"] = r["gflops"] / probe
         if r["what"] in ("MINDIR GraphCell", "onnxruntime") and r["batch"] in forward:

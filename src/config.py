@@ -19,14 +19,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from .variants import ARCH_NAMES  # MindSpore-free: `--help` stays fast
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml")
 
-ARCH_CHOICES = (  # kept literal so that `--help` works without importing MindSpore
-    "conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
-    "conformer_base_patch16", "conformer_reduced_patch16",
-    "conformer_tiny", "conformer_small", "conformer_base",
-)
 
 # The scripts that parse the schema, by the name each passes to `parse_args`.
 TRAIN, EVAL, INFER, EXPORT = "train.py", "eval.py", "infer.py", "export.py"
@@ -167,7 +164,7 @@ SCHEMA = {
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
-                       read_by=MODEL, choices=ARCH_CHOICES),
+                       read_by=MODEL, choices=ARCH_NAMES),
         "amp_level": Option("O0", "mixed precision level", read_by=TRAIN_STEP, choices=("O0", "O1", "O2", "O3")),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
         "pretrained": Option("", "checkpoint to load ('' = none)",
