@@ -66,26 +66,55 @@ def _rate(v):
 ALL = frozenset(SCRIPTS)
 MINDSPORE = ALL - {INFER_ONNX, EVAL_ONNX}  # init_context and create_model_from_config
 MODEL = MINDSPORE
-TRAIN_DATA = frozenset({TRAIN, BENCH})
+DATASET = frozenset({TRAIN, EVAL})  # which images: bench.py generates its own
+TRAIN_DATA = frozenset({TRAIN, BENCH})  # how they are augmented
 DATA = TRAIN_DATA | {EVAL}  # either split of create_dataset
+BATCH = frozenset({TRAIN, EVAL, INFER, INFER_ONNX, EVAL_ONNX, SUMMARY, MEMORY})
 TRAIN_STEP = frozenset({TRAIN, MEMORY})  # build_train_step: schedule, optimizer, EMA, loss scale
 OPTIMIZER = TRAIN_STEP | {BENCH}  # create_optimizer and the train-step settings bench.py times
 TRAIN_ONLY = frozenset({TRAIN})
 EVAL_TRANSFORM = DATA | {INFER, INFER_ONNX, EVAL_ONNX}  # crop_pct
-CHECKPOINT_READERS = frozenset({TRAIN, EVAL, EXPORT, INFER, VISUALIZE})
+CHECKPOINT_READERS = frozenset({TRAIN, EVAL, EXPORT, INFER, VISUALIZE, SUMMARY})
+# The words every entry point uses in one sense (README "Vocabulary"; tests/test_readme.py holds each
+# script's --help to them).
+VOCABULARY = {
+    "--checkpoint": "the checkpoint this run starts from",
+    "--pretrained": "weights-only initialisation",
+    "--batch_size": "images per device per forward pass or training step",
+    "--output": "the file this run writes",
+}
+# Old names kept where they existed: --batch was the batch size of these scripts' own option.
+CLI_ALIASES = {"batch_size": ("--batch", frozenset({INFER, INFER_ONNX, EVAL_ONNX, SUMMARY, MEMORY}))}
+
+
+def add_checkpoint_arg(parser, what: str) -> None:
+    """--checkpoint with its vocabulary meaning; `what` says what this script does with it."""
+    parser.add_argument("--checkpoint", default="", help=f"{VOCABULARY['--checkpoint']}: {what}")
+
+
+def add_output_arg(parser, what: str, *aliases: str, default: str = "") -> None:
+    """--output (plus the script's old names) with its vocabulary meaning."""
+    parser.add_argument("--output", *aliases, default=default, help=f"{VOCABULARY['--output']}: {what}")
+
+
+def start_weights(cfg) -> str:
+    """The weights a non-training run loads: --checkpoint, else pretrained."""
+    return cfg.checkpoint or cfg.pretrained
+
+
 # Defaults are the shipped ImageNet recipe's (a test holds them equal to src/configs/conformer_*.yaml)
 # and the official numerics, so a YAML that sets only `arch` is the official model and recipe.
 SCHEMA = {
     "Dataset": {
         "dataset": Option("ImageNet", "dataset layout: ImageFolder tree data_url/<split>/<class>/<image>",
-                          read_by=DATA, choices=("ImageNet",)),
-        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATA | {EVAL_ONNX}),
-        "train_dir": Option("train", "training split folder under data_url", read_by=TRAIN_DATA),
-        "val_dir": Option("val", "validation split folder under data_url", read_by=DATA | {EVAL_ONNX}),
+                          read_by=DATASET, choices=("ImageNet",)),
+        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | {EVAL_ONNX}),
+        "train_dir": Option("train", "training split folder under data_url", read_by=TRAIN_ONLY),
+        "val_dir": Option("val", "validation split folder under data_url", read_by=DATASET | {EVAL_ONNX}),
         "train_num_samples": Option(-1, "-1 = all training images; N = N files evenly spaced over the sorted list (every class kept)",
-                                    read_by=TRAIN_DATA, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+                                    read_by=TRAIN_ONLY, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
         "val_num_samples": Option(-1, "-1 = all validation images; N = N files evenly spaced over the sorted list",
-                                  read_by=DATA, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+                                  read_by=DATASET, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
     },
     "Augmentations": {
         "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN_DATA),
@@ -112,7 +141,7 @@ SCHEMA = {
                            read_by=EVAL_TRANSFORM, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
         "repeated_aug": Option(3, "repeated augmentation (DeiT RASampler): each selected image N times per epoch, "
                                   "differently augmented, on different ranks; epoch length kept; 0 = off",
-                               read_by=TRAIN_DATA, check=lambda v: v == 0 or v >= 2,
+                               read_by=TRAIN_ONLY, check=lambda v: v == 0 or v >= 2,
                                check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {
@@ -136,7 +165,7 @@ SCHEMA = {
     },
     "Network training config": {
         "epochs": Option(300, "training epochs", read_by=TRAIN_STEP, check=_positive, check_msg="must be > 0"),
-        "batch_size": Option(128, "batch size per device", read_by=DATA | {MEMORY}, check=_positive, check_msg="must be > 0"),
+        "batch_size": Option(128, VOCABULARY["--batch_size"], read_by=BATCH, check=_positive, check_msg="must be > 0"),
         "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling", read_by=OPTIMIZER),
         "loss_scale": Option(1024, "initial (dynamic) or fixed (static) loss scale",
                              read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
@@ -167,7 +196,9 @@ SCHEMA = {
                        read_by=MODEL, choices=ARCH_NAMES),
         "amp_level": Option("O0", "mixed precision level", read_by=TRAIN_STEP, choices=("O0", "O1", "O2", "O3")),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
-        "pretrained": Option("", "checkpoint to load ('' = none)",
+        "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
+                                             "size re-initialised); the other scripts load it when no --checkpoint "
+                                             "is given ('' = none)",
                              read_by=CHECKPOINT_READERS),
         "image_size": Option(224, "input resolution (any multiple of 32: the CNN branch downsamples by 32)",
                              read_by=ALL, check=lambda v: v > 0 and v % 32 == 0,
@@ -309,7 +340,7 @@ def script_keys(script: Optional[str]) -> list:
     return [key for key, opt in OPTIONS.items() if script is None or script in opt.read_by]
 
 
-def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict, keys: list):
+def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict, keys: list, script: Optional[str]):
     for section, options in SCHEMA.items():
         offered = [key for key in options if key in keys]
         if not offered:
@@ -323,7 +354,9 @@ def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict, keys: l
                 kwargs.update(nargs=len(opt.default), type=type(opt.default[0]), metavar="V")
             else:
                 kwargs.update(type=_cli_type(opt.default), metavar=key.upper())
-            group.add_argument(f"--{key}", **kwargs)
+            alias, alias_scripts = CLI_ALIASES.get(key, (None, ()))
+            names = (f"--{key}", alias) if script in alias_scripts else (f"--{key}",)
+            group.add_argument(*names, **kwargs)
 
 
 def parse_args(argv=None, description: str = "", add_script_args: Optional[Callable] = None,
@@ -346,7 +379,7 @@ def parse_args(argv=None, description: str = "", add_script_args: Optional[Calla
     parser = OneLineParser(prog=prog, description=description, parents=[pre])
     if add_script_args is not None:
         add_script_args(parser)
-    _add_schema_options(parser, yaml_cfg, keys)
+    _add_schema_options(parser, yaml_cfg, keys, script)
     args = parser.parse_args(argv)
     for key in keys:
         try:

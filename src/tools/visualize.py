@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import mindspore as ms
 
+from ..config import start_weights
 from ..conformer import create_model_from_config, param_count_line, variant_hparams
 from ..data.preprocess import load_rgb, normalize
 from ..layers.attention import Attention
@@ -150,7 +151,7 @@ def run(cfg) -> str:
     init_context(cfg)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE mode only
     net = create_model_from_config(cfg)
-    load_weights(net, cfg.checkpoint or cfg.pretrained)
+    load_weights(net, start_weights(cfg))
     print(param_count_line(net, cfg.arch), flush=True)
     net.set_train(False)
     result = explain(net, image, cfg.image_size, variant_hparams(cfg.arch)["patch_size"])
