@@ -1,6 +1,6 @@
 """Convert an official or mmpretrain PyTorch Conformer checkpoint to a MindSpore checkpoint.
 
-    python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --out tiny.ckpt
+    python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --output tiny.ckpt
 
 Torch is not needed: the .pth file is read by a restricted unpickler that only
 admits tensor-rebuild and container globals (src/tools/torch_checkpoint.py).
@@ -10,6 +10,7 @@ import sys
 
 import mindspore as ms
 
+from src.config import VOCABULARY
 from src.conformer import ARCH_NAMES, create_model, param_count_line
 from src.tools.checkpoint import save_checkpoint_atomic
 from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
@@ -18,10 +19,13 @@ from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointEr
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, help="PyTorch checkpoint (.pth) in official or mmpretrain format")
+    parser.add_argument("--src", "--checkpoint", dest="src", required=True,
+                        help=f"{VOCABULARY['--checkpoint']}: the PyTorch checkpoint (.pth) to convert, in official "
+                             "or mmpretrain format")
     parser.add_argument("--arch", required=True, choices=ARCH_NAMES, metavar="ARCH",
                         help=f"target variant: {', '.join(ARCH_NAMES)}")
-    parser.add_argument("--out", required=True, help="MindSpore checkpoint to write (.ckpt)")
+    parser.add_argument("--output", "--out", dest="output", required=True,
+                        help=f"{VOCABULARY['--output']}: the MindSpore checkpoint (.ckpt)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the heads (default: read from the checkpoint)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
@@ -41,9 +45,12 @@ def main(argv=None) -> int:
     except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:  # these name the file
         print(f"convert.py: error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out)
+    # the origin lets load_weights warn when these weights meet the ModelZoo approximations
+    origin = "mmpretrain" if source == "mmpretrain" else "official"
+    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.output,
+                           append_dict={"converted_from": origin})
     print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
-          f"from {args.src} to {args.out} for {args.arch}")
+          f"from {args.src} to {args.output} for {args.arch}")
     return 0
 
 

@@ -1,10 +1,10 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
-    python eval.py --config src/configs/conformer_tiny.yaml --pretrained conformer_tiny.ckpt --data_url /data/imagenet/
+    python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
 """
 import sys
 
-from src.config import parse_args
+from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import DatasetError, create_dataset
 from src.tools.checkpoint import CheckpointError, load_weights
@@ -12,12 +12,16 @@ from src.tools.device import DeviceError, init_context
 from src.tools.metrics import evaluate, format_eval_results
 
 
+def _script_args(parser):
+    add_checkpoint_arg(parser, "its weights are evaluated (default: --pretrained)")
+
+
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0])
+    cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         init_context(cfg)
         net = create_model_from_config(cfg)
-        load_weights(net, cfg.pretrained)
+        load_weights(net, start_weights(cfg))
         print(param_count_line(net, cfg.arch), flush=True)
         results = evaluate(net, create_dataset(cfg, "val"))
     except (DeviceError, DatasetError, CheckpointError) as e:

@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy of an exported ONNX Conformer on an ImageFolder dataset, in onnxruntime.
 
     python eval_onnx.py DATASET --onnx_path PATH [--image_size 224] [-m {CPU,GPU}] [--prefetch 16]
-                        [--batch N] [--ort_threads N] [--any_yaml_key V]
+                        [--batch_size N] [--ort_threads N] [--any_yaml_key V]
 
 DATASET holds one subfolder per class (sorted names = class indices); without it the config's
 data_url/val_dir is used.  Images get eval.py's preprocessing (src/data/preprocess.py).
@@ -22,7 +22,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="eval_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
     try:
         if not os.path.isdir(cfg.data):

@@ -1,6 +1,6 @@
 """Export a trained Conformer to MINDIR, ONNX or AIR for deployment.
 
-    python export.py --config CFG --file_format {MINDIR,ONNX,AIR} --pretrained CKPT --arch ARCH
+    python export.py --config CFG --file_format {MINDIR,ONNX,AIR} --checkpoint CKPT --arch ARCH
                      [--output PATH] [--export_heads]
 
 The graph takes float32 images [batch, 3, image_size, image_size] (eval-transformed, see
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import mindspore as ms
 
-from src.config import parse_args
+from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
@@ -25,9 +25,9 @@ PROG = "export.py"
 
 
 def _script_args(parser):
-    parser.add_argument("--output", default="",
-                        help="file or existing folder to write to (default: ARCH.mindir / .onnx / .air in "
-                             "the current directory)")
+    add_checkpoint_arg(parser, "its weights are exported (default: --pretrained)")
+    add_output_arg(parser, "a file, or an existing folder (default: ARCH.mindir / .onnx / .air in the current "
+                           "directory)")
     parser.add_argument("--export_heads", action="store_true",
                         help="also output each head's logits after the summed ones")
 
@@ -40,14 +40,14 @@ def _check_air(cfg) -> None:
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="export.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     default_name = cfg.arch + EXTENSIONS[cfg.file_format]
     path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
     try:
         _check_air(cfg)
         init_context(cfg)
         net = create_model_from_config(cfg)
-        load_weights(net, cfg.pretrained)
+        load_weights(net, start_weights(cfg))
         print(param_count_line(net, cfg.arch), flush=True)
         example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
         path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,

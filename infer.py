@@ -1,7 +1,7 @@
 """Label images with a Conformer checkpoint (or an exported MINDIR) in MindSpore.
 
     python infer.py DATA --checkpoint CKPT --arch ARCH [--output predictions.json] [--topk K]
-                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch N] [--any_yaml_key V]
+                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch_size N] [--any_yaml_key V]
 
 DATA is one image or a folder (searched recursively).  Prints `/abs/path/img.JPEG (class: 293)`
 per image and writes {abs path: class} to --output; unreadable images are reported on stderr
@@ -11,7 +11,7 @@ import sys
 
 import mindspore as ms
 
-from src.config import parse_args
+from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.tools.batch_padding import pad_to_batch
 from src.tools.checkpoint import CheckpointError, load_weights
@@ -25,7 +25,7 @@ PROG = "infer.py"
 def _script_args(parser):
     add_data_args(parser, "an image, or a folder of images (searched recursively)")
     add_prediction_args(parser)
-    parser.add_argument("--checkpoint", default="", help="MindSpore checkpoint (default: --pretrained)")
+    add_checkpoint_arg(parser, "its weights label the images (default: --pretrained)")
     parser.add_argument("--mindir", default="",
                         help="run this MINDIR from export.py instead of building the network "
                              "(then no checkpoint is read; --image_size must be the exported one)")
@@ -46,7 +46,7 @@ def _mindir_forward(path: str):
 
 def _network_forward(cfg, batch_size: int):
     net = create_model_from_config(cfg)
-    load_weights(net, cfg.checkpoint or cfg.pretrained)
+    load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
     summed = InferenceNet(net)
@@ -62,7 +62,7 @@ def _build_forward(cfg):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         return predict(cfg, PROG, _build_forward(cfg))
     except (InferenceError, CheckpointError, DeviceError, ExportError) as e:

@@ -1,7 +1,7 @@
 """Label images with an exported ONNX Conformer in onnxruntime: infer.py's outputs, without MindSpore.
 
     python infer_onnx.py DATA --onnx_path PATH [-m {CPU,GPU}] [--output predictions.json] [--topk K]
-                         [--class_names FILE_OR_DATASET_DIR] [--batch N] [--prefetch N] [--ort_threads N]
+                         [--class_names FILE_OR_DATASET_DIR] [--batch_size N] [--prefetch N] [--ort_threads N]
                          [--any_yaml_key V]
 
 The ONNX file has a dynamic batch; --image_size must be the one it was exported at.
@@ -22,7 +22,7 @@ def _script_args(parser):
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
     try:
         return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))

@@ -1,6 +1,6 @@
-"""Build the configured Conformer, check its size against the official one, time a forward pass.
+"""Build the configured Conformer, check its size against the official one, count its MACs, time a forward pass.
 
-    python summary.py --config src/configs/conformer_tiny.yaml --device_target CPU [--batch 8]
+    python summary.py --config src/configs/conformer_tiny.yaml --device_target CPU [--batch_size 8] [--checkpoint CKPT]
 """
 import sys
 import time
@@ -8,28 +8,37 @@ import time
 import numpy as np
 import mindspore as ms
 
-from src.config import parse_args
-from src.conformer import create_model_from_config, param_count_line
+from src.config import add_checkpoint_arg, parse_args, start_weights
+from src.conformer import create_model_from_config, gmacs_line, param_count_line
+from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
 
 
 def _script_args(parser):
-    parser.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
+    add_checkpoint_arg(parser, "its weights are loaded (default: --pretrained; none: random weights, which time "
+                               "the same)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes after the compiling one")
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="summary.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         init_context(cfg)
     except DeviceError as e:
         print(f"summary.py: error: {e}", file=sys.stderr)
         return 2
     net = create_model_from_config(cfg)
+    try:
+        if start_weights(cfg):
+            load_weights(net, start_weights(cfg))
+    except CheckpointError as e:
+        print(f"summary.py: error: {e}", file=sys.stderr)
+        return 2
     net.set_train(False)
     print(param_count_line(net, cfg.arch))
+    print(f"{gmacs_line(cfg.arch, cfg.image_size, cfg.num_classes)} (forward, one image)")
     x = ms.Tensor(np.random.default_rng(cfg.seed).standard_normal(
-        (cfg.batch, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
+        (cfg.batch_size, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
     start = time.perf_counter()
     conv_logits, trans_logits = net(x)
     compile_s = time.perf_counter() - start
@@ -44,7 +53,7 @@ def main() -> int:
     print(f"input {tuple(x.shape)} -> conv head {tuple(conv_logits.shape)}, transformer head "
           f"{tuple(trans_logits.shape)}")
     print(f"{mode} forward on {cfg.device_target}: first call (compile) {compile_s:.1f} s, "
-          f"best of {len(times)}: {best * 1000:.0f} ms = {cfg.batch / best:.2f} img/s")
+          f"best of {len(times)}: {best * 1000:.0f} ms = {cfg.batch_size / best:.2f} img/s")
     return 0
 
 

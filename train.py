@@ -1,12 +1,12 @@
 """Train Conformer: config -> data -> model -> train step -> epochs with validation and checkpoints.
 
-    python train.py --config src/configs/conformer_tiny.yaml --data_url /data/imagenet/ [--resume CKPT]
+    python train.py --config src/configs/conformer_tiny.yaml --data_url /data/imagenet/ [--checkpoint CKPT]
 
 Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 """
 import sys
 
-from src.config import parse_args
+from src.config import VOCABULARY, parse_args
 from src.data.imagenet import DatasetError
 from src.tools.checkpoint import CheckpointError
 from src.tools.device import DeviceError
@@ -14,13 +14,13 @@ from src.trainer.trainer import Trainer, TrainingError
 
 
 def _script_args(parser):
-    parser.add_argument("--resume", "--checkpoint", dest="resume", default="",
-                        help="continue training from this training checkpoint (weights, optimizer, EMA, "
-                             "loss scale, position)")
+    parser.add_argument("--checkpoint", "--resume", dest="resume", default="",
+                        help=f"{VOCABULARY['--checkpoint']}: training continues from this training checkpoint "
+                             "(weights, optimizer, EMA, loss scale, position)")
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="train.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         Trainer(cfg).fit()
     except (DeviceError, DatasetError, CheckpointError, TrainingError) as e:

@@ -7,7 +7,7 @@ weights; the transformer panel is the class token's attention rollout (src/tools
 """
 import sys
 
-from src.config import parse_args
+from src.config import add_checkpoint_arg, add_output_arg, parse_args
 from src.data.preprocess import ImageReadError
 from src.tools.checkpoint import CheckpointError
 from src.tools.device import DeviceError
@@ -18,13 +18,12 @@ PROG = "visualize.py"
 
 def _script_args(parser):
     parser.add_argument("image", help="image file (any size and aspect; fed whole, not cropped)")
-    parser.add_argument("--checkpoint", default="", help="MindSpore checkpoint (default: --pretrained)")
-    parser.add_argument("--output", default="",
-                        help="PNG to write (default: IMAGE's name + .conformer.png in the current directory)")
+    add_checkpoint_arg(parser, "its weights are explained (default: --pretrained)")
+    add_output_arg(parser, "the PNG (default: IMAGE's name + .conformer.png in the current directory)")
 
 
 def main() -> int:
-    cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script="visualize.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         print(run(cfg))
     except ImageReadError as e:

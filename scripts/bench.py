@@ -3,7 +3,7 @@ onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with r
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy probe]
-        [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--json_out bench.json]
+        [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
 compiles there) and img/s is batch / median time (`median_time`, shared with the PyTorch
@@ -21,6 +21,7 @@ torch.onnx export against our ONNX of the same weights (converted by src/tools/c
 the two timed interleaved over at least 10 rounds, as their few-percent difference needs; and
 the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the same images.
 """
+import argparse
 import json
 import os
 import subprocess
@@ -36,8 +37,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from scripts.bench_torch_worker import FILES, median_time, write_spec  # noqa: E402
-from src.config import parse_args  # noqa: E402  (needs the path above)
-from src.conformer import _COMMON, VARIANTS, canonical_arch, create_model, create_model_from_config  # noqa: E402
+from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
+from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs, variant_hparams  # noqa: E402
 from src.data.folder import DatasetError  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
@@ -51,9 +52,6 @@ from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
 PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
-# forward multiply-accumulates at 224 px (official figures); scaled by pixel count for other sizes
-GMACS_224 = {"conformer_tiny_patch16": 5.23, "conformer_small_patch16": 10.60,
-             "conformer_small_patch32": 7.05, "conformer_base_patch16": 23.33}
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
 NUMERICS_BATCH = 2
@@ -75,7 +73,7 @@ def _script_args(parser):
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
     parser.add_argument("--images", type=int, default=64, help="JPEGs (500x375) written for the data pipeline")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
-    parser.add_argument("--json_out", default="", help="also write the results to this JSON file")
+    add_output_arg(parser, "the results as JSON (they are printed in any case)", "--json_out")
     add_ort_threads_arg(parser)
     parser.add_argument("--torch_ref", default="", metavar="DIR",
                         help="checkout of github.com/pengzhiliang/Conformer: also time the official PyTorch "
@@ -98,14 +96,16 @@ def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
             Image.fromarray(pixels).save(os.path.join(folder, f"{i}.JPEG"), quality=90)
 
 
-def bench_data(cfg, argv) -> list:
+def bench_data(cfg) -> list:
     """img/s of the eval pipeline and of the full train recipe (one pipeline per epoch, as train.py)."""
     rows = []
     with tempfile.TemporaryDirectory() as root:
         _write_jpegs(root, cfg.images)
-        # repeated_aug only decides which images an epoch holds, not their cost, and needs >= 256 of them
-        data_cfg = parse_args([*argv, "--data_url", root, "--num_classes", "4", "--batch_size", "16",
-                               "--repeated_aug", "0"], add_script_args=_script_args)
+        # the generated dataset, not the config's: its keys are no flags of bench.py; repeated_aug only
+        # decides which images an epoch holds, not their cost, and needs >= 256 of them
+        data_cfg = argparse.Namespace(**{**vars(cfg), **dict(
+            dataset="ImageNet", data_url=root, train_dir="train", val_dir="val", train_num_samples=-1,
+            val_num_samples=-1, num_classes=4, batch_size=16, repeated_aug=0)})
         for name, split in (("data: eval transform", "val"), ("data: train recipe", "train")):
             counts, start = 0, time.perf_counter()
             for epoch in range(2):
@@ -193,7 +193,6 @@ def bench_convs(cfg, net) -> list:
 
 
 def bench_train(cfg, net, suffix: str = "") -> list:
-    cfg.epochs, cfg.warmup_length = 1, 0
     optimizer = create_optimizer(cfg, net, np.full(cfg.repeats + 2, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
@@ -254,7 +253,7 @@ def check_torch_ref(cfg) -> None:
 
 def official_hparams(cfg) -> dict:
     """Constructor arguments of the official Conformer for cfg's variant (models.py's values)."""
-    return {**_COMMON, **VARIANTS[cfg.arch_name], "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
+    return {**variant_hparams(cfg.arch_name), "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
             "attn_drop_rate": cfg.drop_block, "drop_path_rate": cfg.drop_path}
 
 
@@ -355,12 +354,12 @@ def add_ratios(cfg, rows: list) -> None:
     ours over PyTorch: MindSpore forward / eager forward and train step / train step, onnxruntime
     on our ONNX / on the torch.onnx export."""
     probe = next((r["gflops"] for r in rows if "gflops" in r), None)
-    gmacs = GMACS_224.get(cfg.arch_name, 0.0) * (cfg.image_size / 224) ** 2
+    macs = gmacs(cfg.arch_name, cfg.image_size, cfg.num_classes)
     forward = {r["batch"]: r["img_per_s"] for r in rows if r["what"] == "MindSpore GRAPH forward"}
     for r in rows:
-        if r["img_per_s"] and gmacs and "data" not in r["what"]:
+        if r["img_per_s"] and not r["what"].startswith(("data", "conv ")):  # whole-model rows only
             flops = 3 if "train" in r["what"] else 1  # backward ~ 2x forward
-            r["gflops"] = r["img_per_s"] * 2 * gmacs * flops
+            r["gflops"] = r["img_per_s"] * 2 * macs * flops
             if probe:
                 r["vs_probe"] = r["gflops"] / probe
         if r["what"] in ("MINDIR GraphCell", "onnxruntime") and r["batch"] in forward:
@@ -392,23 +391,22 @@ def print_table(cfg, rows: list) -> None:
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    cfg = parse_args(argv, description=__doc__.splitlines()[0], add_script_args=_script_args)
+    cfg = parse_args(script=BENCH, description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
-        return run(cfg, argv)
+        return run(cfg)
     except (BenchError, ConversionError, DatasetError, ExportError, InferenceError) as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
 
 
-def run(cfg, argv) -> int:
+def run(cfg) -> int:
     if cfg.torch_ref:
         check_torch_ref(cfg)
     init_context(cfg)
     cfg.arch_name = canonical_arch(cfg.arch)
     rows = []
     if "data" in cfg.parts:
-        rows += bench_data(cfg, argv)
+        rows += bench_data(cfg)
     if {"forward", "train", "deploy"} & set(cfg.parts):
         net = create_model_from_config(cfg)
         if "forward" in cfg.parts:
@@ -435,8 +433,8 @@ def run(cfg, argv) -> int:
     report = {"arch": cfg.arch_name, "image_size": cfg.image_size, "device_target": cfg.device_target,
               "mindspore": ms.__version__, "cpu_count": os.cpu_count(), "results": rows}
     print(json.dumps(report))
-    if cfg.json_out:
-        with open(cfg.json_out, "w", encoding="utf-8") as f:
+    if cfg.output:
+        with open(cfg.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
     return 0
 

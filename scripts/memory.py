@@ -1,10 +1,10 @@
 """Peak memory of a training step with and without the memory levers, each in a fresh process.
 
     .venv/bin/python scripts/memory.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batch 16] [--micro_batches 4] [--steps 1] [--variants plain recompute accumulation] [--json_out F]
+        [--batch_size 16] [--micro_batches 4] [--steps 1] [--variants plain recompute accumulation] [--output F]
 
-Variants of an optimizer step of `--batch` images: `plain`; `recompute` (recompute: True);
-`accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch / --micro_batches).
+Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (recompute: True);
+`accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches).
 Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
 src/trainer/memory.py for what is measured. Prints a table, then the results as one JSON line.
 """
@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from src.config import parse_args  # noqa: E402  (needs the path above)
+from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.trainer.memory import VARIANTS  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
@@ -25,11 +25,10 @@ COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_b
 
 
 def _script_args(parser):
-    parser.add_argument("--batch", type=int, default=16, help="images per optimizer step")
     parser.add_argument("--micro_batches", type=int, default=4, help="micro-batches of the accumulation variant")
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps after compiling")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--json_out", default="", help="also write the results to this JSON file")
+    add_output_arg(parser, "the results as JSON (they are printed in any case)", "--json_out")
     parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # set for the subprocesses
 
 
@@ -39,24 +38,25 @@ def _overrides(variant: str, batch: int, micro: int) -> list:
 
 def _child(argv: list, args) -> None:
     from src.trainer.memory import measure
-    cfg = parse_args(argv + _overrides(args.child, args.batch, args.micro_batches), add_script_args=_script_args)
+    cfg = parse_args(argv + _overrides(args.child, args.batch_size, args.micro_batches), script=MEMORY,
+                     add_script_args=_script_args)
     print(json.dumps(dict(variant=args.child, **measure(cfg, args.steps))), flush=True)
 
 
 def main() -> int:
     argv = sys.argv[1:]
-    args = parse_args(argv, description=__doc__.split("\n")[0], add_script_args=_script_args)
+    args = parse_args(argv, description=__doc__.split("\n")[0], script=MEMORY, add_script_args=_script_args)
     if args.child:
         _child(argv, args)
         return 0
     if args.steps < 1:
         print(f"memory.py: --steps must be >= 1, got {args.steps}", file=sys.stderr)
         return 2
-    if args.batch % args.micro_batches:
-        print(f"memory.py: --batch {args.batch} is not a multiple of --micro_batches {args.micro_batches}",
+    if args.batch_size % args.micro_batches:
+        print(f"memory.py: --batch_size {args.batch_size} is not a multiple of --micro_batches {args.micro_batches}",
               file=sys.stderr)
         return 2
-    print(f"{args.arch} at {args.image_size} px, {args.batch} images per optimizer step, "
+    print(f"{args.arch} at {args.image_size} px, {args.batch_size} images per optimizer step, "
           f"{args.steps} step(s) after compiling, device {args.device_target}", flush=True)
     results = []
     for variant in args.variants:
@@ -77,8 +77,8 @@ def main() -> int:
     summary = {"arch": args.arch, "image_size": args.image_size, "device_target": args.device_target,
                "results": results}
     print(json.dumps(summary))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
+    if args.output:
+        with open(args.output, "w") as f:
             json.dump(summary, f, indent=1)
     return 0
 

@@ -2,7 +2,9 @@
 
 `SCHEMA` is the single list of options (the ModelZoo users' contract in
 shared/interface.md plus our extensions).  Each YAML key must be in it, with a
-value of the schema's type; each becomes a `--key` option typed the same way.
+value of the schema's type.  Each key records the scripts that read it
+(`read_by`); in those it becomes a `--key` option typed the same way, and the
+other scripts accept it in the YAML only (one file serves every script).
 Precedence: command line > YAML > schema default.  Any error (unknown key,
 wrong type, bad choice, out-of-range value, missing file) exits with status 2
 and one line naming the key and what is wrong.
@@ -17,22 +19,25 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from .variants import ARCH_NAMES  # MindSpore-free: `--help` stays fast
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml")
-NOT_YET = "not read yet"  # marks keys whose feature has not landed; the README table shows it
 
-ARCH_CHOICES = (  # kept literal so that `--help` works without importing MindSpore
-    "conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
-    "conformer_base_patch16", "conformer_reduced_patch16",
-    "conformer_tiny", "conformer_small", "conformer_base",
-)
+
+# The scripts that parse the schema, by the name each passes to `parse_args`.
+TRAIN, EVAL, INFER, EXPORT = "train.py", "eval.py", "infer.py", "export.py"
+SUMMARY, VISUALIZE = "summary.py", "visualize.py"
+INFER_ONNX, EVAL_ONNX = "infer_onnx.py", "eval_onnx.py"
+BENCH, MEMORY = "scripts/bench.py", "scripts/memory.py"
+SCRIPTS = (TRAIN, EVAL, INFER, EXPORT, SUMMARY, VISUALIZE, INFER_ONNX, EVAL_ONNX, BENCH, MEMORY)
 
 
 @dataclass(frozen=True)
 class Option:
     default: Any
     help: str
-    read_by: str = NOT_YET
+    read_by: frozenset  # the scripts that read this key (and so offer it as a flag)
     choices: Optional[tuple] = None
     check: Optional[Callable[[Any], bool]] = None  # value -> ok
     check_msg: str = ""
@@ -54,105 +59,147 @@ def _rate(v):
     return 0.0 <= v < 1.0
 
 
-MODEL = "create_model (all scripts)"
-TRAIN = "train.py"
-DATA = "train.py, eval.py"
-ALL = "all scripts"
-INFERENCE = "eval.py, infer.py, infer_onnx.py, eval_onnx.py"
+# Who reads what, from each script's call graph: init_context (src/tools/device.py) and
+# create_model_from_config (src/conformer.py) in every script that runs MindSpore; create_dataset
+# (src/data/imagenet.py) with its train split in train.py and the benchmark's data part, its val
+# split in eval.py too; build_train_step (src/trainer/trainer.py) in train.py and scripts/memory.py.
+ALL = frozenset(SCRIPTS)
+MINDSPORE = ALL - {INFER_ONNX, EVAL_ONNX}  # init_context and create_model_from_config
+MODEL = MINDSPORE
+DATASET = frozenset({TRAIN, EVAL})  # which images: bench.py generates its own
+TRAIN_DATA = frozenset({TRAIN, BENCH})  # how they are augmented
+DATA = TRAIN_DATA | {EVAL}  # either split of create_dataset
+BATCH = frozenset({TRAIN, EVAL, INFER, INFER_ONNX, EVAL_ONNX, SUMMARY, MEMORY})
+TRAIN_STEP = frozenset({TRAIN, MEMORY})  # build_train_step: schedule, optimizer, EMA, loss scale
+OPTIMIZER = TRAIN_STEP | {BENCH}  # create_optimizer and the train-step settings bench.py times
+TRAIN_ONLY = frozenset({TRAIN})
+EVAL_TRANSFORM = DATA | {INFER, INFER_ONNX, EVAL_ONNX}  # crop_pct
+CHECKPOINT_READERS = frozenset({TRAIN, EVAL, EXPORT, INFER, VISUALIZE, SUMMARY})
+# The words every entry point uses in one sense (README "Vocabulary"; tests/test_readme.py holds each
+# script's --help to them).
+VOCABULARY = {
+    "--checkpoint": "the checkpoint this run starts from",
+    "--pretrained": "weights-only initialisation",
+    "--batch_size": "images per device per forward pass or training step",
+    "--output": "the file this run writes",
+}
+# Old names kept where they existed: --batch was the batch size of these scripts' own option.
+CLI_ALIASES = {"batch_size": ("--batch", frozenset({INFER, INFER_ONNX, EVAL_ONNX, SUMMARY, MEMORY}))}
+
+
+def add_checkpoint_arg(parser, what: str) -> None:
+    """--checkpoint with its vocabulary meaning; `what` says what this script does with it."""
+    parser.add_argument("--checkpoint", default="", help=f"{VOCABULARY['--checkpoint']}: {what}")
+
+
+def add_output_arg(parser, what: str, *aliases: str, default: str = "") -> None:
+    """--output (plus the script's old names) with its vocabulary meaning."""
+    parser.add_argument("--output", *aliases, default=default, help=f"{VOCABULARY['--output']}: {what}")
+
+
+def start_weights(cfg) -> str:
+    """The weights a non-training run loads: --checkpoint, else pretrained."""
+    return cfg.checkpoint or cfg.pretrained
+
+
+# Defaults are the shipped ImageNet recipe's (a test holds them equal to src/configs/conformer_*.yaml)
+# and the official numerics, so a YAML that sets only `arch` is the official model and recipe.
 SCHEMA = {
     "Dataset": {
         "dataset": Option("ImageNet", "dataset layout: ImageFolder tree data_url/<split>/<class>/<image>",
-                          read_by=DATA, choices=("ImageNet",)),
-        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATA),
-        "train_dir": Option("train", "training split folder under data_url", read_by=DATA),
-        "val_dir": Option("val", "validation split folder under data_url", read_by=DATA),
+                          read_by=DATASET, choices=("ImageNet",)),
+        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | {EVAL_ONNX}),
+        "train_dir": Option("train", "training split folder under data_url", read_by=TRAIN_ONLY),
+        "val_dir": Option("val", "validation split folder under data_url", read_by=DATASET | {EVAL_ONNX}),
         "train_num_samples": Option(-1, "-1 = all training images; N = N files evenly spaced over the sorted list (every class kept)",
-                                    read_by=TRAIN, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+                                    read_by=TRAIN_ONLY, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
         "val_num_samples": Option(-1, "-1 = all validation images; N = N files evenly spaced over the sorted list",
-                                  read_by=DATA, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+                                  read_by=DATASET, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
     },
     "Augmentations": {
-        "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN),
-        "aa_interpolation": Option("bilinear", "interpolation of RandomResizedCrop and RandAugment",
-                                   read_by=TRAIN, choices=("bilinear", "bicubic", "nearest")),
-        "re_mode": Option("pixel", "random erasing fill", read_by=TRAIN, choices=("const", "rand", "pixel")),
-        "re_prob": Option(0.25, "random erasing probability", read_by=TRAIN, check=_probability, check_msg="must be in [0, 1]"),
-        "re_count": Option(1, "random erasing boxes per image", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "cutmix": Option(1.0, "CutMix alpha (0 = off)", read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
-        "mixup": Option(0.8, "Mixup alpha (0 = off)", read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
+        "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN_DATA),
+        "aa_interpolation": Option("bicubic", "interpolation of RandomResizedCrop and RandAugment",
+                                   read_by=TRAIN_DATA, choices=("bilinear", "bicubic", "nearest")),
+        "re_mode": Option("pixel", "random erasing fill", read_by=TRAIN_DATA, choices=("const", "rand", "pixel")),
+        "re_prob": Option(0.25, "random erasing probability", read_by=TRAIN_DATA, check=_probability, check_msg="must be in [0, 1]"),
+        "re_count": Option(1, "random erasing boxes per image", read_by=TRAIN_DATA, check=_positive, check_msg="must be > 0"),
+        "cutmix": Option(1.0, "CutMix alpha (0 = off)", read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
+        "mixup": Option(0.8, "Mixup alpha (0 = off)", read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
         "mixup_prob": Option(1.0, "probability of applying mixup or cutmix to a batch",
-                             read_by=TRAIN, check=_probability, check_msg="must be in [0, 1]"),
-        "mixup_mode": Option("batch", "mixup granularity", read_by=TRAIN, choices=("batch", "pair", "elem")),
+                             read_by=TRAIN_DATA, check=_probability, check_msg="must be in [0, 1]"),
+        "mixup_mode": Option("batch", "mixup granularity", read_by=TRAIN_DATA, choices=("batch", "pair", "elem")),
         "mixup_off_epoch": Option(0.0, "epoch after which mixup/cutmix stop (0 = never)",
-                                  read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
+                                  read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
         "switch_prob": Option(0.5, "probability of cutmix instead of mixup when both are on",
-                              read_by=TRAIN, check=_probability, check_msg="must be in [0, 1]"),
-        "label_smoothing": Option(0.1, "label smoothing", read_by=TRAIN, check=_rate, check_msg="must be in [0, 1)"),
-        "hflip": Option(0.5, "horizontal flip probability (timm --hflip)", read_by=TRAIN,
+                              read_by=TRAIN_DATA, check=_probability, check_msg="must be in [0, 1]"),
+        "label_smoothing": Option(0.1, "label smoothing", read_by=TRAIN_DATA, check=_rate, check_msg="must be in [0, 1)"),
+        "hflip": Option(0.5, "horizontal flip probability (timm --hflip)", read_by=TRAIN_DATA,
                         check=_probability, check_msg="must be in [0, 1]"),
         "min_crop": Option(0.08, "RandomResizedCrop minimum area fraction",
-                           read_by=TRAIN, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
-        "crop_pct": Option(0.96, "eval: resize to image_size / crop_pct, then center crop",
-                           read_by=INFERENCE, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
-        "repeated_aug": Option(0, "repeated augmentation (DeiT RASampler): each selected image N times per epoch, "
+                           read_by=TRAIN_DATA, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
+        "crop_pct": Option(0.875, "eval: resize to image_size / crop_pct, then center crop",
+                           read_by=EVAL_TRANSFORM, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
+        "repeated_aug": Option(3, "repeated augmentation (DeiT RASampler): each selected image N times per epoch, "
                                   "differently augmented, on different ranks; epoch length kept; 0 = off",
-                               read_by=TRAIN, check=lambda v: v == 0 or v >= 2,
+                               read_by=TRAIN_ONLY, check=lambda v: v == 0 or v >= 2,
                                check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {
-        "optimizer": Option("adamw", "optimizer", read_by=TRAIN, choices=("adamw", "momentum", "sgd")),
+        "optimizer": Option("adamw", "optimizer", read_by=OPTIMIZER, choices=("adamw", "momentum", "sgd")),
         "beta": Option([0.9, 0.999], "AdamW betas",
-                       read_by=TRAIN, check=lambda v: all(0.0 <= b < 1.0 for b in v), check_msg="must be in [0, 1)"),
-        "eps": Option(1.0e-8, "AdamW epsilon", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "base_lr": Option(0.001, "peak learning rate", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
+                       read_by=OPTIMIZER, check=lambda v: all(0.0 <= b < 1.0 for b in v), check_msg="must be in [0, 1)"),
+        "eps": Option(1.0e-8, "AdamW epsilon", read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
+        "base_lr": Option(0.001, "peak learning rate", read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
         "min_lr": Option(1.0e-5, "final learning rate of the cosine schedule",
-                         read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
+                         read_by=TRAIN_STEP, check=_non_negative, check_msg="must be >= 0"),
         "lr_scheduler": Option("cosine_lr", "learning-rate schedule, stepped per iteration",
-                               read_by=TRAIN, choices=("cosine_lr", "step_lr", "multistep_lr", "exp_lr", "constant_lr")),
+                               read_by=TRAIN_STEP, choices=("cosine_lr", "step_lr", "multistep_lr", "exp_lr", "constant_lr")),
         "lr_adjust": Option(30, "step size in epochs of step_lr/multistep_lr",
-                            read_by=TRAIN, check=_positive, check_msg="must be > 0"),
+                            read_by=TRAIN_STEP, check=_positive, check_msg="must be > 0"),
         "lr_gamma": Option(0.97, "decay factor of step_lr/multistep_lr/exp_lr",
-                           read_by=TRAIN, check=_positive, check_msg="must be > 0"),
+                           read_by=TRAIN_STEP, check=_positive, check_msg="must be > 0"),
         "momentum": Option(0.9, "momentum of the momentum/sgd optimizers",
-                           read_by=TRAIN, check=_probability, check_msg="must be in [0, 1]"),
+                           read_by=OPTIMIZER, check=_probability, check_msg="must be in [0, 1]"),
         "weight_decay": Option(0.05, "decoupled weight decay (not on biases, norms, cls_token)",
-                               read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
+                               read_by=OPTIMIZER, check=_non_negative, check_msg="must be >= 0"),
     },
     "Network training config": {
-        "epochs": Option(300, "training epochs", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "batch_size": Option(100, "batch size per device", read_by=DATA, check=_positive, check_msg="must be > 0"),
-        "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling", read_by=TRAIN),
+        "epochs": Option(300, "training epochs", read_by=TRAIN_STEP, check=_positive, check_msg="must be > 0"),
+        "batch_size": Option(128, VOCABULARY["--batch_size"], read_by=BATCH, check=_positive, check_msg="must be > 0"),
+        "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling", read_by=OPTIMIZER),
         "loss_scale": Option(1024, "initial (dynamic) or fixed (static) loss scale",
-                             read_by=TRAIN, check=_positive, check_msg="must be > 0"),
+                             read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
         "num_parallel_workers": Option(8, "data-loading worker processes", read_by=DATA, check=_positive,
                                        check_msg="must be > 0"),
-        "start_epoch": Option(0, "epoch to start from when not resuming", read_by=TRAIN, check=_non_negative,
+        "start_epoch": Option(0, "epoch to start from when not resuming", read_by=TRAIN_ONLY, check=_non_negative,
                               check_msg="must be >= 0"),
-        "warmup_length": Option(2, "linear warm-up, in epochs", read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
-        "warmup_lr": Option(0.000007, "learning rate at the start of warm-up",
-                            read_by=TRAIN, check=_non_negative, check_msg="must be >= 0"),
-        "use_clip_grad_norm": Option(True, "clip gradients by global norm", read_by=TRAIN),
-        "clip_grad_norm": Option(1.0, "global-norm clipping threshold", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "exclude_epoch_state": Option(True, "loading `pretrained`: weights only, not epoch/optimizer state", read_by=TRAIN),
-        "seed": Option(0, "random seed (identical on every rank)", read_by=ALL,
+        "warmup_length": Option(5, "linear warm-up, in epochs", read_by=TRAIN_STEP, check=_non_negative, check_msg="must be >= 0"),
+        "warmup_lr": Option(1.0e-6, "learning rate at the start of warm-up",
+                            read_by=TRAIN_STEP, check=_non_negative, check_msg="must be >= 0"),
+        "use_clip_grad_norm": Option(False, "clip gradients by global norm", read_by=OPTIMIZER),
+        "clip_grad_norm": Option(1.0, "global-norm clipping threshold", read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
+        "exclude_epoch_state": Option(True, "loading `pretrained`: weights only, not epoch/optimizer state", read_by=TRAIN_ONLY),
+        "seed": Option(0, "random seed (identical on every rank)", read_by=MINDSPORE,
                        check=_non_negative, check_msg="must be >= 0"),
-        "with_ema": Option(False, "keep an exponential moving average of the weights", read_by=TRAIN),
-        "ema_decay": Option(0.9999, "EMA decay per step", read_by=TRAIN, check=_rate, check_msg="must be in [0, 1)"),
-        "pynative_mode": Option(False, "run eagerly (PYNATIVE) instead of GRAPH mode", read_by=ALL),
+        "with_ema": Option(True, "keep an exponential moving average of the weights", read_by=TRAIN_STEP),
+        "ema_decay": Option(0.99996, "EMA decay per step", read_by=TRAIN_STEP, check=_rate, check_msg="must be in [0, 1)"),
+        "pynative_mode": Option(False, "run eagerly (PYNATIVE) instead of GRAPH mode", read_by=MINDSPORE),
         "grad_accumulation_steps": Option(1, "micro-batches of batch_size per optimizer step (global batch = "
                                              "batch_size x this x devices); LR schedule and steps count "
-                                             "optimizer steps", read_by=TRAIN, check=_positive,
+                                             "optimizer steps", read_by=TRAIN_STEP, check=_positive,
                                           check_msg="must be > 0"),
         "recompute": Option(False, "recompute each block's activations in the backward pass instead of storing "
-                                   "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN),
+                                   "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN_STEP),
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
-                       read_by=MODEL, choices=ARCH_CHOICES),
-        "amp_level": Option("O0", "mixed precision level", read_by=TRAIN, choices=("O0", "O1", "O2", "O3")),
-        "file_format": Option("ONNX", "export format", read_by="export.py", choices=("MINDIR", "ONNX", "AIR")),
-        "pretrained": Option("", "checkpoint to load ('' = none)",
-                             read_by="train.py, eval.py, export.py, infer.py, visualize.py"),
+                       read_by=MODEL, choices=ARCH_NAMES),
+        "amp_level": Option("O0", "mixed precision level", read_by=TRAIN_STEP, choices=("O0", "O1", "O2", "O3")),
+        "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
+        "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
+                                             "size re-initialised); the other scripts load it when no --checkpoint "
+                                             "is given ('' = none)",
+                             read_by=CHECKPOINT_READERS),
         "image_size": Option(224, "input resolution (any multiple of 32: the CNN branch downsamples by 32)",
                              read_by=ALL, check=lambda v: v > 0 and v % 32 == 0,
                              check_msg="must be a positive multiple of 32 (e.g. 224, 256, 384)"),
@@ -163,36 +210,36 @@ SCHEMA = {
                              check=_rate, check_msg="must be in [0, 1)"),
         "drop_path": Option(0.1, "stochastic depth rate of the last transformer block (linear from 0)",
                             read_by=MODEL, check=_rate, check_msg="must be in [0, 1)"),
-        "disable_approximate_gelu": Option(False, "True = exact erf GELU (official numerics); "
+        "disable_approximate_gelu": Option(True, "True = exact erf GELU (official numerics); "
                                                   "False = tanh approximation (ModelZoo)", read_by=MODEL),
-        "use_pytorch_maxpool": Option(False, "True = PyTorch max-pool padding (official numerics); "
+        "use_pytorch_maxpool": Option(True, "True = PyTorch max-pool padding (official numerics); "
                                              "False = 'same' padding (ModelZoo)", read_by=MODEL),
     },
     "Hardware setup": {
-        "device_id": Option(0, "device index", read_by=ALL, check=_non_negative,
+        "device_id": Option(0, "device index", read_by=MINDSPORE, check=_non_negative,
                             check_msg="must be >= 0"),
-        "device_num": Option(1, "number of devices (set by the launch scripts)", read_by=TRAIN, check=_positive,
+        "device_num": Option(1, "number of devices (set by the launch scripts)", read_by=MINDSPORE, check=_positive,
                              check_msg="must be > 0"),
         "device_target": Option("GPU", "GPU or CPU (Ascend where MindSpore has it)", read_by=ALL,
                                 choices=("GPU", "CPU", "Ascend")),
     },
     "Callbacks setup": {
-        "summary_root_dir": Option("./summary_dir/", "logs, metrics CSV and curves", read_by=TRAIN),
-        "ckpt_root_dir": Option("./checkpoints/", "current checkpoints", read_by=TRAIN),
-        "best_ckpt_root_dir": Option("./best_checkpoints/", "best checkpoints by validation top-1", read_by=TRAIN),
-        "ckpt_keep_num": Option(10, "current checkpoints kept", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "best_ckpt_num": Option(5, "best checkpoints kept", read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "ckpt_save_every_step": Option(0, "save every N steps (0 = off)", read_by=TRAIN, check=_non_negative,
+        "summary_root_dir": Option("./summary_dir/", "logs, metrics CSV and curves", read_by=MINDSPORE),
+        "ckpt_root_dir": Option("./checkpoints/", "current checkpoints", read_by=TRAIN_ONLY),
+        "best_ckpt_root_dir": Option("./best_checkpoints/", "best checkpoints by validation top-1", read_by=TRAIN_ONLY),
+        "ckpt_keep_num": Option(10, "current checkpoints kept", read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
+        "best_ckpt_num": Option(5, "best checkpoints kept", read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
+        "ckpt_save_every_step": Option(0, "save every N steps (0 = off)", read_by=TRAIN_ONLY, check=_non_negative,
                                        check_msg="must be >= 0"),
-        "ckpt_save_every_seconds": Option(1800, "save every N seconds (0 = off)", read_by=TRAIN, check=_non_negative,
+        "ckpt_save_every_seconds": Option(1800, "save every N seconds (0 = off)", read_by=TRAIN_ONLY, check=_non_negative,
                                           check_msg="must be >= 0"),
-        "print_loss_every": Option(100, "progress line every N steps", read_by=TRAIN, check=_positive,
+        "print_loss_every": Option(100, "progress line every N steps", read_by=TRAIN_ONLY, check=_positive,
                                    check_msg="must be > 0"),
         "summary_loss_collect_freq": Option(20, "loss recorded for the metrics file every N steps",
-                                            read_by=TRAIN, check=_positive, check_msg="must be > 0"),
-        "model_postfix": Option(0, "suffix of checkpoint file names", read_by=TRAIN),
-        "collect_input_data": Option(False, "record input images in the summary", read_by=TRAIN),
-        "dump_graph": Option(False, "save MindSpore IR graphs to summary_root_dir", read_by=ALL),
+                                            read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
+        "model_postfix": Option(0, "suffix of checkpoint file names", read_by=TRAIN_ONLY),
+        "collect_input_data": Option(False, "record input images in the summary", read_by=TRAIN_ONLY),
+        "dump_graph": Option(False, "save MindSpore IR graphs to summary_root_dir", read_by=MINDSPORE),
     },
 }
 OPTIONS = {key: opt for section in SCHEMA.values() for key, opt in section.items()}
@@ -286,22 +333,40 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict):
+def script_keys(script: Optional[str]) -> list:
+    """The schema keys `script` reads, in schema order; None = every key (library use, tests)."""
+    if script is not None and script not in SCRIPTS:
+        raise ValueError(f"unknown script {script!r}; the schema knows {', '.join(SCRIPTS)}")
+    return [key for key, opt in OPTIONS.items() if script is None or script in opt.read_by]
+
+
+def _add_schema_options(parser: argparse.ArgumentParser, defaults: dict, keys: list, script: Optional[str]):
     for section, options in SCHEMA.items():
+        offered = [key for key in options if key in keys]
+        if not offered:
+            continue
         group = parser.add_argument_group(section)
-        for key, opt in options.items():
+        for key in offered:
+            opt = options[key]
             default = defaults.get(key, opt.default)
             kwargs = dict(default=default, help=f"{opt.help} (default: %(default)s)")
             if isinstance(opt.default, list):
                 kwargs.update(nargs=len(opt.default), type=type(opt.default[0]), metavar="V")
             else:
                 kwargs.update(type=_cli_type(opt.default), metavar=key.upper())
-            group.add_argument(f"--{key}", **kwargs)
+            alias, alias_scripts = CLI_ALIASES.get(key, (None, ()))
+            names = (f"--{key}", alias) if script in alias_scripts else (f"--{key}",)
+            group.add_argument(*names, **kwargs)
 
 
 def parse_args(argv=None, description: str = "", add_script_args: Optional[Callable] = None,
-               default_config: str = DEFAULT_CONFIG) -> argparse.Namespace:
-    """Parse `--config` then every schema key; `add_script_args(parser)` adds a script's own options."""
+               default_config: str = DEFAULT_CONFIG, script: Optional[str] = None) -> argparse.Namespace:
+    """Parse `--config` then the schema keys `script` reads; `add_script_args(parser)` adds its own options.
+
+    The YAML may hold every schema key (one file serves all scripts); only the keys
+    `script` reads become flags and attributes of the result.  script=None: all keys.
+    """
+    keys = script_keys(script)
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = os.path.basename(sys.argv[0]) or "conformer-ms"
     pre = OneLineParser(prog=prog, add_help=False)
@@ -314,14 +379,20 @@ def parse_args(argv=None, description: str = "", add_script_args: Optional[Calla
     parser = OneLineParser(prog=prog, description=description, parents=[pre])
     if add_script_args is not None:
         add_script_args(parser)
-    _add_schema_options(parser, yaml_cfg)
+    _add_schema_options(parser, yaml_cfg, keys, script)
     args = parser.parse_args(argv)
-    for key in OPTIONS:
+    for key in keys:
         try:
             _validate(key, getattr(args, key))
         except ConfigError as e:
             parser.error(f"--{e}")
     return args
+
+
+def _readers(read_by: frozenset) -> str:
+    if read_by == ALL:
+        return "all"
+    return ", ".join(os.path.splitext(os.path.basename(s))[0] for s in SCRIPTS if s in read_by)
 
 
 def markdown_table() -> str:
@@ -331,7 +402,7 @@ def markdown_table() -> str:
         rows.append(f"| **{section}** | | | |")
         for key, opt in options.items():
             meaning = opt.help + (f" ({' / '.join(opt.choices)})" if opt.choices and len(opt.choices) < 6 else "")
-            rows.append(f"| `{key}` | `{opt.default!r}` | {meaning.replace('|', '/')} | {opt.read_by} |")
+            rows.append(f"| `{key}` | `{opt.default!r}` | {meaning.replace('|', '/')} | {_readers(opt.read_by)} |")
     return "\n".join(rows)
 
 

@@ -3,8 +3,8 @@
 Parameter names and shapes follow the official implementation
 (pengzhiliang/Conformer, conformer.py) so that its checkpoints convert with a
 fixed rename table (see src/tools/convert.py).  Variants are rows of
-`VARIANTS`; `create_model` is the only way scripts build a network, as a
-classifier (`Conformer`) or, with `features_only=True`, as a backbone
+`VARIANTS` (src/variants.py, MindSpore-free); `create_model` is the only way
+scripts build a network, as a classifier (`Conformer`) or, with `features_only=True`, as a backbone
 (`ConformerFeatures`: stride-4/8/16/32 CNN maps and the transformer tokens).
 """
 import numpy as np
@@ -17,53 +17,8 @@ from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
 from .layers.convtransblock import ConvTransBlock
 from .layers.exportable_ops import TorchMaxPool2d
-
-_COMMON = dict(depth=12, mlp_ratio=4.0, qkv_bias=True)
-VARIANTS = {
-    "conformer_tiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=6),
-    "conformer_small_patch16": dict(patch_size=16, channel_ratio=4, embed_dim=384, num_heads=6),
-    "conformer_small_patch32": dict(patch_size=32, channel_ratio=4, embed_dim=384, num_heads=6),
-    "conformer_base_patch16": dict(patch_size=16, channel_ratio=6, embed_dim=576, num_heads=9),
-    # Not an official model: a narrow, shallow Conformer for tests and the CPU demo.
-    "conformer_reduced_patch16": dict(patch_size=16, channel_ratio=0.5, embed_dim=192, num_heads=3, depth=3),
-}
-ALIASES = {  # ModelZoo names
-    "conformer_tiny": "conformer_tiny_patch16",
-    "conformer_small": "conformer_small_patch16",
-    "conformer_base": "conformer_base_patch16",
-}
-ARCH_NAMES = sorted(VARIANTS) + sorted(ALIASES)
-# Parameter counts of the official models at 1000 classes (official code, counted).
-OFFICIAL_PARAM_COUNTS = {
-    "conformer_tiny_patch16": 23_524_704,
-    "conformer_small_patch16": 37_673_424,
-    "conformer_small_patch32": 38_853_072,
-    "conformer_base_patch16": 83_289_136,
-}
-
-
-def canonical_arch(arch: str) -> str:
-    """Resolve a ModelZoo alias; unknown names raise a one-line KeyError."""
-    name = ALIASES.get(arch, arch)
-    if name not in VARIANTS:
-        raise KeyError(f"unknown arch {arch!r}; known: {', '.join(ARCH_NAMES)}")
-    return name
-
-
-def _stage_blocks(depth: int, stage_1_channel: int, trans_dw_stride: int):
-    """(index, in_ch, out_ch, res_conv, stride, dw_stride, last_fusion) of conv_trans_2..depth.
-
-    Three stages of depth/3 blocks each (block 1 is conv_1 + trans_1); every stage
-    doubles the CNN width, halves the map, and halves the FCU stride.
-    """
-    per_stage = depth // 3
-    for i in range(2, depth + 1):
-        stage = (i - 1) // per_stage
-        out_ch = stage_1_channel * 2 ** stage
-        first_of_new_stage = stage > 0 and i == stage * per_stage + 1
-        in_ch = out_ch // 2 if first_of_new_stage else out_ch
-        yield (i, in_ch, out_ch, first_of_new_stage, 2 if first_of_new_stage else 1,
-               trans_dw_stride // 2 ** stage, i == depth)
+from .variants import (ALIASES, ARCH_NAMES, VARIANTS, canonical_arch, gmacs, gmacs_line,  # noqa: F401 (re-exported)
+                       list_models, stage_blocks, variant_hparams)
 
 
 class Conformer(nn.Cell):
@@ -82,6 +37,9 @@ class Conformer(nn.Cell):
             raise ValueError(f"patch_size must be a multiple of 16, got {patch_size}")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
+        # the ModelZoo approximations in use (empty = the official numerics), for load_weights' warning
+        self.approximations = tuple(name for name, on in (("disable_approximate_gelu: False", approximate_gelu),
+                                                          ("use_pytorch_maxpool: False", not pytorch_maxpool)) if on)
         trans_dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         block_args = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                           approximate_gelu=approximate_gelu)
@@ -102,7 +60,7 @@ class Conformer(nn.Cell):
         self.trans_1 = Block(embed_dim, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=trans_dpr[0],
                              **block_args)
         stages = []
-        for i, in_ch, out_ch, res_conv, stride, dw_stride, last_fusion in _stage_blocks(
+        for i, in_ch, out_ch, res_conv, stride, dw_stride, last_fusion in stage_blocks(
                 depth, stage_1_channel, trans_dw_stride):
             block = ConvTransBlock(in_ch, out_ch, res_conv, stride, dw_stride, embed_dim,
                                    drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
@@ -236,7 +194,7 @@ def create_model(arch: str, num_classes: int = 1000, drop_rate: float = 0.0, dro
     features_only=True returns a `ConformerFeatures` backbone whose call returns
     the outputs `out_indices` selects (default: every one the depth has).
     """
-    hparams = {**_COMMON, **VARIANTS[canonical_arch(arch)]}
+    hparams = variant_hparams(arch)
     hparams.update({k: v for k, v in overrides.items() if v is not None})
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
                   attn_drop_rate=attn_drop_rate, approximate_gelu=approximate_gelu,
@@ -256,7 +214,7 @@ def count_params(net: nn.Cell) -> int:
 def param_count_line(net: Conformer, arch: str) -> str:
     """The start-up line of every script: arch, parameter count, and the official count.
 
-    OFFICIAL_PARAM_COUNTS are at 1000 classes, so the count is compared at 1000
+    The registry's official counts are at 1000 classes, so the count is compared at 1000
     classes: each class costs one weight row and one bias in each head.  A
     mismatch (the network is not the official variant) gives a line starting
     with "warning:" that names both numbers.
@@ -264,7 +222,7 @@ def param_count_line(net: Conformer, arch: str) -> str:
     arch = canonical_arch(arch)
     n_params, classes = count_params(net), net.num_classes
     text = f"arch {arch}: {n_params:,} parameters at {classes} classes"
-    official = OFFICIAL_PARAM_COUNTS.get(arch)
+    official = VARIANTS[arch].params
     if official is None:
         return f"{text} (not an official variant)"
     per_class = net.conv_cls_head.in_channels + net.trans_cls_head.in_channels + 2

@@ -91,7 +91,10 @@ def test_ratios_pair_rows_of_the_same_batch():
             {"what": "PyTorch eager train step (adamw)", "batch": 16, "img_per_s": 5.0},
             {"what": "onnxruntime (torch.onnx export)", "batch": 16, "img_per_s": 50.0},
             {"what": "onnxruntime (our ONNX, official weights)", "batch": 16, "img_per_s": 55.0}]
-    bench.add_ratios(SimpleNamespace(arch_name="conformer_reduced_patch16", image_size=32), rows)
+    bench.add_ratios(SimpleNamespace(arch_name="conformer_reduced_patch16", image_size=32, num_classes=10), rows)
+    from src.variants import gmacs
+    assert rows[0]["gflops"] == pytest.approx(6.0 * 2 * gmacs("conformer_reduced_patch16", 32, 10))
+    assert rows[3]["gflops"] == pytest.approx(3 * 4.0 * 2 * gmacs("conformer_reduced_patch16", 32, 10))
     assert [r.get("ours_over_torch") for r in rows[4:]] == [0.5, 1.5, None, 0.8, 1.1, None]
     assert rows[2]["vs_mindspore"] == 1.5 and all("ours_over_torch" not in r for r in rows[:4])
     reference = np.array([[1.0, -2.0]])

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_script
-from src.config import OPTIONS, SCHEMA, load_yaml, parse_args
+from src.config import EVAL, OPTIONS, SCHEMA, SCRIPTS, SUMMARY, TRAIN, load_yaml, parse_args, script_keys
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "src", "configs", "*.yaml")))
 TINY = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
@@ -27,6 +27,15 @@ def test_shipped_configs_carry_every_key_in_schema_order(path):
     cfg = load_yaml(path)
     # the shipped configs give the official numerics, not the ModelZoo's approximations
     assert cfg["disable_approximate_gelu"] is True and cfg["use_pytorch_maxpool"] is True
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if os.path.basename(p).startswith("conformer_")],
+                         ids=os.path.basename)
+def test_schema_defaults_are_the_shipped_imagenet_recipe(path):
+    cfg = load_yaml(path)
+    differ = {key: (opt.default, cfg[key]) for key, opt in OPTIONS.items() if key != "arch" and cfg[key] != opt.default}
+    assert differ == {}
+    assert OPTIONS["disable_approximate_gelu"].default is True and OPTIONS["use_pytorch_maxpool"].default is True
 
 
 def test_schema_covers_the_user_interface_contract():
@@ -56,14 +65,58 @@ def test_yaml_int_accepted_for_float_and_empty_string_for_none(tmp_path):
     assert args.base_lr == 1.0 and isinstance(args.base_lr, float) and args.pretrained == ""
 
 
-def test_help_lists_every_option_with_its_default():
+def test_help_lists_the_script_options_with_their_defaults():
     result = run_script("summary.py", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps long lines
-    for key in OPTIONS:
+    for key in script_keys(SUMMARY):
         assert f"--{key}" in text, key
-    assert "(default: conformer_tiny_patch16)" in text and "(default: 0.05)" in text
+    assert "(default: conformer_tiny_patch16)" in text and "Model arguments:" in text
+    assert "--base_lr" not in text and "Optimizer:" not in text  # training keys are train.py's
     assert "--batch" in result.stdout  # the script's own options too
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_offers_exactly_the_keys_it_reads(script, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"], script=script)
+    assert exit_info.value.code == 0
+    offered = set(re.findall(r"^  --([a-z_]+)", capsys.readouterr().out, flags=re.M)) - {"config"}
+    assert offered == {key for key, opt in OPTIONS.items() if script in opt.read_by}
+    assert offered and (offered < set(OPTIONS) or script == TRAIN)
+
+
+def test_a_key_another_script_reads_is_accepted_in_the_yaml_but_not_as_a_flag(tmp_path, capsys):
+    path = _write(tmp_path, "base_lr: 0.5\nbatch_size: 32\n")
+    args = parse_args(["--config", path], script=EVAL)
+    assert args.batch_size == 32 and not hasattr(args, "base_lr")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", path, "--base_lr", "0.25"], script=EVAL)
+    assert "unrecognized arguments: --base_lr 0.25" in capsys.readouterr().err
+    assert parse_args(["--config", path, "--base_lr", "0.25"], script=TRAIN).base_lr == 0.25
+    with pytest.raises(ValueError, match="unknown script 'nope.py'"):
+        parse_args([], script="nope.py")
+
+
+def _python_sources():
+    paths = glob.glob(os.path.join(REPO, "*.py")) + glob.glob(os.path.join(REPO, "scripts", "*.py"))
+    paths += glob.glob(os.path.join(REPO, "src", "**", "*.py"), recursive=True)
+    return {os.path.relpath(p, REPO): open(p).read() for p in paths if not p.endswith(os.path.join("src", "config.py"))}
+
+
+def test_every_key_is_read_somewhere_and_each_script_reads_only_its_keys():
+    sources = _python_sources()
+    code = "\n".join(sources.values())
+    dead = [key for key in OPTIONS if not re.search(rf"\.{key}\b|[\"']{key}[\"']", code)]
+    assert dead == []
+    for script in SCRIPTS:  # what the entry point itself reads (the modules it calls are audited in SCHEMA)
+        read = set(re.findall(r"\bcfg\.([a-z_]+)", sources[script])) & set(OPTIONS)
+        assert read <= set(script_keys(script)), (script, read - set(script_keys(script)))
+
+
+def test_the_dataset_key_names_a_known_layout():
+    from src.data.imagenet import LAYOUTS
+    assert set(LAYOUTS) == set(OPTIONS["dataset"].choices)
 
 
 @pytest.mark.parametrize("yaml_text,cli,message", [

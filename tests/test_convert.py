@@ -19,7 +19,7 @@ def _convert(src, arch, out, *extra):
 
 def _strict_load(ckpt, net):
     not_loaded, unused = ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)))
-    assert not not_loaded and not unused
+    assert not not_loaded and unused == ["converted_from"]  # the one entry that is not a parameter
 
 
 def test_round_trip_official_and_mmpretrain(tmp_path):
@@ -52,11 +52,30 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
     result = _convert(str(src), "conformer_tiny", out)
     assert result.returncode == 0, result.stderr
     assert "official format, 1000 classes" in result.stdout
+    assert ms.load_checkpoint(str(out))["converted_from"] == "official"
     target = create_model("conformer_tiny_patch16")
     _strict_load(out, target)
     for p in net.get_parameters():
         np.testing.assert_array_equal(target.parameters_dict()[p.name].asnumpy(), p.asnumpy())
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_converted_weights_loaded_into_the_modelzoo_approximations_warn_in_one_line(tmp_path, capsys):
+    from src.tools.checkpoint import load_weights, save_checkpoint_atomic
+    arch = "conformer_reduced_patch16"
+    converted, plain = tmp_path / "converted.ckpt", tmp_path / "trained_here.ckpt"
+    save_checkpoint_atomic(create_model(arch), str(converted), append_dict={"converted_from": "mmpretrain"})
+    save_checkpoint_atomic(create_model(arch), str(plain))
+    load_weights(create_model(arch), str(converted))  # official numerics: nothing to say
+    load_weights(create_model(arch, approximate_gelu=True), str(plain))  # not converted: nothing to say
+    assert capsys.readouterr().err == ""
+    load_weights(create_model(arch, approximate_gelu=True, pytorch_maxpool=False), str(converted))
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {converted} holds weights converted from the mmpretrain model, but this network uses the "
+        "ModelZoo approximations (disable_approximate_gelu: False, use_pytorch_maxpool: False): its outputs "
+        "differ from the mmpretrain model's; set both keys True for its numerics"]
+    load_weights(create_model(arch, pytorch_maxpool=False), str(converted))
+    assert "(use_pytorch_maxpool: False)" in capsys.readouterr().err
 
 
 def test_cli_refuses_wrong_arch_in_one_line(tmp_path):

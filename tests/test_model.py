@@ -4,15 +4,18 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.conformer import (ALIASES, OFFICIAL_PARAM_COUNTS, VARIANTS, canonical_arch, count_params, create_model,
-                           param_count_line)
+from src.conformer import (ALIASES, VARIANTS, canonical_arch, count_params, create_model, gmacs, gmacs_line,
+                           list_models, param_count_line, variant_hparams)
 from src.layers.drop_path import DropPath
 
 
-@pytest.mark.parametrize("arch", sorted(OFFICIAL_PARAM_COUNTS))
+OFFICIAL = [name for name, row in VARIANTS.items() if row.params is not None]
+
+
+@pytest.mark.parametrize("arch", OFFICIAL)
 def test_parameter_counts_equal_official(arch):
     net = create_model(arch)
-    assert count_params(net) == OFFICIAL_PARAM_COUNTS[arch]
+    assert count_params(net) == VARIANTS[arch].params
     # 718 official state-dict entries minus the 85 num_batches_tracked buffers
     assert len(net.parameters_dict()) == 633
 
@@ -119,7 +122,7 @@ def test_drop_path_is_random_in_training_and_identity_in_eval():
 
 def test_reduced_variant_is_marked_as_such():
     assert "conformer_reduced_patch16" in VARIANTS
-    assert "conformer_reduced_patch16" not in OFFICIAL_PARAM_COUNTS
+    assert "conformer_reduced_patch16" not in OFFICIAL
 
 
 def test_med_blocks_keep_official_names_and_run():
@@ -127,3 +130,73 @@ def test_med_blocks_keep_official_names_and_run():
     assert "conv_trans_2.med_block.0.conv2.weight" in net.parameters_dict()
     conv, trans = _forward(net, 1, 64)
     assert conv.shape == trans.shape == (1, 3)
+
+
+def test_a_config_that_sets_only_arch_is_the_official_model(tmp_path):
+    from src.config import parse_args
+    from src.conformer import create_model_from_config
+    path = tmp_path / "arch_only.yaml"
+    path.write_text("arch: conformer_reduced_patch16\n")
+    cfg = parse_args(["--config", str(path)])
+    from_config = create_model_from_config(cfg)
+    official = create_model("conformer_reduced_patch16", num_classes=cfg.num_classes)
+    assert from_config.approximations == () == official.approximations
+    modelzoo = create_model("conformer_reduced_patch16", num_classes=cfg.num_classes, approximate_gelu=True,
+                            pytorch_maxpool=False)
+    for net in (official, modelzoo):
+        ms.load_param_into_net(net, from_config.parameters_dict())
+    ours, theirs, approximated = (np.concatenate(_forward(net, 1, 64)) for net in (from_config, official, modelzoo))
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.abs(approximated - theirs).max() > 1e-4  # the comparison can tell the numerics apart
+
+
+def test_registry_lists_the_variants_and_the_readme_table_is_generated_from_it():
+    import os
+    from conftest import REPO
+    from src.variants import markdown_table
+    assert list_models() == sorted(VARIANTS) and len(list_models()) == 5
+    assert list_models("*small*") == ["conformer_small_patch16", "conformer_small_patch32"]
+    assert OFFICIAL == ["conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
+                        "conformer_base_patch16"]
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert markdown_table() in readme, "README variant table is stale: python -m src.variants --markdown"
+
+
+def test_computed_gmacs_reproduce_the_official_figures():
+    official = {"conformer_tiny_patch16": "5.23", "conformer_small_patch16": "10.60",
+                "conformer_small_patch32": "7.05", "conformer_base_patch16": "23.33"}
+    assert {arch: f"{gmacs(arch):.2f}" for arch in OFFICIAL} == official
+    assert gmacs_line("conformer_tiny", 384) == f"{gmacs('conformer_tiny_patch16', 384):.2f} GMACs at 384x384"
+    # more than the pixel ratio: the attention products grow with the square of the tokens
+    assert gmacs("conformer_tiny_patch16", 384) / gmacs("conformer_tiny_patch16") > (384 / 224) ** 2 + 0.2
+
+
+@pytest.mark.parametrize("overrides", [{}, {"patch_size": 32, "num_med_block": 1}], ids=["p16", "p32_med"])
+def test_mac_count_equals_a_walk_over_the_built_network(overrides):
+    """Every Conv2d and Dense the forward pass calls, and each attention's two N x N products."""
+    from src.layers.attention import Attention
+    from src.variants import macs
+    counted = []
+
+    def layer(cell, inputs, output):
+        per_output = cell.in_channels if isinstance(cell, nn.Dense) else \
+            cell.in_channels // cell.group * cell.kernel_size[0] * cell.kernel_size[1]
+        counted.append(int(np.prod(output.shape)) * per_output)
+
+    def attention(cell, inputs, output):
+        _, tokens, embed = inputs[0].shape
+        counted.append(2 * tokens * tokens * embed)
+
+    net = create_model("conformer_reduced_patch16", num_classes=7, **overrides)
+    cells = [c for _, c in net.cells_and_names() if isinstance(c, (nn.Conv2d, nn.Dense, Attention))]
+    handles = [c.register_forward_hook(attention if isinstance(c, Attention) else layer) for c in cells]
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE only
+    try:
+        _forward(net, 1, 64)
+    finally:
+        ms.set_context(mode=mode)
+        for handle in handles:
+            handle.remove()
+    hparams = {**variant_hparams("conformer_reduced_patch16"), **overrides}
+    assert sum(counted) == macs(hparams, image_size=64, num_classes=7)

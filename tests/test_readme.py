@@ -8,6 +8,7 @@ from the Python script the shell script runs."""
 import ast
 import functools
 import importlib.util
+import itertools
 import os
 import re
 import shlex
@@ -87,13 +88,18 @@ def makefile_targets() -> set:
 
 
 @functools.lru_cache(maxsize=None)
+def script_help(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], cwd=REPO,
+                          env=dict(os.environ, GLOG_v="3"), capture_output=True, text=True, timeout=300)
+
+
+@functools.lru_cache(maxsize=None)
 def python_options(script: str) -> frozenset:
     """Option strings of `script`'s parser, from its --help. A script meant for another environment
     (its --help fails on a module this venv lacks, e.g. torch for the fixture generator) is read
     statically: the literal option strings of its add_argument calls."""
     path = os.path.join(REPO, script)
-    result = subprocess.run([sys.executable, path, "--help"], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
-                            capture_output=True, text=True, timeout=300)
+    result = script_help(script)
     if result.returncode == 0:
         return frozenset(option for line in result.stdout.splitlines()
                          for m in [re.match(r"^  (-\S.*?)(?:\s{2,}|$)", line)] if m
@@ -215,3 +221,60 @@ def test_the_checker_catches_stale_commands(line, problem):
         assert problems == []
     else:
         assert problem in problems[0], problems
+
+
+def option_help(help_text: str, option: str) -> str:
+    """The description argparse prints for `option` (one of the names of an entry), whitespace joined."""
+    entries = re.split(r"\n(?=  -)", help_text)
+    for entry in entries:
+        names = re.findall(r"(?:^  |, )(-[\w-]+)", entry.split("\n")[0])
+        if option in names:
+            first, *rest = entry.split("\n")
+            described = re.split(r"\s{2,}", first.strip(), maxsplit=1)[1:]  # on the option's line
+            described += itertools.takewhile(lambda line: line.startswith("    "), rest)  # continuation lines
+            return " ".join(" ".join(described).split())
+    return ""
+
+
+def vocabulary_rows() -> list:
+    """(option, meaning, [script, ...]) of the README's Vocabulary table."""
+    with open(README) as f:
+        section = f.read().split("### Vocabulary", 1)[1].split("\n###", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`--"):
+            rows.append((cells[0].strip("`").split()[0], cells[1], [s.strip() for s in cells[2].split(",")]))
+    return rows
+
+
+def test_every_vocabulary_word_means_the_same_in_every_script_that_takes_it():
+    from src.config import VOCABULARY
+    rows = vocabulary_rows()
+    assert [option for option, _, _ in rows] == list(VOCABULARY)
+    wrong = []
+    for option, meaning, scripts in rows:
+        assert meaning.startswith(VOCABULARY[option]), (option, meaning)
+        for script in scripts:
+            result = script_help(script)
+            assert result.returncode == 0, (script, result.stderr[-500:])
+            if not option_help(result.stdout, option).startswith(VOCABULARY[option]):
+                wrong.append(f"{script} {option}: {option_help(result.stdout, option)!r}")
+    assert wrong == []
+    # the names users already type keep working (shared/interface.md, and the old names)
+    for script, option in (("eval.py", "--pretrained"), ("export.py", "--pretrained"), ("convert.py", "--out"),
+                           ("convert.py", "--src"), ("train.py", "--resume"), ("infer.py", "--batch"),
+                           ("summary.py", "--batch"), ("scripts/memory.py", "--batch"), ("eval_onnx.py", "-m")):
+        assert option in python_options(script), (script, option)
+    assert "--batch" not in python_options("train.py")  # an alias only where the old name existed
+
+
+def test_option_help_reads_argparse_entries():
+    text = ("options:\n  -h, --help            show this help\n  --src SRC, --checkpoint SRC\n"
+            "                        the checkpoint this run\n                        starts from\n"
+            "  --output OUTPUT       the file this run writes\n\nModel arguments:\n  --arch ARCH  variant\n")
+    assert option_help(text, "--checkpoint") == "the checkpoint this run starts from"
+    assert option_help(text, "--src") == "the checkpoint this run starts from"
+    assert option_help(text, "--output") == "the file this run writes"
+    assert option_help(text, "--arch") == "variant"
+    assert option_help(text, "--nope") == ""

@@ -23,10 +23,11 @@ from src.tools.schedulers import build_lr_schedule
 from src.trainer.ema import EMA
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep
 
-SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
-         "--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
-         "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0", "--warmup_length", "0",
-         "--repeated_aug", "0"]  # a few hundred images: every one once per epoch
+EVAL_SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
+              "--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
+              "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0"]
+# training-only keys are not eval.py's flags; a few hundred images: every one once per epoch
+SMALL = [*EVAL_SMALL, "--warmup_length", "0", "--repeated_aug", "0"]
 NO_AUGMENT = ["--auto_augment", "none", "--mixup", "0", "--cutmix", "0", "--re_prob", "0", "--hflip", "0",
               "--min_crop", "1.0"]
 
@@ -66,7 +67,7 @@ def test_training_learns_real_digits(tmp_path, digits):
         best = json.load(f)
     assert sorted(best.values()) == sorted(float(r["sum_top1"]) for r in rows)[-len(best):]
     # the best checkpoint holds only model weights, and evaluates to the recorded top-1
-    evaluated = run_script("eval.py", *SMALL, "--data_url", digits, "--pretrained", max(best, key=best.get))
+    evaluated = run_script("eval.py", *EVAL_SMALL, "--data_url", digits, "--pretrained", max(best, key=best.get))
     assert evaluated.returncode == 0, evaluated.stderr
     top1 = float(re.search(r"^eval results: .*'Top1-Acc': ([\d.]+)", evaluated.stdout, re.M).group(1))
     assert top1 == pytest.approx(max(float(r["sum_top1"]) for r in rows), abs=1e-6)

@@ -232,10 +232,14 @@ def train_transforms(cfg) -> list:
     return ops
 
 
+# `dataset` -> the scan of one split folder; ImageNet's layout is torchvision's ImageFolder
+LAYOUTS = {"ImageNet": scan_image_folder}
+
+
 def _split_samples(cfg, is_train: bool):
     """-> (split folder, image paths, int32 class indices) after the num_samples subset."""
     root = os.path.join(cfg.data_url, cfg.train_dir if is_train else cfg.val_dir)
-    classes, samples = scan_image_folder(root)
+    classes, samples = LAYOUTS[cfg.dataset](root)
     if len(classes) > cfg.num_classes:
         raise DatasetError(f"{root} has {len(classes)} class folders but num_classes is {cfg.num_classes}")
     key = "train_num_samples" if is_train else "val_num_samples"

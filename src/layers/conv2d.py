@@ -37,9 +37,6 @@ forward / forward+backward (`python scripts/bench.py --device_target CPU
   | 3x3/1 64->64 @14 (stage-3 bottlenecks)      |  172 / 141    |   7 / 11         | 25x / 13x    |
   | 1x1/2 64->128 @56 (residual_conv)           |  226 / 165    |  11 / 18         | 20x / 9x     |
 
-Whole model, same run: forward 1.41 -> 12.6 img/s (9x), train step 0.84 -> 3.24
-img/s (3.9x); PyTorch eager on the same machine: 11.0 and 4.1 img/s.
-
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
 ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
 exported file must not depend on where it was exported.  `set_plain_convs`

@@ -2,8 +2,7 @@
 from mindspore import nn
 
 from .conv2d import conv2d
-
-EXPANSION = 4  # bottleneck width = out_channels // 4, as ResNet
+from ..variants import EXPANSION  # shared with the MAC count
 
 
 def batch_norm(channels: int, eps: float = 1e-6) -> nn.BatchNorm2d:

@@ -1,5 +1,6 @@
 """Checkpoint files that are never half-written, and strict loading."""
 import os
+import sys
 import tempfile
 
 import mindspore as ms
@@ -40,6 +41,16 @@ def read_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({first_line})") from None
 
 
+def _warn_approximations(net, origin, path: str) -> None:
+    """Weights converted from a PyTorch model (convert.py records which) reproduce its outputs only
+    with its numerics; the ModelZoo approximations shift them."""
+    approximations = getattr(net, "approximations", ())
+    if isinstance(origin, str) and approximations:
+        print(f"warning: {path} holds weights converted from the {origin} model, but this network uses the "
+              f"ModelZoo approximations ({', '.join(approximations)}): its outputs differ from the {origin} "
+              "model's; set both keys True for its numerics", file=sys.stderr, flush=True)
+
+
 def load_weights(net, path: str, skip_mismatched_head: bool = False) -> list:
     """Load `net`'s parameters from `path` strictly; returns the names left as initialised.
 
@@ -50,6 +61,7 @@ def load_weights(net, path: str, skip_mismatched_head: bool = False) -> list:
     another number of classes).
     """
     params = read_checkpoint(path)
+    _warn_approximations(net, params.get("converted_from"), path)
     selected, kept_init = {}, []
     for p in net.get_parameters():
         found = params.get(p.name)

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .atomic import write_json_atomic
+from ..config import add_output_arg
 from .metrics import topk_correct
 from ..data.folder import DatasetError, scan_image_folder
 from ..data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
@@ -30,18 +31,17 @@ class InferenceError(RuntimeError):
 
 
 def add_data_args(parser, data_help: str, data_default: bool = False) -> None:
-    """Options of every inference script: DATA (optional if `data_default`), batching, decoding ahead."""
+    """Options of every inference script: DATA (optional if `data_default`) and decoding ahead; the batch is
+    the config's batch_size."""
     parser.add_argument("data", metavar="DATA", nargs="?" if data_default else None, default="", help=data_help)
-    parser.add_argument("--batch", type=_positive_int, default=16, help="images per forward pass (default: 16)")
     parser.add_argument("--prefetch", type=_non_negative_int, default=16,
                         help="images decoded ahead in a thread pool; 0 = decode inline (default: 16)")
 
 
 def add_prediction_args(parser) -> None:
     """Options of infer.py and infer_onnx.py (their outputs are identical)."""
-    parser.add_argument("--output", default="predictions.json",
-                        help="JSON file {image path: class} (default: %(default)s); unreadable images go "
-                             "to OUTPUT.errors.json {image path: reason}")
+    add_output_arg(parser, "JSON {image path: class} (default: %(default)s); unreadable images go to "
+                           "OUTPUT.errors.json {image path: reason}", default="predictions.json")
     parser.add_argument("--topk", type=_non_negative_int, default=0,
                         help="K > 0: JSON values become the top K [{'class': i, 'prob': p}] (softmax of the "
                              "summed logits) and each line shows the top-1 probability (default: 0 = off)")
@@ -76,7 +76,7 @@ def _int_at_least(low: int):
     return parse
 
 
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+_non_negative_int = _int_at_least(0)
 
 
 def find_images(data: str) -> list:
@@ -215,7 +215,7 @@ def predict(cfg, prog: str, build_forward) -> int:
     """
     paths = find_images(cfg.data)
     names = load_class_names(cfg.class_names) if cfg.class_names else None
-    batch_size = min(cfg.batch, len(paths))  # one image runs at batch 1, not padded to 16
+    batch_size = min(cfg.batch_size, len(paths))  # one image runs at batch 1, not padded to batch_size
     forward = build_forward(batch_size)
     predictions, errors = {}, {}
     for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
@@ -246,7 +246,7 @@ def evaluate(cfg, prog: str, forward) -> dict:
         raise InferenceError(str(e)) from None
     labels = dict(samples)
     errors, correct1, correct5, seen = {}, 0, 0, 0
-    for batch_paths, images in image_batches(sorted(labels), cfg.batch, cfg, errors, prog):
+    for batch_paths, images in image_batches(sorted(labels), cfg.batch_size, cfg, errors, prog):
         logits = forward(images)
         if logits.shape[1] < len(classes):
             raise InferenceError(f"{cfg.data} has {len(classes)} classes, the model predicts {logits.shape[1]}")

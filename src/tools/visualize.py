@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import mindspore as ms
 
-from ..conformer import VARIANTS, canonical_arch, create_model_from_config, param_count_line
+from ..config import start_weights
+from ..conformer import create_model_from_config, param_count_line, variant_hparams
 from ..data.preprocess import load_rgb, normalize
 from ..layers.attention import Attention
 from .atomic import write_atomic
@@ -150,10 +151,10 @@ def run(cfg) -> str:
     init_context(cfg)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE mode only
     net = create_model_from_config(cfg)
-    load_weights(net, cfg.checkpoint or cfg.pretrained)
+    load_weights(net, start_weights(cfg))
     print(param_count_line(net, cfg.arch), flush=True)
     net.set_train(False)
-    result = explain(net, image, cfg.image_size, VARIANTS[canonical_arch(cfg.arch)]["patch_size"])
+    result = explain(net, image, cfg.image_size, variant_hparams(cfg.arch)["patch_size"])
     path = cfg.output or default_output(cfg.image)
     size = render(image, result, path)
     width, height = result["input_size"]
