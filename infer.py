@@ -15,6 +15,7 @@ from src.config import parse_args
 from src.conformer import create_model_from_config, param_count_line
 from src.tools.batch_padding import pad_to_batch
 from src.tools.checkpoint import CheckpointError, load_weights
+from src.tools.console import run_main
 from src.tools.device import DeviceError, init_context
 from src.tools.export import ExportError, InferenceNet, load_mindir
 from src.tools.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict
@@ -71,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -9,6 +9,7 @@ The ONNX file has a dynamic batch; --image_size must be the one it was exported 
 import sys
 
 from src.config import parse_args
+from src.tools.console import run_main
 from src.tools.inference import (InferenceError, add_data_args, add_onnx_args, add_prediction_args,
                                  onnx_forward, predict)
 
@@ -32,4 +33,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
