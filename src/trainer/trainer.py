@@ -57,9 +57,10 @@ def training_state(train_step) -> list:
             if not p.name.startswith(ACCUMULATED + ".")]
 
 
-def restore(train_step, path: str) -> dict:
-    """Load a training checkpoint into the train step; returns its position entries."""
-    params = read_checkpoint(path)
+def restore(train_step, path: str, params: dict = None) -> dict:
+    """Load a training checkpoint (`params`, read from `path` if None) into the train step; returns its
+    position entries."""
+    params = read_checkpoint(path) if params is None else params
     missing = [entry["name"] for entry in training_state(train_step)
                if entry["name"] not in params and entry["name"] not in NOT_RESTORED]
     if missing:
@@ -118,6 +119,8 @@ class Trainer:
         self.is_main = self.rank_id == 0
         self.arch = canonical_arch(cfg.arch)
         self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state else "")
+        # read (and its CRC checked) before the data and the graph are built: a bad file fails at once
+        self.resume_state = read_checkpoint(self.resume_from) if self.resume_from else None
         self.keeper = CheckpointKeeper(cfg.ckpt_root_dir, cfg.best_ckpt_root_dir, f"{self.arch}_{cfg.model_postfix}",
                                        cfg.ckpt_keep_num, cfg.best_ckpt_num, enabled=self.is_main)
         if self.keeper.has_checkpoints() and not self.resume_from:
@@ -173,7 +176,8 @@ class Trainer:
         """(first epoch, optimizer steps of it already done): from the resumed checkpoint, else the config."""
         if not self.resume_from:
             return self.cfg.start_epoch, 0
-        position = restore(self.train_step, self.resume_from)
+        position = restore(self.train_step, self.resume_from, self.resume_state)
+        self.resume_state = None
         epoch, done = position["epoch"], position["step_in_epoch"]
         if done >= self.steps_per_epoch:
             epoch, done = epoch + 1, 0
