@@ -11,6 +11,7 @@ import sys
 import mindspore as ms
 
 from src.conformer import ARCH_NAMES, create_model, param_count_line
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import save_checkpoint_atomic
 from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
@@ -41,7 +42,11 @@ def main(argv=None) -> int:
     except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:  # these name the file
         print(f"convert.py: error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out)
+    try:
+        save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.out)
+    except WriteError as e:
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 2
     print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
           f"from {args.src} to {args.out} for {args.arch}")
     return 0

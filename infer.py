@@ -13,6 +13,7 @@ import mindspore as ms
 
 from src.config import parse_args
 from src.conformer import create_model_from_config, param_count_line
+from src.tools.atomic import WriteError
 from src.tools.batch_padding import pad_to_batch
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.console import run_main
@@ -66,7 +67,7 @@ def main() -> int:
     cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         return predict(cfg, PROG, _build_forward(cfg))
-    except (InferenceError, CheckpointError, DeviceError, ExportError) as e:
+    except (InferenceError, CheckpointError, DeviceError, ExportError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ import sys
 
 from src.config import parse_args
 from src.data.imagenet import DatasetError
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import CheckpointError
 from src.tools.device import DeviceError
 from src.trainer.trainer import Trainer, TrainingError
@@ -23,7 +24,7 @@ def main() -> int:
     cfg = parse_args(description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         Trainer(cfg).fit()
-    except (DeviceError, DatasetError, CheckpointError, TrainingError) as e:
+    except (DeviceError, DatasetError, CheckpointError, TrainingError, WriteError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     return 0
