@@ -47,6 +47,8 @@ def main() -> int:
         if trainer.is_main:
             print(f"train.py: {stop}; checkpoint {stop.path}; resume with: {resume_command(sys.argv, stop.path)}",
                   file=sys.stderr, flush=True)
+        else:
+            print(f"rank {trainer.rank_id}/{trainer.rank_size}: {stop}", file=sys.stderr, flush=True)
         return stop.status
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
         print("train.py: interrupted before the first step; nothing to save", file=sys.stderr)

@@ -13,8 +13,8 @@ MindSpore installs its own SIGINT handler when it runs a graph, which turns SIGI
 (and swallows a second one), so `agreed()` puts ours back after every step.
 
 Under data parallelism every rank must stop after the same step (or the others block forever
-in the next gradient all-reduce): `agreed()` all-reduces the ranks' flags (MAX) after each step,
-so a signal that reached any rank stops all of them there.
+in the next gradient all-reduce): `agreed()` all-reduces the ranks' flags after each step, so a
+signal that reached any rank stops all of them there.
 """
 import os
 import signal
@@ -40,12 +40,13 @@ class Interrupted(Exception):
         return 128 + self.signum  # what the shell reports for a process the signal ended (143, 130)
 
 
-class _MaxOverRanks(nn.Cell):
-    """One int32 all-reduced with MAX: a graph, as everything that runs under GRAPH mode."""
+class _SumOverRanks(nn.Cell):
+    """A small vector summed over the ranks, in a graph (GRAPH mode); SUM of float32 because the CPU
+    AllReduce supports nothing else."""
 
     def __init__(self):
         super().__init__()
-        self.all_reduce = ops.AllReduce(ops.ReduceOp.MAX)
+        self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
 
     def construct(self, x):
         return self.all_reduce(x)
@@ -58,7 +59,7 @@ class StopRequest:
         self.prog, self.rank_size, self.announce = prog, rank_size, announce
         self.signum = 0
         self._saved = None
-        self._max = _MaxOverRanks() if rank_size > 1 else None
+        self._sum = _SumOverRanks() if rank_size > 1 else None
 
     def install(self) -> "StopRequest":
         if threading.current_thread() is not threading.main_thread():
@@ -110,16 +111,18 @@ class StopRequest:
         if self._saved is not None:
             for signum in STOP_SIGNALS:
                 signal.signal(signum, _ignore_here)
-        if self._max is None:
+        if self._sum is None:
             return self.signum
-        flag = ms.Tensor(np.array([self.signum], np.int32))
-        return int(self._max(flag).asnumpy()[0])
+        # one-hot over STOP_SIGNALS: the count of ranks that got each; the first signal any rank got wins
+        seen = np.array([self.signum == s for s in STOP_SIGNALS], np.float32)
+        counts = self._sum(ms.Tensor(seen)).asnumpy()
+        return next((int(s) for s, n in zip(STOP_SIGNALS, counts) if n > 0), 0)
 
     def barrier(self) -> None:
         """Wait for every rank: the others exit only once rank 0 has written the checkpoint (msrun
         kills all workers as soon as one exits non-zero)."""
-        if self._max is not None:
-            self._max(ms.Tensor(np.array([0], np.int32))).asnumpy()
+        if self._sum is not None:
+            self._sum(ms.Tensor(np.zeros(len(STOP_SIGNALS), np.float32))).asnumpy()
 
 
 def _write(fd: int, text: str) -> None:
