@@ -12,6 +12,7 @@ import mindspore as ms
 
 from src.config import VOCABULARY
 from src.conformer import ARCH_NAMES, create_model, param_count_line
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import save_checkpoint_atomic
 from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
@@ -47,8 +48,12 @@ def main(argv=None) -> int:
         return 2
     # the origin lets load_weights warn when these weights meet the ModelZoo approximations
     origin = "mmpretrain" if source == "mmpretrain" else "official"
-    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.output,
-                           append_dict={"converted_from": origin})
+    try:
+        save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.output,
+                               append_dict={"converted_from": origin})
+    except WriteError as e:
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 2
     print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
           f"from {args.src} to {args.output} for {args.arch}")
     return 0

@@ -8,6 +8,7 @@ from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import DatasetError, create_dataset
 from src.tools.checkpoint import CheckpointError, load_weights
+from src.tools.console import run_main
 from src.tools.device import DeviceError, init_context
 from src.tools.metrics import evaluate, format_eval_results
 
@@ -35,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -10,6 +10,7 @@ import os
 import sys
 
 from src.config import parse_args
+from src.tools.console import run_main
 from src.tools.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
 
 PROG = "eval_onnx.py"
@@ -38,4 +39,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

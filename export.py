@@ -17,6 +17,7 @@ import mindspore as ms
 
 from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.device import DeviceError, init_context
 from src.tools.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
@@ -52,7 +53,7 @@ def main() -> int:
         example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
         path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
                             output_names(cfg.export_heads))
-    except (CheckpointError, DeviceError, ExportError, OSError) as e:  # OSError: the output is not writable
+    except (CheckpointError, DeviceError, ExportError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(f"exported {cfg.arch} ({cfg.file_format}, outputs: {', '.join(output_names(cfg.export_heads))}) "

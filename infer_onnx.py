@@ -9,6 +9,8 @@ The ONNX file has a dynamic batch; --image_size must be the one it was exported 
 import sys
 
 from src.config import parse_args
+from src.tools.atomic import WriteError
+from src.tools.console import run_main
 from src.tools.inference import (InferenceError, add_data_args, add_onnx_args, add_prediction_args,
                                  onnx_forward, predict)
 
@@ -26,10 +28,10 @@ def main() -> int:
     device = cfg.ort_device or cfg.device_target
     try:
         return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
-    except InferenceError as e:
+    except (InferenceError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -4,12 +4,15 @@
 
 Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 """
+import shlex
 import sys
 
 from src.config import VOCABULARY, parse_args
 from src.data.imagenet import DatasetError
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import CheckpointError
 from src.tools.device import DeviceError
+from src.trainer.signals import Interrupted
 from src.trainer.trainer import Trainer, TrainingError
 
 
@@ -19,13 +22,37 @@ def _script_args(parser):
                              "(weights, optimizer, EMA, loss scale, position)")
 
 
+def resume_command(argv: list, checkpoint: str) -> str:
+    """This run's command line, continuing from `checkpoint` instead of any --resume/--checkpoint."""
+    args, rest = [], list(argv[1:])
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--resume", "--checkpoint"):
+            rest = rest[1:]
+        elif not arg.startswith(("--resume=", "--checkpoint=")):
+            args.append(arg)
+    return shlex.join(["python", argv[0], *args, "--checkpoint", checkpoint])
+
+
 def main() -> int:
     cfg = parse_args(script="train.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    trainer = None
     try:
-        Trainer(cfg).fit()
-    except (DeviceError, DatasetError, CheckpointError, TrainingError) as e:
+        trainer = Trainer(cfg)
+        trainer.fit()
+    except (DeviceError, DatasetError, CheckpointError, TrainingError, WriteError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        if trainer.is_main:
+            print(f"train.py: {stop}; checkpoint {stop.path}; resume with: {resume_command(sys.argv, stop.path)}",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"rank {trainer.rank_id}/{trainer.rank_size}: {stop}", file=sys.stderr, flush=True)
+        return stop.status
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
+        print("train.py: interrupted before the first step; nothing to save", file=sys.stderr)
+        return 130
     return 0
 
 

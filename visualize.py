@@ -9,6 +9,7 @@ import sys
 
 from src.config import add_checkpoint_arg, add_output_arg, parse_args
 from src.data.preprocess import ImageReadError
+from src.tools.atomic import WriteError
 from src.tools.checkpoint import CheckpointError
 from src.tools.device import DeviceError
 from src.tools.visualize import run
@@ -29,7 +30,7 @@ def main() -> int:
     except ImageReadError as e:
         print(f"{PROG}: error: {cfg.image}: {e}", file=sys.stderr)
         return 2
-    except (CheckpointError, DeviceError, OSError) as e:  # OSError: the output is not writable
+    except (CheckpointError, DeviceError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -66,3 +66,18 @@ parse_options() {
     esac
   done
 }
+
+# preflight CONFIG NUM_DEVICES DEVICE_IDS PY_ARGS...: stop in one line, before any worker starts, when the
+# configured device_target is missing from this MindSpore or has fewer devices than asked for
+# (src/tools/preflight.py; on CPU the count is not checked).
+preflight() {
+  local config=$1 num=$2 ids=$3
+  shift 3
+  PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m src.tools.preflight --script "$(basename "$0")" \
+    --config "$config" --num_devices "$num" --device_ids "$ids" "$@" || exit 2
+}
+
+# last_line LOG: the last line of a worker log that is not blank or one of MindSpore's WARNING/INFO lines
+last_line() {
+  grep -v -E '^\[(WARNING|INFO|DEBUG)\]|^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 || true
+}

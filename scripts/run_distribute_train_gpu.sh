@@ -12,6 +12,7 @@ USAGE="run_distribute_train_gpu.sh CONFIG [--num_devices N] [--device_ids 0,1,2,
 [--launcher msrun|mpirun] [--num_nodes M] [--node_rank R] [--master_addr ADDR] [--master_port PORT] \
 [--hostfile FILE] [--dry_run] [--extra ARGS...]"
 
+ORIG_ARGS=("$@")
 take_data "$USAGE" "$@"
 shift
 NUM_DEVICES="" DEVICE_IDS="" LAUNCHER="" NUM_NODES=1 NODE_RANK="" OPT_MASTER_ADDR="" OPT_MASTER_PORT=""
@@ -80,16 +81,82 @@ else
 fi
 ((WORLD > 1)) || CMD=("$PYTHON" "${TRAIN[@]}")  # data parallelism over one device is plain training
 
-if [[ -n $DRY_RUN ]]; then
+if [[ -n $DRY_RUN ]]; then  # the command only: no device checks, so it can be inspected anywhere
   printf '%q ' "${CMD[@]}"
   echo
   exit 0
 fi
+preflight "$DATA" "$NUM_DEVICES" "$DEVICE_IDS" "${PY_ARGS[@]}"
 ((WORLD > 1)) || exec "${CMD[@]}"
-"${CMD[@]}" || {
-  status=$?
-  echo "$(basename "$0"): training failed (exit $status); last lines of $FIRST_LOG:" >&2
-  tail -n 20 "$FIRST_LOG" >&2 || true
-  exit "$status"
+
+# This node's worker logs, in rank order.
+worker_logs() {
+  local r first=$((${NODE_RANK:-0} * NUM_DEVICES))
+  for ((r = first; r < first + NUM_DEVICES; r++)); do
+    if [[ $LAUNCHER == mpirun ]]; then echo "$LOG_DIR/1/rank.$r/stdout"; else echo "$LOG_DIR/worker_$r.log"; fi
+  done
 }
-echo "logs: $LOG_DIR"
+
+# This script's command line continuing from checkpoint $1 (its --checkpoint, if any, replaced).
+resume_command() {
+  local out=(bash "$0") a skip="" placed=""
+  for a in "${ORIG_ARGS[@]}"; do
+    if [[ -n $skip ]]; then skip="" && continue; fi
+    if [[ -z $placed && $a == --checkpoint ]]; then skip=1 && continue; fi
+    if [[ -z $placed && $a == --extra ]]; then out+=(--checkpoint "$1") && placed=1; fi
+    out+=("$a")
+  done
+  [[ -n $placed ]] || out+=(--checkpoint "$1")
+  printf '%q ' "${out[@]}"
+}
+
+# msrun SIGKILLs its workers on SIGINT and dies of SIGTERM leaving them running; mpirun SIGKILLs its ranks
+# a few seconds after forwarding SIGTERM. So the launcher runs in its own session (a terminal's Ctrl-C
+# reaches only this script) and a SIGTERM/SIGINT here becomes one SIGTERM to each worker of this node
+# (mpirun: to mpirun): train.py then stops every rank after the same step, rank 0 writing a checkpoint.
+# A second signal is forwarded too, and stops the workers at once.
+STOPPED=""
+forward_stop() {
+  STOPPED=1
+  local pid
+  if [[ $LAUNCHER == mpirun ]]; then
+    kill -TERM "$LAUNCH_PID" 2>/dev/null || true
+    return
+  fi
+  for pid in $(pgrep -P "$LAUNCH_PID" || true); do  # the workers, not the scheduler or msrun's `tail -f`s
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx MS_ROLE=MS_WORKER &&
+      grep -q train.py "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+}
+mkdir -p "$LOG_DIR"
+trap forward_stop TERM INT
+# msrun's own messages and its traceback when a worker fails go to msrun.log; the workers' output is shown
+setsid "${CMD[@]}" 2>>"$LOG_DIR/$LAUNCHER.log" &
+LAUNCH_PID=$!
+while :; do
+  status=0
+  wait "$LAUNCH_PID" || status=$?
+  kill -0 "$LAUNCH_PID" 2>/dev/null || break  # else a trapped signal interrupted the wait
+done
+trap - TERM INT
+((status != 0)) || { echo "logs: $LOG_DIR"; exit 0; }
+
+# One line: the first worker log (in rank order) that ends with a train.py line (its one-line error, or
+# rank 0's stop line), else one that ends with an error, else rank 0's log.
+REPORT="" LINE=""
+for log in $(worker_logs); do
+  line=$(last_line "$log")
+  if [[ $line == train.py:* ]]; then REPORT=$log LINE=$line && break; fi
+  if [[ -z $REPORT && $line =~ [Ee]rror ]]; then REPORT=$log LINE=$line; fi
+done
+[[ -n $REPORT ]] || { REPORT=$FIRST_LOG && LINE=$(last_line "$FIRST_LOG"); }
+if [[ $LINE =~ ^train\.py:\ stopped\ by\ (SIG[A-Z]+)\ (.*)\;\ checkpoint\ ([^ ;]+)\; ]]; then
+  signal=${BASH_REMATCH[1]}
+  echo "$(basename "$0"): stopped by $signal ${BASH_REMATCH[2]}; checkpoint ${BASH_REMATCH[3]}; resume with:" \
+    "$(resume_command "${BASH_REMATCH[3]}")" >&2
+  exit $((128 + $(kill -l "$signal")))
+fi
+echo "$(basename "$0"): error: training failed (exit $status); $REPORT ends: ${LINE:-(empty)}" >&2
+exit "$status"

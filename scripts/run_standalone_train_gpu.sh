@@ -6,5 +6,9 @@ USAGE="run_standalone_train_gpu.sh CONFIG [--device ID] [--checkpoint CKPT] [--e
 
 take_data "$USAGE" "$@"
 shift
-parse_options "$USAGE" "--device=--device_id --checkpoint=--resume" "$@"
+DEVICE=""
+parse_options "$USAGE" "--device=@DEVICE --checkpoint=--resume" "$@"
+[[ -z $DEVICE ]] || PY_ARGS=(--device_id "$DEVICE" "${PY_ARGS[@]}")
+preflight "$DATA" 1 "$DEVICE" "${PY_ARGS[@]}"
+# exec: train.py gets SIGTERM/SIGINT itself and stops with a checkpoint
 exec "$PYTHON" "$REPO_DIR/train.py" --config "$DATA" --device_num 1 "${PY_ARGS[@]}"

@@ -4,6 +4,7 @@ import pickle
 import zipfile
 
 import numpy as np
+import pytest
 import mindspore as ms
 
 from conftest import FIXTURES, run_script
@@ -58,6 +59,12 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
     for p in net.get_parameters():
         np.testing.assert_array_equal(target.parameters_dict()[p.name].asnumpy(), p.asnumpy())
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    # the output carries MindSpore's CRC32, so a byte changed later is refused when it is loaded
+    from src.tools.checkpoint import CheckpointError, read_checkpoint
+    from test_integrity import flip_one_byte
+    flip_one_byte(out, tmp_path / "flipped.ckpt")
+    with pytest.raises(CheckpointError, match=r"flipped\.ckpt: damaged: its CRC32 does not match"):
+        read_checkpoint(str(tmp_path / "flipped.ckpt"))
 
 
 def test_converted_weights_loaded_into_the_modelzoo_approximations_warn_in_one_line(tmp_path, capsys):

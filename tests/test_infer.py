@@ -4,6 +4,7 @@ import os
 import io
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -251,3 +252,45 @@ def test_scripts_run_from_another_directory(models, dataset, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("eval results: {'Top1-Acc': "), result.stderr
     result = _bash("run_infer_onnx.sh", "data", "--bogus", "1", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("run_infer_onnx.sh: error: unknown argument --bogus")
+
+
+def _closed_early(script, args, tmp_path):
+    """Run `script` with its stdout read by nobody: the pipe's read end is closed before the script
+    writes, so its first line fails with EPIPE (`| head -n 0`; `| head -n 1` fails on a later line)."""
+    proc = subprocess.Popen([sys.executable, _script(script), *args], cwd=tmp_path, env=dict(os.environ, GLOG_v="3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.wait(timeout=600)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "Broken" not in stderr, stderr
+    return proc.returncode, stderr
+
+
+def test_a_reader_that_closes_stdout_early_stops_nothing_but_the_lines(models, dataset, tmp_path):
+    for script, args in (("infer.py", ["--checkpoint", models["ckpt"], *MODEL]),
+                         ("infer_onnx.py", ["--onnx_path", models["onnx"], *SMALL])):
+        output = tmp_path / f"{script}.json"
+        status, stderr = _closed_early(script, [str(dataset), "--output", str(output), *args], tmp_path)
+        # every image is still labelled: the JSON is what infer is for
+        assert status == 0 and f"labelled 8 images; wrote {output}" in stderr, stderr
+        assert len(json.loads(output.read_text())) == 8
+    # a real `| head -n 1`: the reader gets its line, the JSON is complete, the pipeline succeeds
+    output = tmp_path / "head.json"
+    command = " ".join([sys.executable, _script("infer_onnx.py"), str(dataset), "--output", str(output),
+                        "--onnx_path", models["onnx"], *SMALL, "--batch", "1"])
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -n 1"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and LINE.match(result.stdout.strip())
+    assert len(json.loads(output.read_text())) == 8
+
+
+def test_eval_scripts_whose_reader_went_away_exit_141_quietly(models, dataset, tmp_path):
+    os.makedirs(tmp_path / "data")
+    os.symlink(dataset, tmp_path / "data" / "val")
+    config = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
+    eval_args = ["--config", config, "--pretrained", models["ckpt"], "--data_url", str(tmp_path / "data"), *MODEL,
+                 "--batch_size", "4", "--num_parallel_workers", "1"]
+    for script, args in (("eval.py", eval_args), ("eval_onnx.py", [str(dataset), "--onnx_path", models["onnx"], *SMALL])):
+        status, stderr = _closed_early(script, args, tmp_path)
+        assert status == 141, (script, stderr)  # as a tool stopped by SIGPIPE: the results were not read

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -200,3 +201,103 @@ def test_a_single_device_never_initialises_communication(monkeypatch):
         assert ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.DATA_PARALLEL
     finally:
         ms.reset_auto_parallel_context()
+
+
+def _children(pid: int) -> list:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()]
+
+
+def _environ(pid: int) -> dict:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return dict(item.split("=", 1) for item in f.read().decode(errors="replace").split("\0") if "=" in item)
+    except OSError:
+        return {}
+
+
+def _is_train_py(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"train.py" in f.read()
+    except OSError:
+        return False
+
+
+def _wait_for(path, text, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and text in open(path, errors="replace").read():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {path}: " + (open(path).read()[-3000:] if os.path.exists(path) else "-"))
+
+
+@pytest.mark.parametrize("target", ["rank 1 only", "the launch script"])
+def test_sigterm_under_msrun_stops_every_rank_after_the_same_step(tmp_path, target):
+    """SIGTERM to one worker: the all-reduced stop flag stops both ranks after the same step (else rank 0
+    would block in the next gradient all-reduce and never write). SIGTERM to the script: it forwards it to
+    its workers (msrun itself would SIGKILL them on SIGINT, or die of SIGTERM and leave them running)."""
+    from src.tools.checkpoint import read_checkpoint
+    data = write_digits_folder(tmp_path / "digits", train_per_class=30, val_per_class=1)
+    log_dir = tmp_path / "logs"
+    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
+    extra = [*SMALL[2:], "--data_url", data, "--epochs", "1", "--batch_size", "5", *NO_AUGMENT, "--with_ema", "false",
+             "--print_loss_every", "1", "--ckpt_root_dir", str(tmp_path / "ckpt"),
+             "--best_ckpt_root_dir", str(tmp_path / "best"), "--summary_root_dir", str(tmp_path / "summary")]
+    proc = subprocess.Popen(["bash", SCRIPT, CONFIG, "--num_devices", "2", "--extra", *extra], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(log_dir / "worker_0.log", "epoch 1/1 step 3/30", proc)
+        if target == "rank 1 only":
+            workers = [p for launcher in _children(proc.pid) for p in _children(launcher)  # not msrun's `tail`s
+                       if _environ(p).get("MS_ROLE") == "MS_WORKER" and _is_train_py(p)]
+            rank1 = [p for p in workers if _environ(p).get("RANK_ID") == "1"]
+            assert len(workers) == 2 and len(rank1) == 1, workers
+            os.kill(rank1[0], signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        _stop(proc)
+    assert proc.returncode == 143, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[-3000:]
+    stop = re.fullmatch(r"run_distribute_train_gpu\.sh: stopped by SIGTERM after epoch 1 step (\d+)/30 \(global step "
+                        r"\1\); checkpoint (\S+); resume with: bash \S+run_distribute_train_gpu\.sh \S+ --num_devices 2 "
+                        r"--checkpoint \2 --extra .*", lines[0])
+    assert stop, lines[0]
+    step = stop.group(1)
+    rank1_log = (log_dir / "worker_1.log").read_text()
+    assert f"rank 1/2: stopped by SIGTERM after epoch 1 step {step}/30" in rank1_log  # the same step
+    state = read_checkpoint(stop.group(2))  # rank 0 wrote it, complete
+    assert int(state["global_step"].asnumpy()[0]) == int(step) and int(state["step_in_epoch"].asnumpy()) == int(step)
+    assert os.listdir(tmp_path / "ckpt") == [os.path.basename(stop.group(2))]
+
+
+def test_a_device_this_mindspore_lacks_fails_in_one_line_before_any_worker_starts(tmp_path):
+    import mindspore as ms
+    env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"))
+    expected = (f"device_target GPU: this MindSpore ({ms.__version__}) has no usable GPU support here (it runs on: "
+                "CPU); install its GPU build (see the README's Install) or pass --extra --device_target CPU")
+    for script, options in (("run_distribute_train_gpu.sh", ["--num_devices", "2"]),
+                            ("run_standalone_train_gpu.sh", ["--device", "0"])):
+        result = subprocess.run(["bash", os.path.join(REPO, "scripts", script), CONFIG, *options], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.splitlines() == [f"{script}: error: {expected}"], result.stderr
+        assert result.stdout == "" and not (tmp_path / "logs").exists()  # msrun never started
+
+
+def test_a_failing_worker_ends_the_job_with_one_line_naming_its_log(tmp_path):
+    log_dir = tmp_path / "logs"
+    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
+    result = subprocess.run(["bash", SCRIPT, CONFIG, "--num_devices", "2", "--extra", *SMALL[2:],
+                             "--data_url", str(tmp_path / "nowhere")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        f"run_distribute_train_gpu.sh: error: training failed (exit {result.returncode}); {log_dir}/worker_0.log "
+        f"ends: train.py: error: data folder not found: {tmp_path}/nowhere/val"], result.stderr[-3000:]
+    assert "Traceback" in (log_dir / "msrun.log").read_text()  # msrun's own report, kept out of the console

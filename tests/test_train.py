@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -263,3 +264,65 @@ def test_finetuning_reinitialises_heads_of_another_size_at_another_resolution(tm
                         "--image_size", "64", *_outputs(tmp_path, "finetune"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"pretrained {pretrained}: heads re-initialised for 10 classes" in result.stdout
+
+
+def _train_until(args, first_line_prefix):
+    """Start train.py and return (process, stdout lines so far) once a line starting with the prefix is out."""
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(first_line_prefix):
+            return proc, seen
+    proc.wait()
+    raise AssertionError("".join(seen) + proc.stderr.read())
+
+
+def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_that_resumes(tmp_path, digits):
+    from src.tools.checkpoint import read_checkpoint
+    args = [*SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "2", "--print_loss_every", "1",
+            *NO_AUGMENT, *_outputs(tmp_path, "term")]
+    proc, seen = _train_until(args, "epoch 1/2 step 3/10")
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and time.time() - sent < 30, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[-2000:]
+    stop = re.fullmatch(r"train\.py: stopped by SIGTERM after epoch 1 step (\d+)/10 \(global step \1\); "
+                        r"checkpoint (\S+); resume with: (python train\.py .* --checkpoint \2)", lines[0])
+    assert stop, lines[0]
+    step, path = int(stop.group(1)), stop.group(2)
+    assert 3 <= step < 10 and "SIGTERM: stopping after the step in flight" in out
+    progress = re.findall(r"^epoch 1/2 step (\d+)/10", "".join(seen) + out, re.M)
+    assert progress[-1] == str(step)  # the checkpoint is the last step trained: none lost, none done twice
+    state = read_checkpoint(path)  # complete: its CRC holds
+    assert int(state["global_step"].asnumpy()[0]) == step
+    assert (int(state["epoch"].asnumpy()), int(state["step_in_epoch"].asnumpy())) == (0, step)
+    # the full training state (restore() in the resumed run refuses a checkpoint missing any of it)
+    assert {"adam_m", "adam_v", "ema"} <= {name.split(".")[0] for name in state} and "scale_sense" in state
+    assert not [n for n in os.listdir(tmp_path / "term_ckpt") if n.startswith(".tmp-")]
+
+    command = shlex.split(stop.group(3))  # the printed command, as the user would paste it
+    resumed = run_script(*command[1:])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {path}: epoch 1, step {step + 1} (global step {step})" in resumed.stdout
+    first = re.search(r"^epoch (\d)/2 step (\d+)/10 loss [\d.]+ lr ([\d.e+-]+)", resumed.stdout, re.M)
+    assert first.group(1, 2) == ("1", str(step + 1))
+    assert first.group(3) == f"{build_lr_schedule(parse_args(args), steps_per_epoch=10)[step]:.3e}"
+    assert [int(r["global_step"]) for r in _metrics(tmp_path / "term_summary")] == [10, 20]
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, digits):
+    args = [*SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "1", "--print_loss_every", "1",
+            *NO_AUGMENT, *_outputs(tmp_path, "twice")]
+    proc, _ = _train_until(args, "epoch 1/1 step 1/10")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.02)  # two signals sent at once may reach the process as one; a step takes longer than this
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines() == ["train.py: SIGTERM again: stopped at once, without a checkpoint of the "
+                                        "step in flight"]
+    assert not glob.glob(str(tmp_path / "twice_ckpt" / "*.ckpt"))

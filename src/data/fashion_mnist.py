@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from ..tools.atomic import TEMP_PREFIX, WriteError, write_atomic
+
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 HOW_TO_GET = ("Fashion-MNIST not found in {src}: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) "
               "or download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist "
@@ -172,7 +174,7 @@ def _write_splits(out: str, request: dict, splits: dict, class_folders: list, cl
         os.remove(os.path.join(out, MARKER))
     counts = {}
     for split, (images, labels, indices) in splits.items():
-        final, tmp = os.path.join(out, split), os.path.join(out, f".tmp-{split}")
+        final, tmp = os.path.join(out, split), os.path.join(out, f"{TEMP_PREFIX}{split}")
         for stale in (tmp, final):
             if os.path.exists(stale):
                 shutil.rmtree(stale)
@@ -181,10 +183,7 @@ def _write_splits(out: str, request: dict, splits: dict, class_folders: list, cl
         os.rename(tmp, final)
         log(f"wrote {counts[split]} {split} images to {final} ({time.time() - start:.1f} s)")
     marker = {"request": request, "counts": counts, "classes": classes, "class_folders": class_folders}
-    tmp_marker = os.path.join(out, f".tmp-{MARKER}")
-    with open(tmp_marker, "w", encoding="utf-8") as f:
-        json.dump(marker, f, indent=1)
-    os.replace(tmp_marker, os.path.join(out, MARKER))
+    write_atomic(os.path.join(out, MARKER), json.dumps(marker, indent=1))
     return counts
 
 
@@ -252,7 +251,7 @@ def main(argv=None) -> int:
             prepare_digits(args.out)
         else:
             prepare_fashion_mnist(args.out, args.src, args.train_per_class, args.val_per_class)
-    except (FileNotFoundError, IdxError) as e:
+    except (FileNotFoundError, IdxError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,30 @@
 """Files that are never half-written: write a temp file beside the target, then rename it over.
 
+Every file the project writes goes through `replacing` (checkpoints, best.json, the metrics
+CSV/PNG, predictions, exports, the demo data's marker).  A write that fails (full disk, read-only
+or unwritable folder) raises one WriteError naming the target and the cause, leaves no temp
+file, and leaves the previous file at the target untouched.
+
 MindSpore-free, so the onnxruntime scripts can use it too.
 """
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
+
+# temp files start with it: a run killed mid-write leaves only such hidden names, which
+# CheckpointKeeper removes at the next start
+TEMP_PREFIX = ".tmp-"
+
+
+class WriteError(RuntimeError):
+    """A file that could not be written: `cannot write PATH: CAUSE` (one line)."""
+
+    def __init__(self, path: str, cause, note: str = ""):
+        self.path = path
+        self.cause = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        super().__init__(f"cannot write {path}: {self.cause}" + (f" ({note})" if note else ""))
 
 
 def _umask() -> int:
@@ -13,19 +33,63 @@ def _umask() -> int:
     return mask
 
 
+def remove_quietly(path: str) -> None:
+    """Remove a file or folder if it is there; a failure is ignored (it is only left-over temp data)."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
+@contextmanager
+def replacing(path: str, suffix: str = ""):
+    """Yield a fresh temp file name beside `path`; when the block completes, that file replaces
+    `path` (atomic within one filesystem).  Whatever happens, no temp file stays behind, and an
+    OSError of the block or the rename becomes WriteError(path)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
+        os.close(fd)
+    except OSError as e:
+        raise WriteError(path, e) from None
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        remove_quietly(tmp)
+
+
+@contextmanager
+def staging_folder(path: str):
+    """Yield a fresh temp folder beside `path`, for writers that choose their own file names
+    (ms.export); the block moves its result over `path` with os.replace.  The folder is removed
+    whatever happens, and an OSError becomes WriteError(path)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory)
+    except OSError as e:
+        raise WriteError(path, e) from None
+    try:
+        yield tmp
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        remove_quietly(tmp)
+
+
 def write_atomic(path: str, data, mode: str = "w") -> None:
     """Write `data` (str, or bytes with mode "wb") to `path` atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+    with replacing(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode of a new file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json_atomic(path: str, obj) -> None:

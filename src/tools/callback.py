@@ -1,8 +1,9 @@
 """Training-time bookkeeping: progress lines, checkpoints (current and best), metrics CSV and curves.
 
-Every file is written atomically (temp file + rename), so killing a run at any
-moment leaves only complete files.  Only rank 0 creates these objects' files
-(`enabled=False` on other ranks).
+Every file is written atomically (temp file + rename, src/tools/atomic.py), so killing a run
+at any moment leaves only complete files, and a failed write (full disk, unwritable folder)
+raises one WriteError line that names the file and what is still intact.  Only rank 0 creates
+these objects' files (`enabled=False` on other ranks).
 """
 import csv
 import io
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .atomic import write_atomic, write_json_atomic
+from .atomic import TEMP_PREFIX, WriteError, remove_quietly, write_atomic, write_json_atomic
 from .checkpoint import save_checkpoint_atomic
 
 
@@ -80,7 +81,7 @@ class CheckpointKeeper:
         for directory in (self.ckpt_dir, self.best_dir):
             if os.path.isdir(directory):
                 for name in os.listdir(directory):
-                    if name.startswith(".tmp-"):
+                    if name.startswith(TEMP_PREFIX):
                         os.remove(os.path.join(directory, name))
 
     def has_checkpoints(self) -> bool:
@@ -107,7 +108,13 @@ class CheckpointKeeper:
         if not self.enabled:
             return ""
         path = os.path.join(self.ckpt_dir, f"{self.prefix}-e{epoch + 1:04d}-s{global_step:08d}.ckpt")
-        save_checkpoint_atomic(train_state, path, append_dict=dict(extra, epoch=epoch, step_in_epoch=step_in_epoch))
+        try:
+            save_checkpoint_atomic(train_state, path,
+                                   append_dict=dict(extra, epoch=epoch, step_in_epoch=step_in_epoch))
+        except WriteError as e:
+            last = self.last_complete()
+            raise WriteError(path, e.cause, f"the last complete checkpoint, {last}, is untouched" if last
+                             else "no complete checkpoint of this run was written before") from None
         if path in self._current:
             self._current.remove(path)
         self._current.append(path)
@@ -115,22 +122,39 @@ class CheckpointKeeper:
             os.remove(self._current.pop(0))
         return path
 
+    def last_complete(self) -> str:
+        """The newest current checkpoint on disk ('' if none)."""
+        return self._current[-1] if self._current else ""
+
     def offer_best(self, weights: list, top1: float, epoch: int) -> str:
-        """Save `weights` ([{'name', 'data'}]) if top-1 ranks among the best; returns the path or ''."""
+        """Save `weights` ([{'name', 'data'}]) if top-1 ranks among the best; returns the path or ''.
+
+        The new file and then the index are written before the displaced one is removed, so a
+        failed write leaves the earlier best checkpoints and best.json as they were."""
         if not self.enabled:
             return ""
         ranked = sorted(self._best.values(), reverse=True)
         if len(ranked) >= self.best_num and top1 <= ranked[-1]:
             return ""
         path = os.path.join(self.best_dir, f"{self.prefix}-best-e{epoch + 1:04d}-top1-{top1:.4f}.ckpt")
-        save_checkpoint_atomic(weights, path, append_dict={"epoch": epoch, "top1": float(top1)})
-        self._best[path] = float(top1)
-        while len(self._best) > self.best_num:
-            worst = min(self._best, key=self._best.get)
-            del self._best[worst]
+        intact = "the earlier best checkpoints and best.json are untouched"
+        try:
+            save_checkpoint_atomic(weights, path, append_dict={"epoch": epoch, "top1": float(top1)})
+        except WriteError as e:
+            raise WriteError(path, e.cause, intact) from None
+        best = dict(self._best, **{path: float(top1)})
+        displaced = sorted(best, key=best.get)[:max(len(best) - self.best_num, 0)]
+        for worst in displaced:
+            del best[worst]
+        try:
+            write_json_atomic(self._index_path, best)
+        except WriteError as e:
+            remove_quietly(path)  # not indexed: the index on disk still describes the files on disk
+            raise WriteError(self._index_path, e.cause, intact) from None
+        self._best = best
+        for worst in displaced:
             if os.path.exists(worst):
                 os.remove(worst)
-        write_json_atomic(self._index_path, self._best)
         return path
 
 

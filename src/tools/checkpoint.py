@@ -1,42 +1,81 @@
-"""Checkpoint files that are never half-written, and strict loading."""
+"""Checkpoint files that are never half-written, carry a CRC32 checked on load, and load strictly.
+
+All checkpoint writing goes through `save_checkpoint_atomic`, all reading through `read_checkpoint`.
+"""
+import logging
 import os
 import sys
-import tempfile
+from contextlib import contextmanager
 
 import mindspore as ms
 
+from .atomic import remove_quietly, replacing
 
-def save_checkpoint_atomic(save_obj, path: str, append_dict=None) -> None:
-    """ms.save_checkpoint into a temp file beside `path`, then rename it over `path`.
-
-    A crash at any moment leaves either the old file or the complete new one.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # .ckpt suffix: otherwise ms.save_checkpoint appends one and the rename misses the file
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
-    os.close(fd)
-    try:
-        ms.save_checkpoint(save_obj, tmp, async_save=False, append_dict=append_dict)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# MindSpore ends a .ckpt saved with crc_check=True with b"crc_num" and the CRC32 in 10 bytes
+_CRC_MARKER, _CRC_TRAILER = b"crc_num", 17
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the network (one line)."""
 
 
+@contextmanager
+def _mindspore_log_silenced():
+    """MindSpore logs its own ERROR/CRITICAL line when a checkpoint fails to read or write (with a
+    misleading "May not have permission" for a CRC mismatch); ours is the one line the user gets."""
+    logger = ms.log._get_logger()  # pylint: disable=protected-access  (MindSpore's logger has no public handle)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def save_checkpoint_atomic(save_obj, path: str, append_dict=None) -> None:
+    """ms.save_checkpoint (with its CRC32) into a temp file beside `path`, then rename it over `path`.
+
+    A crash at any moment leaves either the old file or the complete new one; a failed write
+    (full disk, unwritable folder) raises WriteError naming `path` and leaves no temp file.
+    """
+    # .ckpt suffix: otherwise ms.save_checkpoint appends one and the rename misses the file
+    with replacing(path, suffix=".ckpt") as tmp:
+        try:
+            with _mindspore_log_silenced():
+                ms.save_checkpoint(save_obj, tmp, async_save=False, append_dict=append_dict, crc_check=True)
+        finally:
+            # MindSpore writes NAME.tmp and renames it to NAME.ckpt; a failed write leaves NAME.tmp
+            remove_quietly(tmp[:-len(".ckpt")] + ".tmp")
+
+
+def _has_crc(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < _CRC_TRAILER:
+            return False
+        f.seek(-_CRC_TRAILER, os.SEEK_END)
+        return f.read(len(_CRC_MARKER)) == _CRC_MARKER
+
+
 def read_checkpoint(path: str) -> dict:
-    """{name: Parameter} of a MindSpore checkpoint; problems become one CheckpointError line."""
+    """{name: Parameter} of a MindSpore checkpoint, its CRC32 verified; problems become one
+    CheckpointError line naming the file."""
     if not path:
         raise CheckpointError("no checkpoint given (set --pretrained / --checkpoint)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    crc = False
     try:
-        return ms.load_checkpoint(path)
+        # Checkpoints written before ours carried a CRC (and those of other tools) have none: with
+        # crc_check=True MindSpore loads them anyway, but warns at every load, so the check is asked
+        # for only when the trailer is there. A flipped byte in the marker itself leaves 17 bytes that
+        # do not parse, so that file is refused too.
+        crc = _has_crc(path)
+        with _mindspore_log_silenced():
+            return ms.load_checkpoint(path, crc_check=crc)
     except (ValueError, RuntimeError, OSError, TypeError) as e:
+        if crc and "crc check" in str(e.__cause__ or ""):
+            raise CheckpointError(f"{path}: damaged: its CRC32 does not match its contents (changed after it was "
+                                  "written); use another checkpoint") from None
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({first_line})") from None
 

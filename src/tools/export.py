@@ -16,7 +16,6 @@ AIR (Ascend only, untestable here) is written at the example's batch size.
 """
 import os
 import stat
-import tempfile
 
 import numpy as np
 import onnx
@@ -27,6 +26,7 @@ from onnx import numpy_helper
 
 from ..layers.conv2d import set_plain_convs
 from ..layers.exportable_ops import set_exportable
+from .atomic import staging_folder
 from .inference import first_line
 from .onnx_cleanup import clean_graph
 
@@ -75,18 +75,17 @@ def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format:
     """Write `net` (eval mode) for inputs shaped like `example_input`; returns the file's path.
 
     ONNX and MINDIR get a dynamic batch dimension.  The file appears atomically:
-    an interrupted export leaves no partial file at `path`.  For ONNX the input
+    an interrupted export leaves no partial file at `path`, a failed write (full disk, unwritable
+    folder) raises WriteError naming `path`.  For ONNX the input
     is named 'images' and the outputs `output_names` (MindSpore's numeric names
     if None).
     """
     path = output_path(path, file_format)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     net.set_train(False)
     # an exported file runs wherever it is taken, so it holds the plain Conv2D op, not the CPU formulation
     set_plain_convs(net, True)
     try:
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=directory) as tmp:
+        with staging_folder(path) as tmp:
             base = os.path.join(tmp, "model")
             if file_format == "ONNX":
                 written = _export_onnx(net, example_input.shape[1:], base, output_names)

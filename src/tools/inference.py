@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .atomic import write_json_atomic
+from .console import Console
 from ..config import add_output_arg
 from .metrics import topk_correct
 from ..data.folder import DatasetError, scan_image_folder
@@ -211,19 +212,21 @@ def predict(cfg, prog: str, build_forward) -> int:
     """infer.py / infer_onnx.py: label every image at cfg.data; returns the exit status.
 
     `build_forward(batch_size)` is called once the images and class names are
-    known to be usable, so a bad DATA fails before any model is loaded.
+    known to be usable, so a bad DATA fails before any model is loaded.  A reader that closes
+    stdout early (`| head -n 1`) stops the console lines only: every image is still labelled
+    and the JSON written, which is what the status 0 then says.
     """
     paths = find_images(cfg.data)
     names = load_class_names(cfg.class_names) if cfg.class_names else None
     batch_size = min(cfg.batch_size, len(paths))  # one image runs at batch 1, not padded to batch_size
     forward = build_forward(batch_size)
-    predictions, errors = {}, {}
+    predictions, errors, console = {}, {}, Console()
     for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
         logits = forward(images)
         _check_class_names(names, logits.shape[1], cfg.class_names)
         for path, row in zip(batch_paths, logits):
             predictions[path], line = _prediction(path, row, cfg.topk, names)
-            print(line, flush=True)
+            console.line(line)
     errors_path = cfg.output + ".errors.json"
     write_errors(errors_path, errors)
     if not predictions:

@@ -20,6 +20,7 @@ from ..tools.optimizer import create_optimizer, current_lr
 from ..tools.schedulers import build_lr_schedule
 from .ema import EMA
 from .recompute import recompute_blocks
+from .signals import Interrupted, StopRequest
 from .train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
 
 # Entries of a training checkpoint that describe the position, not parameters (the global step is
@@ -57,9 +58,10 @@ def training_state(train_step) -> list:
             if not p.name.startswith(ACCUMULATED + ".")]
 
 
-def restore(train_step, path: str) -> dict:
-    """Load a training checkpoint into the train step; returns its position entries."""
-    params = read_checkpoint(path)
+def restore(train_step, path: str, params: dict = None) -> dict:
+    """Load a training checkpoint (`params`, read from `path` if None) into the train step; returns its
+    position entries."""
+    params = read_checkpoint(path) if params is None else params
     missing = [entry["name"] for entry in training_state(train_step)
                if entry["name"] not in params and entry["name"] not in NOT_RESTORED]
     if missing:
@@ -118,6 +120,8 @@ class Trainer:
         self.is_main = self.rank_id == 0
         self.arch = canonical_arch(cfg.arch)
         self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state else "")
+        # read (and its CRC checked) before the data and the graph are built: a bad file fails at once
+        self.resume_state = read_checkpoint(self.resume_from) if self.resume_from else None
         self.keeper = CheckpointKeeper(cfg.ckpt_root_dir, cfg.best_ckpt_root_dir, f"{self.arch}_{cfg.model_postfix}",
                                        cfg.ckpt_keep_num, cfg.best_ckpt_num, enabled=self.is_main)
         if self.keeper.has_checkpoints() and not self.resume_from:
@@ -173,7 +177,8 @@ class Trainer:
         """(first epoch, optimizer steps of it already done): from the resumed checkpoint, else the config."""
         if not self.resume_from:
             return self.cfg.start_epoch, 0
-        position = restore(self.train_step, self.resume_from)
+        position = restore(self.train_step, self.resume_from, self.resume_state)
+        self.resume_state = None
         epoch, done = position["epoch"], position["step_in_epoch"]
         if done >= self.steps_per_epoch:
             epoch, done = epoch + 1, 0
@@ -185,6 +190,15 @@ class Trainer:
         return int(self.optimizer.global_step.asnumpy()[0])
 
     def fit(self) -> None:
+        """Train the remaining epochs.  SIGTERM/SIGINT stop it after the step in flight with a
+        checkpoint of that position (raises Interrupted); a second signal ends the process at once."""
+        self.stop = StopRequest(rank_size=self.rank_size, announce=self.is_main).install()
+        try:
+            self._fit()
+        finally:
+            self.stop.uninstall()
+
+    def _fit(self) -> None:
         start_epoch, done = self._start()
         self.last_save = time.time()
         for epoch in range(start_epoch, self.cfg.epochs):
@@ -196,6 +210,10 @@ class Trainer:
                                      self._global_step(), {"seed": self.cfg.seed})
             self.last_save = time.time()
             self._validate(epoch, losses)
+            signum = self.stop.agreed()
+            if signum:  # arrived during the epoch-end checkpoint or validation: that checkpoint is the position
+                raise Interrupted(signum, self.keeper.last_complete(),
+                                  self._position(epoch, self.steps_per_epoch))
             self.progress.restart()  # img/s and ETA time training steps, not the checkpoint or validation
         print(f"rank {self.rank_id}/{self.rank_size}: weights fingerprint {weights_fingerprint(self.net)}",
               flush=True)
@@ -226,9 +244,27 @@ class Trainer:
                 self.keeper.save_current(training_state(self.train_step), epoch, step, global_step,
                                          {"seed": cfg.seed})
                 self.last_save = time.time()
+            signum = self.stop.agreed()
+            if signum:
+                self._stop_here(signum, epoch, step, global_step, saved=bool(due_steps or due_time))
         if micro_losses:  # unreadable images cut the epoch inside an optimizer step: drop that step
             self.train_step.discard_accumulated()
         return losses
+
+    def _position(self, epoch: int, step: int) -> str:
+        return f"epoch {epoch + 1} step {step}/{self.steps_per_epoch} (global step {self._global_step()})"
+
+    def _stop_here(self, signum: int, epoch: int, step: int, global_step: int, saved: bool) -> None:
+        """Checkpoint the position after `step` (as the periodic saves do: resume continues at the
+        next step) and raise Interrupted.  A stop after an epoch's last step resumes at the next
+        epoch; that epoch's validation is not run."""
+        if saved and step < self.steps_per_epoch:
+            path = self.keeper.last_complete()  # this very position was just written
+        else:
+            path = self.keeper.save_current(training_state(self.train_step), epoch, step, global_step,
+                                            {"seed": self.cfg.seed})
+        self.stop.barrier()
+        raise Interrupted(signum, path, self._position(epoch, step))
 
     def _validate(self, epoch: int, losses: list) -> None:
         """Evaluate the EMA (or raw) weights; log them, keep them if among the best."""

@@ -1,0 +1,48 @@
+"""Standard output that its reader may close early (`infer.py DATA | head -n 1`).
+
+MindSpore-free, so the onnxruntime scripts use it too.  Python ignores SIGPIPE, so a
+write to a closed pipe raises BrokenPipeError, and once more when the interpreter
+flushes stdout at exit ("Exception ignored ..."), unless stdout is pointed elsewhere.
+"""
+import os
+import signal
+import sys
+
+# the status of a process that SIGPIPE stopped, as the shell reports it (`yes | head` under pipefail)
+CLOSED_STATUS = 128 + signal.SIGPIPE
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null: its reader has gone, and nothing written from now on may fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class Console:
+    """print() to stdout that survives the reader going away: the work (a JSON file, ...) goes on
+    and `closed` tells the caller that the rest of the lines were not read."""
+
+    def __init__(self):
+        self.closed = False
+
+    def line(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            discard_stdout()
+            self.closed = True
+
+
+def run_main(main) -> int:
+    """main()'s exit status; a reader that closed stdout before main() finished writing it ends the
+    script quietly with CLOSED_STATUS (no traceback), as a tool stopped by SIGPIPE."""
+    try:
+        status = main()
+        sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit handler
+        return status
+    except BrokenPipeError:
+        discard_stdout()
+        return CLOSED_STATUS
