@@ -6,25 +6,29 @@ onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with r
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
-compiles there) and img/s is batch / median time (`median_time`, shared with the PyTorch
-worker).  Weights are seeded random ones: speed does not depend on their values.  Prints a
-table, then the results as one JSON line.
+compiles there) and img/s is batch / median time (`median_time`, or `interleaved_medians` where
+two runtimes are compared).  Weights are seeded random ones: speed does not depend on their
+values.  Prints a table, then the results as one JSON line.
 
 On CPU, `plain` repeats the forward and train rows with every convolution as MindSpore's own
 Conv2D op (the model before its CPU formulation, src/layers/conv2d.py), and `convs` times each
 distinct convolution of the model both ways, forward and forward+backward.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
-scripts/bench_torch_worker.py under --torch_python) at the same variant, sizes and repeats:
-eager forward and train step, each with the ratio ours / PyTorch; onnxruntime on its
-torch.onnx export against our ONNX of the same weights (converted by src/tools/convert.py),
-the two timed interleaved over at least 10 rounds, as their few-percent difference needs; and
-the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the same images.
+scripts/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
+at the same variant and sizes: its eager forward at each batch and its train step, each timed
+interleaved call by call with ours (at least 10 rounds, order reversed every other round, so a
+slow spell of this shared machine hits both sides), each PyTorch row with the ratio
+ours / PyTorch; onnxruntime on its torch.onnx export against our ONNX of the same weights
+(converted by src/tools/convert.py), interleaved the same way, as their few-percent difference
+needs; and the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the
+same images.
 """
 import argparse
+import contextlib
 import json
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -36,9 +40,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from scripts.bench_torch_worker import FILES, median_time, write_spec  # noqa: E402
+from scripts.bench_torch_worker import FILES  # noqa: E402
+from scripts.torch_ref import TorchRefError, TorchWorker, check_torch_ref  # noqa: E402
 from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
-from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs, variant_hparams  # noqa: E402
+from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
 from src.data.folder import DatasetError  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
@@ -53,18 +58,52 @@ from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
 PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
 # ours / PyTorch: each PyTorch row is compared with the row of ours at the same batch
 OURS_ORT = "onnxruntime (our ONNX, official weights)"
 TORCH_ORT = "onnxruntime (torch.onnx export)"
 TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OURS_ORT}
-ORT_PAIR_ROUNDS = 10  # at least: the two files differ by a few percent, so the ratio needs many rounds
+# at least: a pair of runtimes can differ by a few percent, and this shared machine has slow spells
+INTERLEAVED_ROUNDS = 10
 
 
 class BenchError(RuntimeError):
     """A problem that stops the benchmark, reported as one line."""
+
+
+def median_time(call, repeats: int) -> float:
+    """Median seconds of `repeats` timed calls after one untimed call (warm-up / compilation)."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def clocked(call):
+    """`call` as a timer: a call that returns its own seconds, as `interleaved_medians` wants."""
+    def timer() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+    return timer
+
+
+def interleaved_medians(timers: dict, rounds: int) -> dict:
+    """{name: median seconds} of each timer (a call returning its own seconds: `clocked`, or the
+    PyTorch worker's, timed in its process), one untimed call each first, then `rounds` rounds in
+    which every timer runs once, in reversed order every other round: a slow spell of the machine
+    hits all calls alike, where back-to-back series would each catch a different one."""
+    for timer in timers.values():
+        timer()
+    times = {name: [] for name in timers}
+    for i in range(rounds):
+        for name, timer in (list(timers.items()) if i % 2 == 0 else list(timers.items())[::-1]):
+            times[name].append(timer())
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _script_args(parser):
@@ -122,14 +161,27 @@ def _images(batch: int, size: int) -> np.ndarray:
     return np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
 
 
-def bench_forward(cfg, net, suffix: str = "") -> list:
+def _with_torch(cfg, worker, cmd: str, batch: int, ours: str, theirs: str, call) -> list:
+    """Our row and PyTorch's of `call` and the worker's `cmd` at `batch`, timed interleaved."""
+    rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
+    seconds = interleaved_medians({ours: clocked(call), theirs: lambda: worker.seconds(cmd, batch)}, rounds)
+    note = f"interleaved with the other, median of {rounds}"
+    return [{"what": ours, "batch": batch, "img_per_s": batch / seconds[ours], "note": note},
+            {"what": theirs, "batch": batch, "img_per_s": batch / seconds[theirs], "note": f"{worker.note}; {note}"}]
+
+
+def bench_forward(cfg, net, suffix: str = "", worker=None) -> list:
+    """Our forward at each batch; with `worker`, interleaved with the official model's."""
     summed = InferenceNet(net)
     summed.set_train(False)
-    rows = []
+    rows, what = [], "MindSpore GRAPH forward" + suffix
     for batch in cfg.batches:
         x = ms.Tensor(_images(batch, cfg.image_size))
-        seconds = median_time(lambda: summed(x).asnumpy(), cfg.repeats)
-        rows.append({"what": "MindSpore GRAPH forward" + suffix, "batch": batch, "img_per_s": batch / seconds})
+        call = lambda: summed(x).asnumpy()  # noqa: E731
+        if worker:
+            rows += _with_torch(cfg, worker, "forward", batch, what, "PyTorch eager forward", call)
+        else:
+            rows.append({"what": what, "batch": batch, "img_per_s": batch / median_time(call, cfg.repeats)})
     return rows
 
 
@@ -192,8 +244,11 @@ def bench_convs(cfg, net) -> list:
     return rows
 
 
-def bench_train(cfg, net, suffix: str = "") -> list:
-    optimizer = create_optimizer(cfg, net, np.full(cfg.repeats + 2, cfg.base_lr, np.float32))
+def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
+    """Our train step; with `worker`, interleaved with the official model's."""
+    # one lr entry per update: the warm-up call and the most rounds either way of timing takes
+    updates = max(cfg.repeats, INTERLEAVED_ROUNDS) + 2
+    optimizer = create_optimizer(cfg, net, np.full(updates, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
                         clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0)
@@ -201,9 +256,14 @@ def bench_train(cfg, net, suffix: str = "") -> list:
     batch = cfg.train_batch
     x = ms.Tensor(_images(batch, cfg.image_size))
     targets = ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes])
-    seconds = median_time(lambda: step(x, targets)[0].asnumpy(), cfg.repeats)
+    call = lambda: step(x, targets)[0].asnumpy()  # noqa: E731
+    what = f"MindSpore train step ({cfg.optimizer})" + suffix
+    if worker:
+        rows = _with_torch(cfg, worker, "train", batch, what, "PyTorch eager train step (adamw)", call)
+    else:
+        rows = [{"what": what, "batch": batch, "img_per_s": batch / median_time(call, cfg.repeats)}]
     net.set_train(False)
-    return [{"what": f"MindSpore train step ({cfg.optimizer})" + suffix, "batch": batch, "img_per_s": batch / seconds}]
+    return rows
 
 
 def bench_deploy(cfg, net) -> list:
@@ -237,67 +297,15 @@ def bench_probe(cfg) -> list:
              "gflops": 2 * n ** 3 / seconds / 1e9}]
 
 
-def check_torch_ref(cfg) -> None:
-    """Fail in one line, before anything is measured, when --torch_ref cannot work."""
-    if not os.path.isfile(os.path.join(cfg.torch_ref, "conformer.py")):
-        raise BenchError(f"--torch_ref {cfg.torch_ref}: no conformer.py there, not a checkout of "
-                         "pengzhiliang/Conformer")
-    try:
-        probe = subprocess.run([cfg.torch_python, "-c", "import torch"], capture_output=True, text=True)
-    except OSError as e:
-        raise BenchError(f"--torch_python {cfg.torch_python}: cannot run it ({e.strerror})") from None
-    if probe.returncode != 0:
-        raise BenchError(f"--torch_python {cfg.torch_python} cannot import torch; pass an interpreter "
-                         "that has it")
-
-
-def official_hparams(cfg) -> dict:
-    """Constructor arguments of the official Conformer for cfg's variant (models.py's values)."""
-    return {**variant_hparams(cfg.arch_name), "num_classes": cfg.num_classes, "drop_rate": cfg.drop,
-            "attn_drop_rate": cfg.drop_block, "drop_path_rate": cfg.drop_path}
-
-
-def run_torch_worker(cfg, workdir: str) -> list:
-    """The worker's rows; it leaves its weights, ONNX and numerics logits in `workdir`."""
-    np.save(os.path.join(workdir, FILES["numerics_input"]), _images(NUMERICS_BATCH, cfg.image_size))
-    spec = os.path.join(workdir, "spec.json")
-    write_spec(spec, official=os.path.abspath(cfg.torch_ref), hparams=official_hparams(cfg),
-               image_size=cfg.image_size, batches=cfg.batches if "forward" in cfg.parts else [],
-               train_batch=cfg.train_batch if "train" in cfg.parts else 0, repeats=cfg.repeats,
-               lr=cfg.base_lr, betas=list(cfg.beta), eps=cfg.eps, weight_decay=cfg.weight_decay, seed=cfg.seed,
-               out_dir=workdir)
-    # os.environ is the environment bench.py started with: MindSpore's native code sets OMP_NUM_THREADS=1
-    # in the process environment, which a child would otherwise inherit and torch obey
-    result = subprocess.run([cfg.torch_python, WORKER, spec], capture_output=True, text=True, env=dict(os.environ))
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["no message"]
-        raise BenchError(f"the PyTorch worker failed: {lines[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def interleaved_medians(calls: dict, rounds: int) -> dict:
-    """{name: median seconds} of each call, one untimed call each first, then `rounds` rounds in which
-    every call runs once, in reversed order every other round: a slow spell of the machine hits all
-    calls alike, where back-to-back series would each catch a different one."""
-    for call in calls.values():
-        call()
-    times = {name: [] for name in calls}
-    for i in range(rounds):
-        for name, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def bench_onnx_pair(cfg, ours, theirs) -> list:
     """onnxruntime on our ONNX and on the torch.onnx export of the same weights (so the same
     activations), through the same session code, interleaved."""
     rows = []
     for batch in cfg.batches:
         images = _images(batch, cfg.image_size)
-        rounds = max(cfg.repeats, ORT_PAIR_ROUNDS)
-        seconds = interleaved_medians({OURS_ORT: lambda: ours(images), TORCH_ORT: lambda: theirs(images)}, rounds)
+        rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
+        seconds = interleaved_medians({OURS_ORT: clocked(lambda: ours(images)),
+                                       TORCH_ORT: clocked(lambda: theirs(images))}, rounds)
         rows += [{"what": what, "batch": batch, "img_per_s": batch / seconds[what],
                   "note": f"interleaved with the other, median of {rounds}"} for what in (OURS_ORT, TORCH_ORT)]
     return rows
@@ -339,14 +347,18 @@ def bench_numerics(workdir: str, summed, ours, theirs) -> list:
             numerics_row("numerics: torch.onnx export (onnxruntime) vs PyTorch", theirs(images), torch_logits)]
 
 
-def bench_torch(cfg) -> list:
-    with tempfile.TemporaryDirectory() as workdir:
-        rows = run_torch_worker(cfg, workdir)
-        summed, ours = converted_official(cfg, workdir)
-        theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
-        if "deploy" in cfg.parts:
-            rows += bench_onnx_pair(cfg, ours, theirs)
-        return rows + bench_numerics(workdir, summed, ours, theirs)
+def start_torch_worker(cfg, workdir: str) -> TorchWorker:
+    """The official model, live; it leaves its weights, ONNX and numerics logits in `workdir`."""
+    np.save(os.path.join(workdir, FILES["numerics_input"]), _images(NUMERICS_BATCH, cfg.image_size))
+    return TorchWorker(cfg, cfg.arch_name, workdir)
+
+
+def bench_torch_files(cfg, workdir: str) -> list:
+    """The onnxruntime pair and the numerics, from the files the worker left in `workdir`."""
+    summed, ours = converted_official(cfg, workdir)
+    theirs = onnx_forward(os.path.join(workdir, FILES["onnx"]), cfg.device_target, cfg.image_size, cfg.ort_threads)
+    rows = bench_onnx_pair(cfg, ours, theirs) if "deploy" in cfg.parts else []
+    return rows + bench_numerics(workdir, summed, ours, theirs)
 
 
 def add_ratios(cfg, rows: list) -> None:
@@ -394,38 +406,21 @@ def main() -> int:
     cfg = parse_args(script=BENCH, description=__doc__.splitlines()[0], add_script_args=_script_args)
     try:
         return run(cfg)
-    except (BenchError, ConversionError, DatasetError, ExportError, InferenceError) as e:
+    except (BenchError, ConversionError, DatasetError, ExportError, InferenceError, TorchRefError) as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
 
 
 def run(cfg) -> int:
     if cfg.torch_ref:
-        check_torch_ref(cfg)
+        check_torch_ref(cfg.torch_ref, cfg.torch_python)
     init_context(cfg)
     cfg.arch_name = canonical_arch(cfg.arch)
-    rows = []
-    if "data" in cfg.parts:
-        rows += bench_data(cfg)
-    if {"forward", "train", "deploy"} & set(cfg.parts):
-        net = create_model_from_config(cfg)
-        if "forward" in cfg.parts:
-            rows += bench_forward(cfg, net)
-        if "deploy" in cfg.parts:
-            rows += bench_deploy(cfg, net)
-        if "train" in cfg.parts:
-            rows += bench_train(cfg, net)
-    if cpu_formulation() and {"plain", "convs"} & set(cfg.parts):
-        net = create_model_from_config(cfg)
-        if "convs" in cfg.parts:
-            rows += bench_convs(cfg, net)
-        if "plain" in cfg.parts:
-            set_plain_convs(net, True)
-            rows += bench_forward(cfg, net, PLAIN)
-            if "train" in cfg.parts:
-                rows += bench_train(cfg, net, PLAIN)
-    if cfg.torch_ref:
-        rows += bench_torch(cfg)
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory()) if cfg.torch_ref else ""
+        rows = measure(cfg, workdir)
+        if cfg.torch_ref:
+            rows += bench_torch_files(cfg, workdir)
     if "probe" in cfg.parts:
         rows += bench_probe(cfg)
     add_ratios(cfg, rows)
@@ -437,6 +432,35 @@ def run(cfg) -> int:
         with open(cfg.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
     return 0
+
+
+def measure(cfg, workdir: str) -> list:
+    """Our rows; with --torch_ref, the official model's forward and train rows interleaved with ours
+    (its worker leaves its files in `workdir` and has quit when this returns)."""
+    rows = []
+    if "data" in cfg.parts:
+        rows += bench_data(cfg)
+    if {"forward", "train", "deploy"} & set(cfg.parts):
+        net = create_model_from_config(cfg)
+        with start_torch_worker(cfg, workdir) if workdir else contextlib.nullcontext() as worker:
+            if "forward" in cfg.parts:
+                rows += bench_forward(cfg, net, worker=worker)
+            if "deploy" in cfg.parts:
+                rows += bench_deploy(cfg, net)
+            if "train" in cfg.parts:
+                rows += bench_train(cfg, net, worker=worker)
+    elif workdir:  # the worker still writes the files the numerics need
+        start_torch_worker(cfg, workdir).close()
+    if cpu_formulation() and {"plain", "convs"} & set(cfg.parts):
+        net = create_model_from_config(cfg)
+        if "convs" in cfg.parts:
+            rows += bench_convs(cfg, net)
+        if "plain" in cfg.parts:
+            set_plain_convs(net, True)
+            rows += bench_forward(cfg, net, PLAIN)
+            if "train" in cfg.parts:
+                rows += bench_train(cfg, net, PLAIN)
+    return rows
 
 
 if __name__ == "__main__":

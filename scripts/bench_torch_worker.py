@@ -1,21 +1,32 @@
-"""PyTorch side of `scripts/bench.py --torch_ref`: the official Conformer, timed as bench.py times ours.
+"""PyTorch side of `scripts/bench.py --torch_ref` and `scripts/memory.py --torch_ref`: the official Conformer.
 
     python scripts/bench_torch_worker.py SPEC.json
 
-bench.py starts this file with --torch_python's interpreter, which needs torch (and the
-numpy torch uses), nothing of conformer-ms's requirements.  SPEC (written by
-`write_spec`) names the official checkout, the constructor arguments, the sizes and
-repeats, the optimizer settings and an output folder.  The worker
-- builds the official `Conformer` (src/tools/official_torch.py) under torch.manual_seed(seed),
+bench.py and memory.py start this file with --torch_python's interpreter, which needs torch
+(and the numpy torch uses), nothing of conformer-ms's requirements.  SPEC (written by
+`write_spec`) names the official checkout, the constructor arguments, the image size, the
+optimizer settings and a mode.  The worker builds the official `Conformer`
+(src/tools/official_torch.py) under torch.manual_seed(seed), then:
+
+mode "serve" (bench.py; SPEC also names an output folder OUT)
 - saves its random initial weights as the official main.py does (`{"model": state_dict}`,
   OUT/official.pth) and its eval-mode summed logits of OUT/numerics_input.npy
   (OUT/numerics_logits.npy), before anything changes the weights,
 - exports the summed logits with torch.onnx.export (OUT/official.onnx: input `images`,
   output `logits`, dynamic batch),
-- times eager forward (eval, torch.no_grad) at each of `batches` and, unless `train_batch`
-  is 0, one train step (train mode, AdamW without decay on biases, norms and cls_token,
-  mean of both heads' cross entropies) with `median_time`, which bench.py uses too,
-and prints its result rows as one JSON line.  A problem is one line on stderr, exit status 2.
+- prints one JSON line `{"ready": NOTE}` (NOTE: torch version and threads), then reads one
+  JSON command per line on stdin and answers each with one JSON line on stdout:
+  `{"cmd": "forward", "batch": B}` times one eager forward (eval, torch.no_grad) of B images,
+  `{"cmd": "train", "batch": B}` one train step (train mode, AdamW without decay on biases,
+  norms and cls_token, mean of both heads' cross entropies), each answered
+  `{"seconds": S}` (the call alone, timed in here); `{"cmd": "quit"}` (or the end of stdin)
+  ends it.  The caller decides which calls are warm-up and which are timed.
+mode "memory" (memory.py; SPEC also names `batch` and `steps`)
+- runs 1 + steps train steps of `batch` images (the first allocates AdamW's moments, as our
+  compilation allocates ours) and prints `{"peak_mib": ..., "step_s": ...}`: the process's
+  peak resident memory (getrusage ru_maxrss) and the median time of the last `steps`.
+
+A problem is one line on stderr, exit status 2.
 """
 import json
 import os
@@ -24,8 +35,9 @@ import sys
 import time
 
 PROG = "bench_torch_worker.py"
-SPEC_KEYS = ("official", "hparams", "image_size", "batches", "train_batch", "repeats", "lr", "betas", "eps",
-             "weight_decay", "seed", "out_dir")
+COMMON_KEYS = ("mode", "official", "hparams", "image_size", "lr", "betas", "eps", "weight_decay", "seed")
+MODE_KEYS = {"serve": ("out_dir",), "memory": ("batch", "steps")}
+COMMANDS = ("forward", "train", "quit")
 ONNX_OPSET = 11  # as export.py
 FILES = {"weights": "official.pth", "onnx": "official.onnx", "numerics_input": "numerics_input.npy",
          "numerics_logits": "numerics_logits.npy"}
@@ -35,19 +47,16 @@ class WorkerError(RuntimeError):
     """A problem that stops the worker, reported as one line."""
 
 
-def median_time(call, repeats: int) -> float:
-    """Median seconds of `repeats` timed calls after one untimed call (warm-up / compilation)."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _missing(spec: dict) -> list:
+    if not isinstance(spec, dict):
+        return list(COMMON_KEYS)
+    return [k for k in COMMON_KEYS + MODE_KEYS.get(spec.get("mode"), ()) if k not in spec]
 
 
 def write_spec(path: str, **spec) -> None:
-    missing = [k for k in SPEC_KEYS if k not in spec]
+    if spec.get("mode") not in MODE_KEYS:
+        raise ValueError(f"spec mode {spec.get('mode')!r}; known: {', '.join(MODE_KEYS)}")
+    missing = _missing(spec)
     if missing:
         raise ValueError(f"spec lacks {', '.join(missing)}")
     with open(path, "w", encoding="utf-8") as f:
@@ -60,12 +69,31 @@ def read_spec(path: str) -> dict:
             spec = json.load(f)
     except (OSError, ValueError) as e:
         raise WorkerError(f"cannot read spec {path}: {e}") from None
-    missing = [k for k in SPEC_KEYS if k not in spec] if isinstance(spec, dict) else list(SPEC_KEYS)
+    missing = _missing(spec)
     if missing:
         raise WorkerError(f"spec {path} lacks {', '.join(missing)}")
+    if spec["mode"] not in MODE_KEYS:
+        raise WorkerError(f"spec {path}: mode {spec['mode']!r}, known: {', '.join(MODE_KEYS)}")
     if not os.path.isfile(os.path.join(spec["official"], "conformer.py")):
         raise WorkerError(f"{spec['official']} has no conformer.py: not a checkout of pengzhiliang/Conformer")
     return spec
+
+
+def parse_command(line: str) -> tuple:
+    """(cmd, batch) of one protocol line; batch is 0 for quit."""
+    try:
+        command = json.loads(line)
+    except ValueError:
+        raise WorkerError(f"command {line.strip()!r} is not JSON") from None
+    cmd = command.get("cmd") if isinstance(command, dict) else None
+    if cmd not in COMMANDS:
+        raise WorkerError(f"command {line.strip()!r}: cmd must be one of {', '.join(COMMANDS)}")
+    if cmd == "quit":
+        return cmd, 0
+    batch = command.get("batch")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise WorkerError(f"command {line.strip()!r}: batch must be a positive integer")
+    return cmd, batch
 
 
 def _import_torch():
@@ -98,53 +126,92 @@ def _param_groups(model, weight_decay: float) -> list:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def run(spec: dict) -> list:
-    torch = _import_torch()
-    import numpy as np
-    from src.tools.official_torch import load_official_conformer
+class Official:
+    """The official model with its eager forward and train step on seeded random images."""
 
-    out = spec["out_dir"]
-    size = spec["image_size"]
-    torch.manual_seed(spec["seed"])
-    model = load_official_conformer(spec["official"])(**spec["hparams"])
-    model.eval()
-    summed = _summed_logits(torch, model).eval()
-    torch.save({"model": model.state_dict()}, os.path.join(out, FILES["weights"]))
-    with torch.no_grad():
-        inputs = torch.from_numpy(np.load(os.path.join(out, FILES["numerics_input"])))
-        np.save(os.path.join(out, FILES["numerics_logits"]), summed(inputs).numpy())
-    torch.onnx.export(summed, (torch.zeros(2, 3, size, size),), os.path.join(out, FILES["onnx"]), dynamo=False,
-                      opset_version=ONNX_OPSET, input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    def __init__(self, spec: dict):
+        self.torch = torch = _import_torch()
+        from src.tools.official_torch import load_official_conformer
 
-    rows, note = [], f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    generator = np.random.default_rng(0)
-    for batch in spec["batches"]:
-        x = torch.from_numpy(generator.standard_normal((batch, 3, size, size)).astype(np.float32))
-        with torch.no_grad():
-            seconds = median_time(lambda: summed(x), spec["repeats"])
-        rows.append({"what": "PyTorch eager forward", "batch": batch, "img_per_s": batch / seconds, "note": note})
+        self.spec = spec
+        torch.manual_seed(spec["seed"])
+        self.model = load_official_conformer(spec["official"])(**spec["hparams"])
+        self.model.eval()
+        self.summed = _summed_logits(torch, self.model).eval()
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.optimizer = None  # built by the first train step, so a forward-only run allocates no moments
+        self.images = {}
 
-    batch = spec["train_batch"]
-    if not batch:
-        return rows
-    model.train()
-    optimizer = torch.optim.AdamW(_param_groups(model, spec["weight_decay"]), lr=spec["lr"],
-                                  betas=tuple(spec["betas"]), eps=spec["eps"])
-    x = torch.from_numpy(generator.standard_normal((batch, 3, size, size)).astype(np.float32))
-    target = torch.arange(batch) % spec["hparams"]["num_classes"]
-    criterion = torch.nn.CrossEntropyLoss()
+    def _images(self, batch: int):
+        if batch not in self.images:
+            import numpy as np
+            size = self.spec["image_size"]
+            pixels = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+            self.images[batch] = self.torch.from_numpy(pixels)
+        return self.images[batch]
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        conv_logits, trans_logits = model(x)
-        loss = (criterion(conv_logits, target) + criterion(trans_logits, target)) / 2
+    def forward(self, batch: int) -> float:
+        x = self._images(batch)
+        self.model.eval()
+        with self.torch.no_grad():
+            start = time.perf_counter()
+            self.summed(x)
+            return time.perf_counter() - start
+
+    def train(self, batch: int) -> float:
+        torch, spec = self.torch, self.spec
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(_param_groups(self.model, spec["weight_decay"]), lr=spec["lr"],
+                                               betas=tuple(spec["betas"]), eps=spec["eps"])
+        x = self._images(batch)
+        target = torch.arange(batch) % spec["hparams"]["num_classes"]
+        self.model.train()
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        conv_logits, trans_logits = self.model(x)
+        loss = (self.criterion(conv_logits, target) + self.criterion(trans_logits, target)) / 2
         loss.backward()
-        optimizer.step()
-    seconds = median_time(step, spec["repeats"])
-    rows.append({"what": "PyTorch eager train step (adamw)", "batch": batch, "img_per_s": batch / seconds,
-                 "note": note})
-    return rows
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+    def export(self, out: str) -> None:
+        """Weights, numerics logits and torch.onnx export, before anything changes the weights."""
+        torch = self.torch
+        import numpy as np
+        size = self.spec["image_size"]
+        torch.save({"model": self.model.state_dict()}, os.path.join(out, FILES["weights"]))
+        with torch.no_grad():
+            inputs = torch.from_numpy(np.load(os.path.join(out, FILES["numerics_input"])))
+            np.save(os.path.join(out, FILES["numerics_logits"]), self.summed(inputs).numpy())
+        torch.onnx.export(self.summed, (torch.zeros(2, 3, size, size),), os.path.join(out, FILES["onnx"]),
+                          dynamo=False, opset_version=ONNX_OPSET, input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def serve(spec: dict, commands, answers) -> None:
+    """Export, say ready, then answer `commands` (lines) on `answers` until quit or their end."""
+    official = Official(spec)
+    official.export(spec["out_dir"])
+
+    def say(message: dict) -> None:
+        answers.write(json.dumps(message) + "\n")
+        answers.flush()
+    say({"ready": f"torch {official.torch.__version__}, {official.torch.get_num_threads()} threads"})
+    for line in commands:
+        cmd, batch = parse_command(line)
+        if cmd == "quit":
+            return
+        say({"seconds": getattr(official, cmd)(batch)})
+
+
+def peak_memory(spec: dict) -> dict:
+    import resource
+    official = Official(spec)
+    times = [official.train(spec["batch"]) for _ in range(1 + spec["steps"])]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mib = peak / 1024 if os.uname().sysname == "Linux" else peak / 2 ** 20  # kB on Linux, bytes on macOS
+    return {"peak_mib": round(peak_mib, 1), "step_s": round(statistics.median(times[1:]), 2),
+            "torch": official.torch.__version__, "threads": official.torch.get_num_threads()}
 
 
 def main(argv=None) -> int:
@@ -152,12 +219,20 @@ def main(argv=None) -> int:
     if len(argv) != 1:
         print(f"usage: {PROG} SPEC.json", file=sys.stderr)
         return 2
+    # the protocol owns stdout: anything torch or the official code prints goes to stderr instead
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
-        rows = run(read_spec(argv[0]))
+        spec = read_spec(argv[0])
+        if spec["mode"] == "serve":
+            serve(spec, sys.stdin, answers)
+        else:
+            answers.write(json.dumps(peak_memory(spec)) + "\n")
     except WorkerError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(rows))
+    finally:
+        answers.close()
     return 0
 
 

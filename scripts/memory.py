@@ -2,11 +2,20 @@
 
     .venv/bin/python scripts/memory.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batch_size 16] [--micro_batches 4] [--steps 1] [--variants plain recompute accumulation] [--output F]
+        [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]]
 
 Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (recompute: True);
 `accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches).
 Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
 src/trainer/memory.py for what is measured. Prints a table, then the results as one JSON line.
+
+--torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
+scripts/bench_torch_worker.py under --torch_python) in a fresh process of its own: the same
+variant, image size, dropout rates and optimizer settings, 1 + --steps AdamW train steps of
+--batch_size images; its peak is the process's ru_maxrss (like `peak`, everything from the start
+included), and each of our rows gets peak / that peak.  Measured here rather than in
+bench.py: that worker also exports ONNX and runs forwards at other batches, which would set
+its high-water mark.
 """
 import argparse
 import json
@@ -16,12 +25,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
+from scripts.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
 from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)
+from src.conformer import canonical_arch  # noqa: E402
 from src.trainer.memory import VARIANTS  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
            ("built_mib", "built MiB"), ("compiled_mib", "compiled MiB"), ("step_mib", "step MiB"),
-           ("peak_mib", "peak MiB"), ("compile_s", "compile s"), ("step_s", "step s"))
+           ("peak_mib", "peak MiB"), ("compile_s", "compile s"), ("step_s", "step s"),
+           ("ours_over_torch", "ours / PyTorch"))
+TORCH_VARIANT = "PyTorch eager (official)"
 
 
 def _script_args(parser):
@@ -29,6 +42,11 @@ def _script_args(parser):
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps after compiling")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     add_output_arg(parser, "the results as JSON (they are printed in any case)", "--json_out")
+    parser.add_argument("--torch_ref", default="", metavar="DIR",
+                        help="checkout of github.com/pengzhiliang/Conformer: also measure the official PyTorch "
+                             "model's training process (default: off)")
+    parser.add_argument("--torch_python", default=sys.executable, metavar="PATH",
+                        help="Python interpreter that can import torch, for --torch_ref (default: this one)")
     parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # set for the subprocesses
 
 
@@ -56,6 +74,12 @@ def main() -> int:
         print(f"memory.py: --batch_size {args.batch_size} is not a multiple of --micro_batches {args.micro_batches}",
               file=sys.stderr)
         return 2
+    if args.torch_ref:
+        try:
+            check_torch_ref(args.torch_ref, args.torch_python)
+        except TorchRefError as e:
+            print(f"memory.py: {e}", file=sys.stderr)
+            return 2
     print(f"{args.arch} at {args.image_size} px, {args.batch_size} images per optimizer step, "
           f"{args.steps} step(s) after compiling, device {args.device_target}", flush=True)
     results = []
@@ -68,7 +92,18 @@ def main() -> int:
             return 1
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         row = results[-1]
-        print("  ".join(f"{title} {row.get(key, '-')}" for key, title in COLUMNS), flush=True)
+        print("  ".join(f"{title} {row.get(key, '-')}" for key, title in COLUMNS[:-1]), flush=True)  # no ratio yet
+    if args.torch_ref:
+        try:
+            theirs = torch_peak_memory(args, canonical_arch(args.arch), args.batch_size, args.steps)
+        except TorchRefError as e:
+            print(f"memory.py: {e}", file=sys.stderr)
+            return 1
+        for row in results:
+            row["ours_over_torch"] = round(row["peak_mib"] / theirs["peak_mib"], 2)
+        results.append({"variant": TORCH_VARIANT, "images_per_step": args.batch_size, "micro_batch": args.batch_size,
+                        **theirs})
+        print(f"{TORCH_VARIANT}: peak MiB {theirs['peak_mib']}  step s {theirs['step_s']}", flush=True)
     print()
     print("| " + " | ".join(title for _, title in COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))

@@ -1,5 +1,6 @@
-"""scripts/bench.py --torch_ref and its PyTorch worker: refusals, the worker's torch-free part, ratios,
-and (where an interpreter with torch is given) one real run against the official code.
+"""scripts/bench.py --torch_ref and its PyTorch worker: refusals, the worker's torch-free part, the
+interleaved timing and its command protocol (with a stand-in worker), ratios, and (where an
+interpreter with torch is given) one real run against the official code.
 
 The PyTorch run needs torch, a dev-only dependency: CONFORMER_TORCH_PYTHON names an interpreter that
 has it (default: this one; the test skips when it cannot import torch) and CONFORMER_OFFICIAL a
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -52,12 +54,12 @@ def test_torch_ref_refusals_come_first_in_one_line(tmp_path):
         assert not result.stdout  # nothing was measured
 
 
-def _spec(tmp_path, official, **changes):
+def _spec(tmp_path, official, name="spec.json", **changes):
     worker = _load(WORKER, "bench_torch_worker")
-    spec = dict(official=str(official), hparams={"num_classes": 10}, image_size=32, batches=[1], train_batch=0,
-                repeats=1, lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.05, seed=0, out_dir=str(tmp_path))
+    spec = dict(mode="serve", official=str(official), hparams={"num_classes": 10}, image_size=32, lr=1e-3,
+                betas=[0.9, 0.999], eps=1e-8, weight_decay=0.05, seed=0, out_dir=str(tmp_path))
     spec.update(changes)
-    path = tmp_path / "spec.json"
+    path = tmp_path / name
     worker.write_spec(str(path), **spec)
     return path
 
@@ -71,6 +73,10 @@ def test_worker_checks_spec_and_torch_before_any_work(tmp_path):
     partial.write_text(json.dumps({k: v for k, v in json.loads(spec.read_text()).items() if k != "seed"}))
     missing = subprocess.run([sys.executable, WORKER, str(partial)], capture_output=True, text=True)
     assert "lacks seed" in _one_line_error(missing, "bench_torch_worker.py")
+    memory = _spec(tmp_path, tmp_path, "memory.json", mode="memory", batch=2, steps=1)  # a mode's own keys are checked too
+    memory.write_text(memory.read_text().replace('"batch": 2', '"stale": 2'))
+    lacking = subprocess.run([sys.executable, WORKER, str(memory)], capture_output=True, text=True)
+    assert "lacks batch" in _one_line_error(lacking, "bench_torch_worker.py")
     # an interpreter where `import torch` fails (as without torch installed)
     hide_torch = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
                   "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -115,13 +121,20 @@ def test_against_the_official_pytorch_code(tmp_path):
     assert os.path.isfile(os.path.join(OFFICIAL, "conformer.py")), \
         f"set CONFORMER_OFFICIAL to a checkout of github.com/pengzhiliang/Conformer (tried {OFFICIAL})"
     out = tmp_path / "bench.json"
-    result = run_script(BENCH, *SMALL, "--batches", "2", "--parts", "forward", "deploy", "--torch_ref", OFFICIAL,
-                        "--torch_python", TORCH_PYTHON, "--json_out", str(out))
+    result = run_script(BENCH, *SMALL, "--batches", "1", "2", "--train_batch", "2", "--parts", "forward", "train",
+                        "deploy", "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON, "--json_out", str(out))
     assert result.returncode == 0, result.stderr
-    rows = {r["what"]: r for r in json.loads(out.read_text())["results"]}
-    theirs, ours = rows["PyTorch eager forward"], rows["MindSpore GRAPH forward"]
-    assert theirs["batch"] == 2 and theirs["ours_over_torch"] == ours["img_per_s"] / theirs["img_per_s"]
-    assert "PyTorch eager train step (adamw)" not in rows
+    results = json.loads(out.read_text())["results"]
+    rows = {r["what"]: r for r in results}
+    # each PyTorch row right after ours of the same call and batch, both timed interleaved
+    pairs = [(results[i], results[i + 1]) for i, r in enumerate(results) if r["what"].startswith("PyTorch") is False
+             and i + 1 < len(results) and results[i + 1]["what"].startswith("PyTorch")]
+    assert [(o["what"], t["what"], t["batch"]) for o, t in pairs] == [
+        ("MindSpore GRAPH forward", "PyTorch eager forward", 1), ("MindSpore GRAPH forward", "PyTorch eager forward", 2),
+        ("MindSpore train step (adamw)", "PyTorch eager train step (adamw)", 2)]
+    for ours, theirs in pairs:
+        assert theirs["ours_over_torch"] == ours["img_per_s"] / theirs["img_per_s"]
+        assert "interleaved with the other, median of 10" in ours["note"] and "torch " in theirs["note"]
     export, ours_onnx = rows["onnxruntime (torch.onnx export)"], rows["onnxruntime (our ONNX, official weights)"]
     assert export["ours_over_torch"] == ours_onnx["img_per_s"] / export["img_per_s"]
 
@@ -131,9 +144,106 @@ def test_against_the_official_pytorch_code(tmp_path):
 
 def test_interleaved_medians_alternate_the_order_of_the_calls():
     bench = _load(BENCH, "bench_script")
-    order = []
-    medians = bench.interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
-    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"] and set(medians) == {"a", "b"}
+    order, answers = [], {"a": iter([9.0, 3.0, 1.0, 2.0]), "b": iter([9.0, 5.0, 4.0, 6.0])}
+
+    def timer(name):
+        return lambda: order.append(name) or next(answers[name])
+    medians = bench.interleaved_medians({"a": timer("a"), "b": timer("b")}, 3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert medians == {"a": 2.0, "b": 5.0}  # the untimed first call (9.0) is left out
+    assert 0.05 <= bench.clocked(lambda: time.sleep(0.05))() < 1.0
+
+
+def test_worker_commands_are_checked():
+    worker = _load(WORKER, "bench_torch_worker")
+    assert worker.parse_command('{"cmd": "train", "batch": 64}\n') == ("train", 64)
+    assert worker.parse_command('{"cmd": "quit"}') == ("quit", 0)
+    for line, message in (("forward 2", "is not JSON"), ('{"cmd": "backward", "batch": 2}', "cmd must be one of"),
+                          ('{"cmd": "forward", "batch": 0}', "positive integer"),
+                          ('{"cmd": "forward", "batch": "2"}', "positive integer"), ("[1]", "cmd must be one of")):
+        with pytest.raises(worker.WorkerError, match=message):
+            worker.parse_command(line)
+
+
+# Stands in for --torch_python: passes check_torch_ref's `-c "import torch"` probe, then speaks the
+# worker's protocol (whatever script it is given), logging each command; `answer` is the seconds it
+# reports for the n-th command, after sleeping SLEEP, so the bench must use its answer, not a round trip.
+STAND_IN = """#!{python}
+import json, sys, time
+if sys.argv[1] == "-c":
+    sys.exit(0)
+behaviour, log = {behaviour!r}, open({log!r}, "a")
+print("torch-like chatter on stdout" if behaviour == "garbage" else json.dumps({{"ready": "stand-in"}}), flush=True)
+for n, line in enumerate(sys.stdin):
+    command = json.loads(line)
+    log.write(command["cmd"] + " " + str(command.get("batch", "")) + "\\n")
+    log.flush()
+    if command["cmd"] == "quit":
+        break
+    if behaviour == "die":
+        print("stand-in: error: boom", file=sys.stderr)
+        sys.exit(3)
+    time.sleep({sleep})
+    print(json.dumps({{"seconds": 0.001 * n}}), flush=True)
+"""
+SLEEP = 0.05
+
+
+def _stand_in(tmp_path, behaviour="serve"):
+    path, log = tmp_path / f"python-{behaviour}", tmp_path / f"{behaviour}.log"
+    path.write_text(STAND_IN.format(python=sys.executable, behaviour=behaviour, log=str(log), sleep=SLEEP))
+    path.chmod(0o755)
+    (tmp_path / "conformer.py").write_text("")
+    return path, log
+
+
+def _torch_cfg(tmp_path, python, repeats=3):
+    return SimpleNamespace(torch_ref=str(tmp_path), torch_python=str(python), num_classes=10, drop=0.0,
+                           drop_block=0.0, drop_path=0.1, image_size=32, base_lr=1e-3, beta=[0.9, 0.999], eps=1e-8,
+                           weight_decay=0.05, seed=0, repeats=repeats)
+
+
+def test_ours_and_the_worker_alternate_call_by_call(tmp_path):
+    bench = _load(BENCH, "bench_script")
+    python, log = _stand_in(tmp_path)
+    cfg = _torch_cfg(tmp_path, python)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+
+    def ours():
+        with open(log, "a") as f:
+            f.write("ours\n")
+        time.sleep(SLEEP)
+    with bench.TorchWorker(cfg, "conformer_reduced_patch16", str(workdir)) as worker:
+        assert worker.note == "stand-in"
+        rows = bench._with_torch(cfg, worker, "forward", 4, "ours", "theirs", ours)
+        process = worker.process
+    assert process.returncode == 0  # it was told to quit and did
+    rounds = bench.INTERLEAVED_ROUNDS  # at least 10 rounds, though --repeats is 3
+    pair = ["ours", "forward 4"]
+    expected = pair + [c for i in range(rounds) for c in (pair if i % 2 == 0 else pair[::-1])] + ["quit "]
+    assert log.read_text().splitlines() == expected
+    ours_row, theirs_row = rows
+    assert (ours_row["what"], theirs_row["what"], theirs_row["batch"]) == ("ours", "theirs", 4)
+    # the worker's own seconds of commands 1..10 (command 0 was the warm-up), not the sleep around them
+    assert theirs_row["img_per_s"] == pytest.approx(4 / (0.001 * (1 + rounds) / 2))
+    assert 4 / ours_row["img_per_s"] >= SLEEP and "median of 10" in ours_row["note"]
+    assert theirs_row["note"].startswith("stand-in; interleaved")
+    spec = json.loads((workdir / "spec.json").read_text())
+    assert spec["mode"] == "serve" and spec["hparams"]["depth"] == 3 and spec["hparams"]["embed_dim"] == 192
+    assert spec["hparams"]["channel_ratio"] == 0.5 and spec["hparams"]["num_heads"] == 3
+
+
+def test_a_worker_that_breaks_the_protocol_or_dies_is_one_line(tmp_path):
+    for behaviour, fragment in (("garbage", "the PyTorch worker answered 'torch-like chatter on stdout' to its "
+                                            "start, not a JSON object with 'ready'"),
+                                ("die", "the PyTorch worker exited (status 3) before answering forward 2: "
+                                        "stand-in: error: boom")):
+        python, log = _stand_in(tmp_path, behaviour)
+        result = run_script(BENCH, *SMALL, "--batches", "2", "--parts", "forward", "--torch_ref", str(tmp_path),
+                            "--torch_python", str(python))
+        assert fragment in _one_line_error(result, "bench.py") and not result.stdout
+    assert log.read_text().splitlines() == ["forward 2"]  # died at its first command, after ours compiled
 
 
 def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
