@@ -19,12 +19,12 @@ Steps, each the user-facing script run exactly as the README shows it (the comma
 then a summary whose last line is `demo: Top1-Acc=0.8731 on 10000 test images in 742 s` (summed
 heads, eval.py; time from the start of step 1). While a step is silent, a line with the elapsed
 time and an estimate of what is left comes every 30 s. Outputs of an earlier demo in WORKDIR
-(checkpoints, summaries, exports, predictions) are removed first; the prepared data are kept.
+(checkpoints, summaries, exports, predictions, eval results) are removed first; the prepared data are kept.
 --quick trains on 64 images per class for one epoch (a smoke test of the pipeline, ~3 minutes).
 Exit status: 0, or that of the first step that failed (its command and last lines are shown).
 """
 import argparse
-import ast
+import csv
 import json
 import os
 import queue
@@ -52,7 +52,89 @@ DIGITS_TRAIN_ARGS = ["--train_num_samples", "-1", "--val_num_samples", "-1", "--
 # Throughput guesses for the time estimates until this run has measured its own (img/s)
 DEFAULT_RATES = {"train": 240.0, "eval": 400.0, "onnx": 1500.0}  # measured here; refined from the progress lines
 STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
-EVAL_LINE = re.compile(r"eval results: (\{.*\})")
+# train.py's progress line: the mean img/s of the summary is in no file train.py writes, and the
+# live estimates need it while train.py runs, before any file is written
+PROGRESS_RATE = re.compile(r"^epoch \d+/\d+ step \d+/\d+ .*img/s ([\d.]+)")
+
+
+class DemoError(Exception):
+    """A file a step should have written is missing or not what it writes (one line naming it)."""
+
+
+def read_json(path: str, what: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise DemoError(f"{path}: cannot read {what}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def read_results(path: str, heads=("summed", "conv", "transformer"), keys=("top1", "top5", "loss")) -> dict:
+    """A --results_file of eval.py / eval_onnx.py, checked to hold what the summary prints."""
+    results = read_json(path, "the results file")
+    try:
+        int(results["num_images"])
+        for head in heads:
+            for key in keys:
+                float(results[head][key])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DemoError(f"{path}: not a results file (no {e})") from None
+    return results
+
+
+def best_checkpoint(best_json: str) -> str:
+    best = read_json(best_json, "train.py's best-checkpoint index")
+    if not isinstance(best, dict) or not best:
+        raise DemoError(f"{best_json}: no best checkpoint listed")
+    return max(best, key=best.get)
+
+
+def trained_epochs(metrics_csv: str) -> int:
+    """Epochs train.py validated: one metrics.csv row each."""
+    try:
+        with open(metrics_csv, newline="") as f:
+            return len(list(csv.DictReader(f)))
+    except OSError as e:
+        raise DemoError(f"{metrics_csv}: cannot read train.py's metrics: {e.strerror}") from None
+
+
+def summary_lines(facts: dict, files: dict, stage_times: dict, train_rate: float, total: float) -> list:
+    """The summary as printed, from the files the scripts wrote.  `facts`: data_name, data,
+    train_count, n_test, arch, per_epoch, val_images, truth ({held-out path: label}); `files`:
+    summary_dir, best_json, eval_json, onnx_json, pred_ckpt, pred_mindir, onnx_path, mindir_path."""
+    heads = read_results(files["eval_json"])
+    onnx = read_results(files["onnx_json"], heads=("summed",), keys=("top1", "top5"))
+    by_ckpt = read_json(files["pred_ckpt"], "infer.py's predictions")
+    by_mindir = read_json(files["pred_mindir"], "infer.py's predictions")
+    truth = facts["truth"]
+    right = sum(by_ckpt.get(p) == label for p, label in truth.items())
+    agree = sum(by_ckpt.get(p) == by_mindir.get(p) for p in truth)
+    ckpt = best_checkpoint(files["best_json"])
+    epochs = trained_epochs(os.path.join(files["summary_dir"], "metrics.csv"))
+    n_eval = int(heads["num_images"])
+    lines = ["", "demo: summary",
+             f"  data        {facts['data_name']}, {facts['train_count']} train / {facts['n_test']} test images in "
+             f"{facts['data']} ({stage_times['data']:.0f} s)",
+             f"  train.py    {facts['arch']}, {epochs} epoch(s) x {facts['per_epoch']} images, {train_rate:.1f} img/s "
+             f"({stage_times['train']:.0f} s with per-epoch validation on {facts['val_images']} images)"]
+    for name, key in (("summed heads", "summed"), ("conv head", "conv"), ("transformer head", "transformer")):
+        res = heads[key]
+        lines.append(f"  eval.py     {name:17s} Top1-Acc {res['top1']:.4f}  Top5-Acc {res['top5']:.4f}  "
+                     f"Loss {res['loss']:.4f}")
+    lines.append(f"  eval.py     {n_eval} images in {stage_times['eval']:.0f} s")
+    lines.append(f"  eval_onnx   Top1-Acc {onnx['summed']['top1']:.4f}  Top5-Acc {onnx['summed']['top5']:.4f}  "
+                 f"({stage_times['onnx']:.0f} s, onnxruntime)")
+    lines.append(f"  infer.py    {right}/{len(truth)} held-out images right; the MINDIR agrees on {agree}/{len(truth)}")
+    lines.append(f"  checkpoint  {ckpt}")
+    lines.append(f"  JSON        {files['pred_ckpt']} (and {os.path.basename(files['pred_mindir'])})")
+    lines.append(f"  ONNX        {files['onnx_path']}")
+    lines.append(f"  MINDIR      {files['mindir_path']}")
+    curves = os.path.join(files["summary_dir"], "metrics.png")
+    lines.append(f"  curves      {curves if os.path.exists(curves) else '(no matplotlib: see metrics.csv)'}")
+    lines.append(f"  metrics     {os.path.join(files['summary_dir'], 'metrics.csv')}")
+    lines.append("  time        " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_times.items()))
+    lines.append(f"demo: Top1-Acc={heads['summed']['top1']:.4f} on {n_eval} test images in {total:.0f} s")
+    return lines
 
 
 def log(msg: str) -> None:
@@ -79,6 +161,7 @@ class Demo:
         self.plan = {}  # stage -> estimated seconds (refined as rates are measured)
         self.progress_lines = 0
         self.val_images = 0
+        self.metrics_written = None  # metrics.csv's mtime when last seen: each change is a validation's end
 
     # ----- running one script -----
     def run(self, stage: str, script: str, *script_args, estimate=None) -> list:
@@ -132,20 +215,25 @@ class Demo:
         return order[order.index(stage) + 1:] if stage in order else []
 
     def on_train_line(self, line: str, now: float) -> None:
-        """Measure train and validation speed from train.py's own lines (for the estimates)."""
+        """Measure train and validation speed for the estimates: img/s from train.py's progress
+        lines (no file holds it), a validation's end from when metrics.csv was last written."""
         self.train_lines.append((now, line))
-        m = re.search(r"^epoch \d+/\d+ step .*img/s ([\d.]+)", line)
+        m = PROGRESS_RATE.search(line)
         if m:
             self.progress_lines += 1
             if self.progress_lines > 1 and float(m.group(1)) > 0:  # the first one includes the compilation
                 self.rates["train"] = float(m.group(1))
-        if re.match(r"epoch \d+ (EMA )?sum:", line):
-            # validation ran between the epoch's last progress line and this one
-            steps = [t for t, text in self.train_lines if re.match(r"epoch \d+/\d+ step", text)]
-            if steps and self.val_images:
-                took = now - steps[-1]
-                if took > 0.5:
-                    self.rates["eval"] = self.val_images / took
+        try:
+            written = os.path.getmtime(os.path.join(self.workdir, "summary_dir", "metrics.csv"))
+        except OSError:  # no epoch validated yet
+            return
+        if written == self.metrics_written:
+            return
+        self.metrics_written = written
+        # train.py appends the row right after validating, which began after the epoch's last step
+        steps = [t for t, text in self.train_lines if t <= written and PROGRESS_RATE.search(text)]
+        if steps and self.val_images and written - steps[-1] > 0.5:
+            self.rates["eval"] = self.val_images / (written - steps[-1])
 
     # ----- the steps -----
     def prepare_data(self) -> tuple:
@@ -199,7 +287,8 @@ class Demo:
     def clean_outputs(self) -> None:
         """Remove what an earlier demo wrote in the work folder (train.py refuses to overwrite checkpoints)."""
         removed = []
-        for name in ("checkpoints", "best_checkpoints", "summary_dir", "export", "heldout", "predictions"):
+        for name in ("checkpoints", "best_checkpoints", "summary_dir", "export", "heldout", "predictions",
+                     "results"):
             path = os.path.join(self.workdir, name)
             if os.path.exists(path):
                 shutil.rmtree(path)
@@ -245,7 +334,7 @@ class Demo:
         self.val_images = n_test if val_n == -1 else val_n
         arch = overrides.get("--arch", cfg["arch"])
         outs = {k: os.path.join(self.workdir, k) for k in ("summary_dir", "checkpoints", "best_checkpoints",
-                                                          "export", "predictions")}
+                                                          "export", "predictions", "results")}
         images_trained = epochs * per_epoch
         held = HELD_OUT_PER_CLASS * len(classes)
         self.plan = {
@@ -266,20 +355,15 @@ class Demo:
         self.run("train", "train.py", "--config", self.config, "--data_url", data,
                  "--summary_root_dir", outs["summary_dir"], "--ckpt_root_dir", outs["checkpoints"],
                  "--best_ckpt_root_dir", outs["best_checkpoints"], *train_args, estimate=train_estimate)
-        with open(os.path.join(outs["best_checkpoints"], "best.json")) as f:
-            best = json.load(f)
-        ckpt = max(best, key=best.get)
+        best_json = os.path.join(outs["best_checkpoints"], "best.json")
+        ckpt = best_checkpoint(best_json)
         self.refresh_plan(n_test)
 
         # 3. eval on the whole test split
-        lines = self.run("eval", "eval.py", "--config", self.config, "--pretrained", ckpt, "--data_url", data,
-                         "--val_num_samples", "-1", estimate=self.plan["eval"])
-        heads = [ast.literal_eval(m.group(1)) for m in map(EVAL_LINE.search, lines) if m]
-        if len(heads) != 3:
-            log("error: eval.py did not print three 'eval results' lines")
-            return 1
-        m = re.search(r"\((\d+) images\)", "\n".join(lines))
-        n_eval = int(m.group(1)) if m else n_test
+        eval_json = os.path.join(outs["results"], "eval.json")
+        self.run("eval", "eval.py", "--config", self.config, "--pretrained", ckpt, "--data_url", data,
+                 "--val_num_samples", "-1", "--results_file", eval_json, estimate=self.plan["eval"])
+        n_eval = int(read_results(eval_json)["num_images"])
         self.rates["eval"] = n_eval / max(self.stage_times["eval"] - STARTUP["eval"], 1.0)
 
         # 4. export
@@ -291,9 +375,9 @@ class Demo:
                      "--arch", arch, "--output", path, estimate=STARTUP["export"])
 
         # 5. ONNX evaluation in onnxruntime
-        lines = self.run("onnx", "eval_onnx.py", os.path.join(data, "val"), "--onnx_path", onnx_path, "-m", "CPU",
-                         "--config", self.config, estimate=self.plan["onnx"])
-        onnx_results = [ast.literal_eval(m.group(1)) for m in map(EVAL_LINE.search, lines) if m]
+        onnx_json = os.path.join(outs["results"], "eval_onnx.json")
+        self.run("onnx", "eval_onnx.py", os.path.join(data, "val"), "--onnx_path", onnx_path, "-m", "CPU",
+                 "--config", self.config, "--results_file", onnx_json, estimate=self.plan["onnx"])
 
         # 6. inference on held-out images, from the checkpoint and from the MINDIR
         truth = self.held_out(data, classes, val_samples)
@@ -305,41 +389,15 @@ class Demo:
                  "--output", pred_ckpt, "--class_names", os.path.join(data, "train"), estimate=STARTUP["infer"])
         self.run("infer", "infer.py", heldout, "--mindir", mindir_path, "--config", self.config,
                  "--output", pred_mindir, estimate=STARTUP["infer"])
-        with open(pred_ckpt) as f:
-            by_ckpt = json.load(f)
-        with open(pred_mindir) as f:
-            by_mindir = json.load(f)
-        right = sum(by_ckpt.get(p) == label for p, label in truth.items())
-        agree = sum(by_ckpt.get(p) == by_mindir.get(p) for p in truth)
 
         # summary
-        total = time.time() - self.start
-        train_rate = self.mean_train_rate()
-        print("", flush=True)
-        log("summary")
-        print(f"  data        {data_name}, {train_count} train / {n_test} test images in {data} "
-              f"({self.stage_times['data']:.0f} s)", flush=True)
-        print(f"  train.py    {arch}, {epochs} epoch(s) x {per_epoch} images, {train_rate:.1f} img/s "
-              f"({self.stage_times['train']:.0f} s with per-epoch validation on {self.val_images} images)", flush=True)
-        for name, res in zip(("summed heads", "conv head", "transformer head"), heads):
-            print(f"  eval.py     {name:17s} Top1-Acc {res['Top1-Acc']:.4f}  Top5-Acc {res['Top5-Acc']:.4f}  "
-                  f"Loss {res['Loss']:.4f}", flush=True)
-        print(f"  eval.py     {n_eval} images in {self.stage_times['eval']:.0f} s", flush=True)
-        if onnx_results:
-            res = onnx_results[0]
-            print(f"  eval_onnx   Top1-Acc {res['Top1-Acc']:.4f}  Top5-Acc {res['Top5-Acc']:.4f}  "
-                  f"({self.stage_times['onnx']:.0f} s, onnxruntime)", flush=True)
-        print(f"  infer.py    {right}/{len(truth)} held-out images right; the MINDIR agrees on {agree}/{len(truth)}",
-              flush=True)
-        print(f"  checkpoint  {ckpt}", flush=True)
-        print(f"  JSON        {pred_ckpt} (and {os.path.basename(pred_mindir)})", flush=True)
-        print(f"  ONNX        {onnx_path}", flush=True)
-        print(f"  MINDIR      {mindir_path}", flush=True)
-        curves = os.path.join(outs["summary_dir"], "metrics.png")
-        print(f"  curves      {curves if os.path.exists(curves) else '(no matplotlib: see metrics.csv)'}", flush=True)
-        print(f"  metrics     {os.path.join(outs['summary_dir'], 'metrics.csv')}", flush=True)
-        print(f"  time        " + ", ".join(f"{k} {v:.0f} s" for k, v in self.stage_times.items()), flush=True)
-        log(f"Top1-Acc={heads[0]['Top1-Acc']:.4f} on {n_eval} test images in {total:.0f} s")
+        facts = {"data_name": data_name, "data": data, "train_count": train_count, "n_test": n_test, "arch": arch,
+                 "per_epoch": per_epoch, "val_images": self.val_images, "truth": truth}
+        files = {"summary_dir": outs["summary_dir"], "best_json": best_json, "eval_json": eval_json,
+                 "onnx_json": onnx_json, "pred_ckpt": pred_ckpt, "pred_mindir": pred_mindir,
+                 "onnx_path": onnx_path, "mindir_path": mindir_path}
+        for line in summary_lines(facts, files, self.stage_times, self.mean_train_rate(), time.time() - self.start):
+            print(line, flush=True)
         return 0
 
     def refresh_plan(self, n_test: int) -> None:
@@ -349,8 +407,7 @@ class Demo:
 
     def mean_train_rate(self) -> float:
         """Mean of train.py's img/s over its progress lines (they time training steps only)."""
-        rates = [float(m.group(1)) for _, line in self.train_lines
-                 for m in [re.search(r"step \d+/\d+ .*img/s ([\d.]+)", line)] if m]
+        rates = [float(m.group(1)) for _, line in self.train_lines for m in [PROGRESS_RATE.search(line)] if m]
         return sum(rates) / len(rates) if rates else 0.0
 
 
@@ -366,6 +423,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return Demo(args).main()
+    except DemoError as e:
+        log(f"error: {e}")
+        return 1
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -1,20 +1,23 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
+                   [--results_file R.json]
 """
 import sys
 
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import DatasetError, create_dataset
+from src.tools.atomic import WriteError, write_json_atomic
 from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.console import run_main
 from src.tools.device import DeviceError, init_context
-from src.tools.metrics import evaluate, format_eval_results
+from src.tools.metrics import RESULTS_FILE_HELP, evaluate, format_eval_results, results_record
 
 
 def _script_args(parser):
     add_checkpoint_arg(parser, "its weights are evaluated (default: --pretrained)")
+    parser.add_argument("--results_file", default="", help=RESULTS_FILE_HELP)
 
 
 def main() -> int:
@@ -25,7 +28,9 @@ def main() -> int:
         load_weights(net, start_weights(cfg))
         print(param_count_line(net, cfg.arch), flush=True)
         results = evaluate(net, create_dataset(cfg, "val"))
-    except (DeviceError, DatasetError, CheckpointError) as e:
+        if cfg.results_file:
+            write_json_atomic(cfg.results_file, results_record(results))
+    except (DeviceError, DatasetError, CheckpointError, WriteError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         return 2
     print(format_eval_results(results["sum"]))

@@ -219,8 +219,9 @@ def test_unusable_input_fails_in_one_line(models, tmp_path):
 
 
 def test_eval_onnx_matches_the_predictions(models, dataset, tmp_path):
+    results_file = tmp_path / "r" / "onnx.json"
     result = run_script(_script("eval_onnx.py"), str(dataset), "--onnx_path", models["onnx"], "-m", "CPU",
-                        "--image_size", "32", "--prefetch", "3")
+                        "--image_size", "32", "--prefetch", "3", "--results_file", str(results_file))
     assert result.returncode == 0, result.stderr
     match = re.fullmatch(r"eval results: \{'Top1-Acc': ([0-9.]+), 'Top5-Acc': ([0-9.]+)\}\n", result.stdout)
     assert match, result.stdout
@@ -229,6 +230,10 @@ def test_eval_onnx_matches_the_predictions(models, dataset, tmp_path):
     correct = sum(classes.index(os.path.basename(os.path.dirname(p))) == c for p, c in predictions.items())
     assert float(match.group(1)) == round(correct / len(predictions), 6)
     assert float(match.group(2)) == 1.0  # 4 classes: the top 5 holds every class
+    # the exported model gives the summed logits only: no heads and no loss in the file
+    assert json.loads(results_file.read_text()) == {
+        "num_images": len(predictions), "summed": {"top1": correct / len(predictions), "top5": 1.0}}
+    assert os.listdir(results_file.parent) == ["onnx.json"]
 
 
 def _bash(script, *args, cwd):

@@ -1,9 +1,9 @@
 """Files that are never half-written: write a temp file beside the target, then rename it over.
 
 Every file the project writes goes through `replacing` (checkpoints, best.json, the metrics
-CSV/PNG, predictions, exports, the demo data's marker).  A write that fails (full disk, read-only
-or unwritable folder) raises one WriteError naming the target and the cause, leaves no temp
-file, and leaves the previous file at the target untouched.
+CSV/PNG, predictions, eval results, exports, the demo data's marker).  A write that fails
+(full disk, read-only or unwritable folder) raises one WriteError naming the target and the
+cause, leaves no temp file, and leaves the previous file at the target untouched.
 
 MindSpore-free, so the onnxruntime scripts can use it too.
 """

@@ -238,7 +238,8 @@ def predict(cfg, prog: str, build_forward) -> int:
 
 
 def evaluate(cfg, prog: str, forward) -> dict:
-    """eval_onnx.py: top-1 / top-5 accuracy of `forward` over the ImageFolder dataset at cfg.data.
+    """eval_onnx.py: top-1 / top-5 accuracy of `forward` over the ImageFolder dataset at cfg.data,
+    as {"printed": the line's dict (6 decimals), "exact": unrounded, "num_images": N}.
 
     The images and labels are those of eval.py's pipeline: class = rank of the sorted folder name,
     and a class folder without images is an error there too.
@@ -261,7 +262,8 @@ def evaluate(cfg, prog: str, forward) -> dict:
         raise InferenceError(f"none of the {len(labels)} images in {cfg.data} could be read")
     skipped = f", skipped {len(errors)} unreadable" if errors else ""
     print(f"{prog}: evaluated {seen} images in {len(classes)} classes{skipped}", file=sys.stderr)
-    return {"Top1-Acc": round(correct1 / seen, 6), "Top5-Acc": round(correct5 / seen, 6)}
+    exact = {"Top1-Acc": correct1 / seen, "Top5-Acc": correct5 / seen}
+    return {"printed": {k: round(v, 6) for k, v in exact.items()}, "exact": exact, "num_images": seen}
 
 
 def write_errors(path: str, errors: dict) -> None:

@@ -81,3 +81,22 @@ def format_eval_results(metrics: dict) -> str:
                "Top1-Acc": round(float(metrics["Top1-Acc"]), 6),
                "Top5-Acc": round(float(metrics["Top5-Acc"]), 6)}
     return f"eval results: {rounded}"
+
+
+RESULTS_FILE_HELP = ("also write the results as JSON to this file (atomically): {\"num_images\": N, "
+                     "\"summed\": {\"top1\", \"top5\", \"loss\"}, \"conv\": {...}, \"transformer\": {...}}; "
+                     "the printed lines are the same with or without it")
+_RESULTS_KEYS = (("summed", "sum"), ("conv", "conv"), ("transformer", "trans"))
+
+
+def results_record(results: dict) -> dict:
+    """`evaluate`'s result as the --results_file JSON, unrounded (the printed line rounds).
+    A head missing from `results` (eval_onnx.py sees only the summed logits) and a missing
+    Loss are left out rather than written as a guess."""
+    record = {"num_images": int(results["num_images"])}
+    for name, head in _RESULTS_KEYS:
+        if head in results:
+            m = results[head]
+            record[name] = {"top1": float(m["Top1-Acc"]), "top5": float(m["Top5-Acc"]),
+                            **({"loss": float(m["Loss"])} if "Loss" in m else {})}
+    return record
