@@ -336,7 +336,6 @@ class Demo:
         outs = {k: os.path.join(self.workdir, k) for k in ("summary_dir", "checkpoints", "best_checkpoints",
                                                           "export", "predictions", "results")}
         images_trained = epochs * per_epoch
-        held = HELD_OUT_PER_CLASS * len(classes)
         self.plan = {
             "train": STARTUP["train"] + images_trained / self.rates["train"]
             + epochs * self.val_images / self.rates["eval"],

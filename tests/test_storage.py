@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from conftest import REPO, run_script
+from conftest import run_script
 from datasets import write_digits_folder
 from src.config import parse_args
 from src.conformer import create_model

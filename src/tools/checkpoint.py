@@ -2,7 +2,6 @@
 
 All checkpoint writing goes through `save_checkpoint_atomic`, all reading through `read_checkpoint`.
 """
-import logging
 import os
 import sys
 from contextlib import contextmanager
