@@ -3,19 +3,19 @@
     python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --output tiny.ckpt
 
 Torch is not needed: the .pth file is read by a restricted unpickler that only
-admits tensor-rebuild and container globals (src/tools/torch_checkpoint.py).
+admits tensor-rebuild and container globals (src/convert/torch_checkpoint.py).
 """
 import argparse
 import sys
 
 import mindspore as ms
 
+from src.checkpoint import save_checkpoint_atomic
 from src.config import VOCABULARY
 from src.conformer import ARCH_NAMES, create_model, param_count_line
-from src.tools.atomic import WriteError
-from src.tools.checkpoint import save_checkpoint_atomic
-from src.tools.convert import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
-from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
+from src.convert.state_dict import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
+from src.convert.torch_checkpoint import load_torch_checkpoint
+from src.runtime.console import run_main
 
 
 def main(argv=None) -> int:
@@ -32,32 +32,24 @@ def main(argv=None) -> int:
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
                         help="device that builds the target network (conversion itself is host-side)")
     args = parser.parse_args(argv)
+    state_dict, source = unwrap_state_dict(load_torch_checkpoint(args.src))
+    num_classes = args.num_classes or head_classes(state_dict) or 1000
+    ms.set_device(args.device_target)
+    net = create_model(args.arch, num_classes=num_classes)
+    print(param_count_line(net, args.arch), flush=True)
+    expected = {p.name: p.shape for p in net.get_parameters()}
     try:
-        state_dict, source = unwrap_state_dict(load_torch_checkpoint(args.src))
-        num_classes = args.num_classes or head_classes(state_dict) or 1000
-        ms.set_device(args.device_target)
-        net = create_model(args.arch, num_classes=num_classes)
-        print(param_count_line(net, args.arch), flush=True)
-        expected = {p.name: p.shape for p in net.get_parameters()}
         params = convert_state_dict(state_dict, expected)
-    except ConversionError as e:
-        print(f"convert.py: error: {args.src}: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError) as e:  # these name the file
-        print(f"convert.py: error: {e}", file=sys.stderr)
-        return 2
+    except ConversionError as e:  # the tables' messages name a parameter: add the file
+        raise ConversionError(f"{args.src}: {e}") from None
     # the origin lets load_weights warn when these weights meet the ModelZoo approximations
     origin = "mmpretrain" if source == "mmpretrain" else "official"
-    try:
-        save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.output,
-                               append_dict={"converted_from": origin})
-    except WriteError as e:
-        print(f"convert.py: error: {e}", file=sys.stderr)
-        return 2
+    save_checkpoint_atomic([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], args.output,
+                           append_dict={"converted_from": origin})
     print(f"converted {len(params)} parameters ({source} format, {num_classes} classes) "
           f"from {args.src} to {args.output} for {args.arch}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "convert.py"))

@@ -5,14 +5,15 @@
 """
 import sys
 
+from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
-from src.data.imagenet import DatasetError, create_dataset
-from src.tools.atomic import WriteError, write_json_atomic
-from src.tools.checkpoint import CheckpointError, load_weights
-from src.tools.console import run_main
-from src.tools.device import DeviceError, init_context
-from src.tools.metrics import RESULTS_FILE_HELP, evaluate, format_eval_results, results_record
+from src.data.imagenet import create_dataset
+from src.evaluate import evaluate
+from src.io import write_json_atomic
+from src.metrics import RESULTS_FILE_HELP, format_eval_results, results_record
+from src.runtime.console import run_main
+from src.runtime.device import init_context
 
 
 def _script_args(parser):
@@ -22,17 +23,13 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    try:
-        init_context(cfg)
-        net = create_model_from_config(cfg)
-        load_weights(net, start_weights(cfg))
-        print(param_count_line(net, cfg.arch), flush=True)
-        results = evaluate(net, create_dataset(cfg, "val"))
-        if cfg.results_file:
-            write_json_atomic(cfg.results_file, results_record(results))
-    except (DeviceError, DatasetError, CheckpointError, WriteError) as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
-        return 2
+    init_context(cfg)
+    net = create_model_from_config(cfg)
+    load_weights(net, start_weights(cfg))
+    print(param_count_line(net, cfg.arch), flush=True)
+    results = evaluate(net, create_dataset(cfg, "val"))
+    if cfg.results_file:
+        write_json_atomic(cfg.results_file, results_record(results))
     print(format_eval_results(results["sum"]))
     print(f"conv head: {format_eval_results(results['conv'])}")
     print(f"transformer head: {format_eval_results(results['trans'])}")
@@ -41,4 +38,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, "eval.py"))

@@ -10,10 +10,10 @@ import os
 import sys
 
 from src.config import parse_args
-from src.tools.atomic import WriteError, write_json_atomic
-from src.tools.console import run_main
-from src.tools.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
-from src.tools.metrics import results_record
+from src.deploy.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
+from src.io import write_json_atomic
+from src.metrics import results_record
+from src.runtime.console import run_main
 
 PROG = "eval_onnx.py"
 
@@ -32,21 +32,16 @@ def _script_args(parser):
 def main() -> int:
     cfg = parse_args(script="eval_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
-    try:
-        if not os.path.isdir(cfg.data):
-            raise InferenceError(f"dataset folder not found: {cfg.data}")
-        forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
-                               cfg.ort_threads)
-        results = evaluate(cfg, PROG, forward)
-        if cfg.results_file:
-            write_json_atomic(cfg.results_file, results_record(
-                {"num_images": results["num_images"], "sum": results["exact"]}))
-    except (InferenceError, WriteError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    if not os.path.isdir(cfg.data):
+        raise InferenceError(f"dataset folder not found: {cfg.data}")
+    forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size, cfg.ort_threads)
+    results = evaluate(cfg, PROG, forward)
+    if cfg.results_file:
+        write_json_atomic(cfg.results_file, results_record({"num_images": results["num_images"],
+                                                            "sum": results["exact"]}))
     print(f"eval results: {results['printed']}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, PROG))

@@ -15,12 +15,12 @@ import sys
 import numpy as np
 import mindspore as ms
 
+from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
-from src.tools.atomic import WriteError
-from src.tools.checkpoint import CheckpointError, load_weights
-from src.tools.device import DeviceError, init_context
-from src.tools.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
+from src.deploy.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
+from src.runtime.console import run_main
+from src.runtime.device import init_context
 
 PROG = "export.py"
 
@@ -44,22 +44,18 @@ def main() -> int:
     cfg = parse_args(script="export.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     default_name = cfg.arch + EXTENSIONS[cfg.file_format]
     path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
-    try:
-        _check_air(cfg)
-        init_context(cfg)
-        net = create_model_from_config(cfg)
-        load_weights(net, start_weights(cfg))
-        print(param_count_line(net, cfg.arch), flush=True)
-        example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
-        path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
-                            output_names(cfg.export_heads))
-    except (CheckpointError, DeviceError, ExportError, WriteError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    _check_air(cfg)
+    init_context(cfg)
+    net = create_model_from_config(cfg)
+    load_weights(net, start_weights(cfg))
+    print(param_count_line(net, cfg.arch), flush=True)
+    example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+    path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
+                        output_names(cfg.export_heads))
     print(f"exported {cfg.arch} ({cfg.file_format}, outputs: {', '.join(output_names(cfg.export_heads))}) "
           f"to {os.path.abspath(path)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, PROG))

@@ -11,15 +11,14 @@ import sys
 
 import mindspore as ms
 
+from src.batch_padding import pad_to_batch
+from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
-from src.tools.atomic import WriteError
-from src.tools.batch_padding import pad_to_batch
-from src.tools.checkpoint import CheckpointError, load_weights
-from src.tools.console import run_main
-from src.tools.device import DeviceError, init_context
-from src.tools.export import ExportError, InferenceNet, load_mindir
-from src.tools.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict
+from src.deploy.export import InferenceNet, load_mindir
+from src.deploy.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict
+from src.runtime.console import run_main
+from src.runtime.device import init_context
 
 PROG = "infer.py"
 
@@ -65,12 +64,8 @@ def _build_forward(cfg):
 
 def main() -> int:
     cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    try:
-        return predict(cfg, PROG, _build_forward(cfg))
-    except (InferenceError, CheckpointError, DeviceError, ExportError, WriteError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return predict(cfg, PROG, _build_forward(cfg))
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, PROG))

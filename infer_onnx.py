@@ -9,10 +9,8 @@ The ONNX file has a dynamic batch; --image_size must be the one it was exported 
 import sys
 
 from src.config import parse_args
-from src.tools.atomic import WriteError
-from src.tools.console import run_main
-from src.tools.inference import (InferenceError, add_data_args, add_onnx_args, add_prediction_args,
-                                 onnx_forward, predict)
+from src.deploy.inference import add_data_args, add_onnx_args, add_prediction_args, onnx_forward, predict
+from src.runtime.console import run_main
 
 PROG = "infer_onnx.py"
 
@@ -26,12 +24,8 @@ def _script_args(parser):
 def main() -> int:
     cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
-    try:
-        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
-    except (InferenceError, WriteError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, PROG))

@@ -8,10 +8,11 @@ import time
 import numpy as np
 import mindspore as ms
 
+from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, gmacs_line, param_count_line
-from src.tools.checkpoint import CheckpointError, load_weights
-from src.tools.device import DeviceError, init_context
+from src.runtime.console import run_main
+from src.runtime.device import init_context
 
 
 def _script_args(parser):
@@ -22,18 +23,10 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="summary.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    try:
-        init_context(cfg)
-    except DeviceError as e:
-        print(f"summary.py: error: {e}", file=sys.stderr)
-        return 2
+    init_context(cfg)
     net = create_model_from_config(cfg)
-    try:
-        if start_weights(cfg):
-            load_weights(net, start_weights(cfg))
-    except CheckpointError as e:
-        print(f"summary.py: error: {e}", file=sys.stderr)
-        return 2
+    if start_weights(cfg):
+        load_weights(net, start_weights(cfg))
     net.set_train(False)
     print(param_count_line(net, cfg.arch))
     print(f"{gmacs_line(cfg.arch, cfg.image_size, cfg.num_classes)} (forward, one image)")
@@ -58,4 +51,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "summary.py"))

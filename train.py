@@ -7,11 +7,11 @@ Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 import shlex
 import sys
 
+from src.checkpoint import CheckpointError
 from src.config import VOCABULARY, parse_args
 from src.data.imagenet import DatasetError
-from src.tools.atomic import WriteError
-from src.tools.checkpoint import CheckpointError
-from src.tools.device import DeviceError
+from src.io import WriteError
+from src.runtime.device import DeviceError
 from src.trainer.signals import Interrupted
 from src.trainer.trainer import Trainer, TrainingError
 

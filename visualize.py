@@ -3,16 +3,13 @@
     python visualize.py IMAGE --checkpoint CKPT --arch ARCH [--output PNG] [--image_size 224] [--any_yaml_key V]
 
 The CNN panel is the class activation map of the predicted class from the conv head's
-weights; the transformer panel is the class token's attention rollout (src/tools/visualize.py).
+weights; the transformer panel is the class token's attention rollout (src/visualize.py).
 """
 import sys
 
 from src.config import add_checkpoint_arg, add_output_arg, parse_args
-from src.data.preprocess import ImageReadError
-from src.tools.atomic import WriteError
-from src.tools.checkpoint import CheckpointError
-from src.tools.device import DeviceError
-from src.tools.visualize import run
+from src.runtime.console import run_main
+from src.visualize import run
 
 PROG = "visualize.py"
 
@@ -25,16 +22,9 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="visualize.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    try:
-        print(run(cfg))
-    except ImageReadError as e:
-        print(f"{PROG}: error: {cfg.image}: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, DeviceError, WriteError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    print(run(cfg))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, PROG))

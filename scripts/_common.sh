@@ -69,11 +69,11 @@ parse_options() {
 
 # preflight CONFIG NUM_DEVICES DEVICE_IDS PY_ARGS...: stop in one line, before any worker starts, when the
 # configured device_target is missing from this MindSpore or has fewer devices than asked for
-# (src/tools/preflight.py; on CPU the count is not checked).
+# (src/runtime/preflight.py; on CPU the count is not checked).
 preflight() {
   local config=$1 num=$2 ids=$3
   shift 3
-  PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m src.tools.preflight --script "$(basename "$0")" \
+  PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m src.runtime.preflight --script "$(basename "$0")" \
     --config "$config" --num_devices "$num" --device_ids "$ids" "$@" || exit 2
 }
 

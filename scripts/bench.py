@@ -20,7 +20,7 @@ at the same variant and sizes: its eager forward at each batch and its train ste
 interleaved call by call with ours (at least 10 rounds, order reversed every other round, so a
 slow spell of this shared machine hits both sides), each PyTorch row with the ratio
 ours / PyTorch; onnxruntime on its torch.onnx export against our ONNX of the same weights
-(converted by src/tools/convert.py), interleaved the same way, as their few-percent difference
+(converted by src/convert/state_dict.py), interleaved the same way, as their few-percent difference
 needs; and the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the
 same images.
 """
@@ -41,19 +41,20 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from scripts.bench_torch_worker import FILES  # noqa: E402
-from scripts.torch_ref import TorchRefError, TorchWorker, check_torch_ref  # noqa: E402
+from scripts.torch_ref import TorchWorker, check_torch_ref  # noqa: E402
 from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
-from src.data.folder import DatasetError  # noqa: E402
+from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa: E402
+from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.data.imagenet import create_dataset  # noqa: E402
+from src.errors import ConformerError  # noqa: E402
+from src.deploy.export import InferenceNet, export_model, load_mindir, output_names  # noqa: E402
+from src.deploy.inference import add_ort_threads_arg, onnx_forward  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
-from src.tools.convert import ConversionError, convert_state_dict, unwrap_state_dict  # noqa: E402
-from src.tools.criterion import create_loss  # noqa: E402
-from src.tools.device import init_context  # noqa: E402
-from src.tools.export import ExportError, InferenceNet, export_model, load_mindir, output_names  # noqa: E402
-from src.tools.inference import InferenceError, add_ort_threads_arg, onnx_forward  # noqa: E402
-from src.tools.optimizer import create_optimizer  # noqa: E402
-from src.tools.torch_checkpoint import load_torch_checkpoint  # noqa: E402
+from src.runtime.console import run_main  # noqa: E402
+from src.runtime.device import init_context  # noqa: E402
+from src.trainer.loss import create_loss  # noqa: E402
+from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
 PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
@@ -68,7 +69,7 @@ TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OU
 INTERLEAVED_ROUNDS = 10
 
 
-class BenchError(RuntimeError):
+class BenchError(ConformerError, RuntimeError):
     """A problem that stops the benchmark, reported as one line."""
 
 
@@ -404,11 +405,7 @@ def print_table(cfg, rows: list) -> None:
 
 def main() -> int:
     cfg = parse_args(script=BENCH, description=__doc__.splitlines()[0], add_script_args=_script_args)
-    try:
-        return run(cfg)
-    except (BenchError, ConversionError, DatasetError, ExportError, InferenceError, TorchRefError) as e:
-        print(f"bench.py: error: {e}", file=sys.stderr)
-        return 2
+    return run(cfg)
 
 
 def run(cfg) -> int:
@@ -464,4 +461,4 @@ def measure(cfg, workdir: str) -> list:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench.py"))

@@ -6,7 +6,7 @@ bench.py and memory.py start this file with --torch_python's interpreter, which 
 (and the numpy torch uses), nothing of conformer-ms's requirements.  SPEC (written by
 `write_spec`) names the official checkout, the constructor arguments, the image size, the
 optimizer settings and a mode.  The worker builds the official `Conformer`
-(src/tools/official_torch.py) under torch.manual_seed(seed), then:
+(scripts/official_torch.py) under torch.manual_seed(seed), then:
 
 mode "serve" (bench.py; SPEC also names an output folder OUT)
 - saves its random initial weights as the official main.py does (`{"model": state_dict}`,
@@ -131,7 +131,7 @@ class Official:
 
     def __init__(self, spec: dict):
         self.torch = torch = _import_torch()
-        from src.tools.official_torch import load_official_conformer
+        from scripts.official_torch import load_official_conformer
 
         self.spec = spec
         torch.manual_seed(spec["seed"])
@@ -237,5 +237,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for src.tools
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for src
     sys.exit(main())

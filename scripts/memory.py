@@ -7,7 +7,7 @@
 Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (recompute: True);
 `accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches).
 Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
-src/trainer/memory.py for what is measured. Prints a table, then the results as one JSON line.
+scripts/memory_probe.py for what is measured. Prints a table, then the results as one JSON line.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
 scripts/bench_torch_worker.py under --torch_python) in a fresh process of its own: the same
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from scripts.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
 from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch  # noqa: E402
-from src.trainer.memory import VARIANTS  # noqa: E402
+from scripts.memory_probe import VARIANTS  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
            ("built_mib", "built MiB"), ("compiled_mib", "compiled MiB"), ("step_mib", "step MiB"),
@@ -55,7 +55,7 @@ def _overrides(variant: str, batch: int, micro: int) -> list:
 
 
 def _child(argv: list, args) -> None:
-    from src.trainer.memory import measure
+    from scripts.memory_probe import measure
     cfg = parse_args(argv + _overrides(args.child, args.batch_size, args.micro_batches), script=MEMORY,
                      add_script_args=_script_args)
     print(json.dumps(dict(variant=args.child, **measure(cfg, args.steps))), flush=True)

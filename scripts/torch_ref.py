@@ -7,13 +7,14 @@ import subprocess
 import tempfile
 
 from scripts.bench_torch_worker import write_spec
+from src.errors import ConformerError
 from src.variants import variant_hparams
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
 QUIT_SECONDS = 30  # a worker that does not leave after quit is killed
 
 
-class TorchRefError(RuntimeError):
+class TorchRefError(ConformerError, RuntimeError):
     """A problem with the PyTorch side, reported as one line."""
 
 

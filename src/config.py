@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .variants import ARCH_NAMES  # MindSpore-free: `--help` stays fast
+from .errors import ConformerError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml")
@@ -59,7 +60,7 @@ def _rate(v):
     return 0.0 <= v < 1.0
 
 
-# Who reads what, from each script's call graph: init_context (src/tools/device.py) and
+# Who reads what, from each script's call graph: init_context (src/runtime/device.py) and
 # create_model_from_config (src/conformer.py) in every script that runs MindSpore; create_dataset
 # (src/data/imagenet.py) with its train split in train.py and the benchmark's data part, its val
 # split in eval.py too; build_train_step (src/trainer/trainer.py) in train.py and scripts/memory.py.
@@ -245,7 +246,7 @@ SCHEMA = {
 OPTIONS = {key: opt for section in SCHEMA.values() for key, opt in section.items()}
 
 
-class ConfigError(ValueError):
+class ConfigError(ConformerError, ValueError):
     """A config problem, reported as one line."""
 
 

@@ -2,7 +2,7 @@
 
 Parameter names and shapes follow the official implementation
 (pengzhiliang/Conformer, conformer.py) so that its checkpoints convert with a
-fixed rename table (see src/tools/convert.py).  Variants are rows of
+fixed rename table (see src/convert/state_dict.py).  Variants are rows of
 `VARIANTS` (src/variants.py, MindSpore-free); `create_model` is the only way
 scripts build a network, as a classifier (`Conformer`) or, with `features_only=True`, as a backbone
 (`ConformerFeatures`: stride-4/8/16/32 CNN maps and the transformer tokens).

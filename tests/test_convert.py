@@ -25,8 +25,8 @@ def _strict_load(ckpt, net):
 
 def test_round_trip_official_and_mmpretrain(tmp_path):
     """Convert, load strictly into a fresh net, and compare every value with the source file."""
-    from src.tools.torch_checkpoint import load_torch_checkpoint
-    from src.tools.convert import official_to_mindspore_name, unwrap_state_dict
+    from src.convert.torch_checkpoint import load_torch_checkpoint
+    from src.convert.state_dict import official_to_mindspore_name, unwrap_state_dict
     from test_fidelity import build_from_fixture
 
     for name in ("official_p16", "mmpretrain_p16"):
@@ -60,7 +60,7 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
         np.testing.assert_array_equal(target.parameters_dict()[p.name].asnumpy(), p.asnumpy())
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
     # the output carries MindSpore's CRC32, so a byte changed later is refused when it is loaded
-    from src.tools.checkpoint import CheckpointError, read_checkpoint
+    from src.checkpoint import CheckpointError, read_checkpoint
     from test_integrity import flip_one_byte
     flip_one_byte(out, tmp_path / "flipped.ckpt")
     with pytest.raises(CheckpointError, match=r"flipped\.ckpt: damaged: its CRC32 does not match"):
@@ -68,7 +68,7 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
 
 
 def test_converted_weights_loaded_into_the_modelzoo_approximations_warn_in_one_line(tmp_path, capsys):
-    from src.tools.checkpoint import load_weights, save_checkpoint_atomic
+    from src.checkpoint import load_weights, save_checkpoint_atomic
     arch = "conformer_reduced_patch16"
     converted, plain = tmp_path / "converted.ckpt", tmp_path / "trained_here.ckpt"
     save_checkpoint_atomic(create_model(arch), str(converted), append_dict={"converted_from": "mmpretrain"})
@@ -124,7 +124,7 @@ def test_cli_missing_and_non_checkpoint_files(tmp_path):
 def _write_official_pth(net, path):
     """Write `net` as the official code saves it ({'model': state_dict}, torch zip format),
     with torch's names (weight/bias/running_*), without needing torch."""
-    from src.tools.convert import NORM_MODULES
+    from src.convert.state_dict import NORM_MODULES
     inverse = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
     arrays = {}
     for p in net.get_parameters():

@@ -1,4 +1,4 @@
-"""src/data/fashion_mnist.py: the idx reader and the ImageFolder writer, on tiny synthetic idx files."""
+"""scripts/fashion_mnist.py: the idx reader and the ImageFolder writer, on tiny synthetic idx files."""
 import gzip
 import json
 import os

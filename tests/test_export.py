@@ -8,9 +8,9 @@ import pytest
 import mindspore as ms
 
 from conftest import REPO, run_script
+from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
-from src.tools.checkpoint import save_checkpoint_atomic
-from src.tools.export import InferenceNet, export_model, load_mindir
+from src.deploy.export import load_mindir
 
 ARCH = "conformer_reduced_patch16"
 EXPORT = os.path.join(REPO, "export.py")  # run from other directories

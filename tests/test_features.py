@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import mindspore as ms
 
+from src.checkpoint import load_weights
 from src.conformer import create_model
-from src.tools.checkpoint import load_weights
 
 
 def _features(net, h, w):

@@ -14,8 +14,8 @@ import mindspore as ms
 
 from conftest import FIXTURES
 from src.conformer import Conformer
-from src.tools.convert import convert_state_dict, unwrap_state_dict
-from src.tools.torch_checkpoint import load_torch_checkpoint
+from src.convert.state_dict import convert_state_dict, unwrap_state_dict
+from src.convert.torch_checkpoint import load_torch_checkpoint
 
 FIDELITY = os.path.join(FIXTURES, "fidelity")
 

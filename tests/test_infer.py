@@ -12,9 +12,9 @@ import mindspore as ms
 from PIL import Image
 
 from conftest import REPO, run_script
+from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
-from src.tools.checkpoint import save_checkpoint_atomic
-from src.tools.export import InferenceNet, export_model, output_names
+from src.deploy.export import InferenceNet, export_model, output_names
 
 ARCH = "conformer_reduced_patch16"
 SMALL = ("--device_target", "CPU", "--image_size", "32")

@@ -9,8 +9,8 @@ import mindspore as ms
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
+from src.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint_atomic
 from src.conformer import create_model
-from src.tools.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint_atomic
 
 ARCH = "conformer_reduced_patch16"
 CONFIG = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")

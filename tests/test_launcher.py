@@ -180,7 +180,7 @@ def test_a_single_device_never_initialises_communication(monkeypatch):
     import mindspore as ms
     import mindspore.communication as comm
     from src.config import parse_args
-    from src.tools.device import DeviceError, init_distributed
+    from src.runtime.device import DeviceError, init_distributed
 
     def refuse(*_):
         raise AssertionError("communication init called")
@@ -240,7 +240,7 @@ def test_sigterm_under_msrun_stops_every_rank_after_the_same_step(tmp_path, targ
     """SIGTERM to one worker: the all-reduced stop flag stops both ranks after the same step (else rank 0
     would block in the next gradient all-reduce and never write). SIGTERM to the script: it forwards it to
     its workers (msrun itself would SIGKILL them on SIGINT, or die of SIGTERM and leave them running)."""
-    from src.tools.checkpoint import read_checkpoint
+    from src.checkpoint import read_checkpoint
     data = write_digits_folder(tmp_path / "digits", train_per_class=30, val_per_class=1)
     log_dir = tmp_path / "logs"
     env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))

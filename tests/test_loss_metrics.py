@@ -9,8 +9,9 @@ import mindspore.dataset as ds
 from mindspore import nn
 
 from src.conformer import create_model
-from src.tools.criterion import SoftTargetCrossEntropy, TwoHeadLoss, create_loss
-from src.tools.metrics import cross_entropy_per_image, evaluate, format_eval_results, topk_correct
+from src.evaluate import evaluate
+from src.metrics import cross_entropy_per_image, format_eval_results, topk_correct
+from src.trainer.loss import SoftTargetCrossEntropy, TwoHeadLoss, create_loss
 
 
 # ----- loss -----

@@ -1,5 +1,5 @@
 """Every op of the inference graph exports: converted official weights in onnxruntime match PyTorch;
-the graph cleanup (src/tools/onnx_cleanup.py) and the onnxruntime session settings.
+the graph cleanup (src/deploy/onnx_cleanup.py) and the onnxruntime session settings.
 
 Tiny at 224 is exported through export.py in test_export.py."""
 from collections import Counter
@@ -16,11 +16,11 @@ import eval_onnx
 import infer_onnx
 from src.config import parse_args
 from src.conformer import create_model
+from src.deploy.export import InferenceNet, export_model, output_names
+from src.deploy.inference import onnx_forward
+from src.deploy.onnx_cleanup import clean_graph
 from src.layers.exportable_ops import GELU
 from src.layers.fcu import FCUUp
-from src.tools.export import InferenceNet, export_model, output_names
-from src.tools.inference import onnx_forward
-from src.tools.onnx_cleanup import clean_graph
 from test_fidelity import build_from_fixture
 
 

@@ -8,8 +8,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.conformer import create_model
-from src.tools.optimizer import create_optimizer, current_lr, param_groups
-from src.tools.schedulers import build_lr_schedule
+from src.trainer.lr_schedule import build_lr_schedule
+from src.trainer.optimizer import create_optimizer, current_lr, param_groups
 
 
 def _sched_cfg(**overrides):

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from src.tools.callback import ProgressLogger
+from src.trainer.logs import ProgressLogger
 
 
 class FakeClock:

@@ -12,11 +12,12 @@ import mindspore as ms
 
 from conftest import run_script
 from datasets import write_digits_folder
+from src.checkpoint import read_checkpoint, save_checkpoint_atomic
 from src.config import parse_args
 from src.conformer import create_model
-from src.tools.atomic import TEMP_PREFIX, WriteError
-from src.tools.callback import CheckpointKeeper, MetricsLog
-from src.tools.checkpoint import read_checkpoint, save_checkpoint_atomic
+from src.io import TEMP_PREFIX, WriteError
+from src.trainer.checkpoint_keeper import CheckpointKeeper
+from src.trainer.logs import MetricsLog
 from src.trainer.trainer import build_train_step, training_state
 from test_train import NO_AUGMENT, SMALL
 
@@ -107,7 +108,7 @@ def test_metrics_in_a_read_only_folder_name_the_file_and_keep_the_earlier_rows(t
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    from src.tools.export import InferenceNet, export_model
+    from src.deploy.export import InferenceNet, export_model
     root = tmp_path_factory.mktemp("model")
     net = create_model(ARCH, num_classes=4)
     ckpt = str(root / "reduced.ckpt")

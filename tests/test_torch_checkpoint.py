@@ -1,4 +1,4 @@
-"""src/tools/torch_checkpoint.py against files written by real torch (no torch needed here).
+"""src/convert/torch_checkpoint.py against files written by real torch (no torch needed here).
 
 The fixtures come from tests/fixtures/torch_ckpt/make_torch_ckpt_fixture.py,
 expected.npz holds every tensor as torch itself read it back.
@@ -15,8 +15,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from src.tools import torch_checkpoint
-from src.tools.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
+from src.convert import torch_checkpoint
+from src.convert.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "torch_ckpt")
 ZIP = os.path.join(FIXTURES, "ckpt_zip.pt")
@@ -173,7 +173,7 @@ def test_pickle_cannot_tamper_with_the_loader_for_later_loads(tmp_path):
 # --- broken and foreign files ------------------------------------------------
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(CheckpointFormatError, match="cannot read .*nope.pt: No such file"):
         load_torch_checkpoint(tmp_path / "nope.pt")
 
 

@@ -19,9 +19,9 @@ from conftest import REPO, free_port, run_script
 from datasets import write_digits_folder
 from src.config import parse_args
 from src.conformer import create_model, create_model_from_config
-from src.tools.callback import CheckpointKeeper
-from src.tools.schedulers import build_lr_schedule
+from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
+from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep
 
 EVAL_SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
@@ -144,7 +144,7 @@ def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path)
     np.random.seed(cfg.seed)
     net = create_model_from_config(cfg)
     from src.data.imagenet import create_dataset
-    from src.tools.criterion import create_loss
+    from src.trainer.loss import create_loss
     loss_net = NetWithLoss(net, create_loss(cfg))
     loss_net.set_train(True)
     grad_fn = ms.value_and_grad(loss_net, None, net.trainable_params())
@@ -159,7 +159,7 @@ def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path)
 
 
 def test_loss_scale_clip_and_ema_combine_and_overflow_is_skipped():
-    from src.tools.criterion import create_loss
+    from src.trainer.loss import create_loss
     net = create_model("conformer_reduced_patch16", num_classes=4)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
     ema = EMA(net.get_parameters(), decay=0.5)
@@ -239,7 +239,7 @@ def test_checkpoint_keeper_keeps_the_newest_and_the_best(tmp_path):
 
 @pytest.mark.parametrize("level", ["O1", "O2", "O3"])
 def test_amp_levels_train_on_cpu(level):
-    from src.tools.criterion import create_loss
+    from src.trainer.loss import create_loss
     from src.trainer.trainer import mixed_precision
     net = mixed_precision(create_model("conformer_reduced_patch16", num_classes=4), level)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
@@ -280,7 +280,7 @@ def _train_until(args, first_line_prefix):
 
 
 def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_that_resumes(tmp_path, digits):
-    from src.tools.checkpoint import read_checkpoint
+    from src.checkpoint import read_checkpoint
     args = [*SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "2", "--print_loss_every", "1",
             *NO_AUGMENT, *_outputs(tmp_path, "term")]
     proc, seen = _train_until(args, "epoch 1/2 step 3/10")

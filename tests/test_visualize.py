@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import run_script
 from src.conformer import create_model, param_count_line
-from src.tools.visualize import attention_rollout, explain, model_input_size
+from src.visualize import attention_rollout, explain, model_input_size
 
 ARCH = "conformer_reduced_patch16"
 

@@ -6,9 +6,10 @@ evaluation (eval_onnx.py) read the same files with the same labels from here.
 import os
 
 from .preprocess import is_image_file
+from ..errors import ConformerError
 
 
-class DatasetError(ValueError):
+class DatasetError(ConformerError, ValueError):
     """A dataset folder problem, reported as one line naming the folder."""
 
 

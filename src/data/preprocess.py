@@ -8,13 +8,15 @@ to int(image_size / crop_pct) with PIL bicubic, center crop, ImageNet normalize.
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from src.errors import ConformerError
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ConformerError, ValueError):
     """An image file that cannot be decoded; the message says why."""
 
 

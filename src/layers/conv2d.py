@@ -40,7 +40,7 @@ forward / forward+backward (`python scripts/bench.py --device_target CPU
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
 ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
 exported file must not depend on where it was exported.  `set_plain_convs`
-switches a model to the plain op for export (src/tools/export.py).  The price:
+switches a model to the plain op for export (src/deploy/export.py).  The price:
 a MINDIR run by MindSpore on CPU (`infer.py --mindir`) has the plain op's speed
 (1.4 img/s for tiny at 224 in the run above); onnxruntime is the fast CPU deploy
 path (27-31 img/s there).

@@ -9,19 +9,22 @@ import time
 import numpy as np
 import mindspore as ms
 
-from ..conformer import canonical_arch, create_model_from_config, param_count_line
-from ..data.imagenet import SkippedImages, create_dataset
-from ..tools.callback import CheckpointKeeper, LossLog, MetricsLog, ProgressLogger, save_input_grid
-from ..tools.checkpoint import CheckpointError, load_weights, read_checkpoint
-from ..tools.criterion import create_loss
-from ..tools.device import init_context, init_distributed
-from ..tools.metrics import HEADS, evaluate, format_eval_results
-from ..tools.optimizer import create_optimizer, current_lr
-from ..tools.schedulers import build_lr_schedule
-from .ema import EMA
-from .recompute import recompute_blocks
-from .signals import Interrupted, StopRequest
-from .train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
+from src.checkpoint import CheckpointError, load_weights, read_checkpoint
+from src.conformer import canonical_arch, create_model_from_config, param_count_line
+from src.data.imagenet import SkippedImages, create_dataset
+from src.errors import ConformerError
+from src.evaluate import evaluate
+from src.metrics import HEADS, format_eval_results
+from src.runtime.device import init_context, init_distributed
+from src.trainer.checkpoint_keeper import CheckpointKeeper
+from src.trainer.ema import EMA
+from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, save_input_grid
+from src.trainer.loss import create_loss
+from src.trainer.lr_schedule import build_lr_schedule
+from src.trainer.optimizer import create_optimizer, current_lr
+from src.trainer.recompute import recompute_blocks
+from src.trainer.signals import Interrupted, StopRequest
+from src.trainer.train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
 
 # Entries of a training checkpoint that describe the position, not parameters (the global step is
 # the optimizer's own `global_step` parameter, which the LR schedule is indexed by). Positions count
@@ -32,7 +35,7 @@ POSITION_KEYS = ("epoch", "step_in_epoch")
 NOT_RESTORED = ("learning_rate",)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ConformerError, RuntimeError):
     """A problem reported to the user in one line."""
 
 

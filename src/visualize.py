@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import mindspore as ms
 
-from ..config import start_weights
-from ..conformer import create_model_from_config, param_count_line, variant_hparams
-from ..data.preprocess import load_rgb, normalize
-from ..layers.attention import Attention
-from .atomic import write_atomic
-from .checkpoint import load_weights
-from .device import init_context
+from src.checkpoint import load_weights
+from src.config import start_weights
+from src.conformer import create_model_from_config, param_count_line, variant_hparams
+from src.data.preprocess import ImageReadError, load_rgb, normalize
+from src.io import write_atomic
+from src.layers.attention import Attention
+from src.runtime.device import init_context
 
 DISPLAY_SHORT_SIDE = 224  # panels are at least this tall/wide, whatever the model's input size
 CAPTION_HEIGHT = 16
@@ -147,7 +147,10 @@ def run(cfg) -> str:
 
     Raises ImageReadError, CheckpointError, DeviceError (one line each).
     """
-    image = load_rgb(cfg.image)
+    try:
+        image = load_rgb(cfg.image)
+    except ImageReadError as e:  # its message says why, not which file
+        raise ImageReadError(f"{cfg.image}: {e}") from None
     init_context(cfg)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE mode only
     net = create_model_from_config(cfg)

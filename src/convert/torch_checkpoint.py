@@ -27,14 +27,16 @@ import zlib
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from src.errors import ConformerError
+
 __all__ = ["load_torch_checkpoint", "UnsafeCheckpointError", "CheckpointFormatError"]
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(ConformerError, ValueError):
     """The checkpoint's pickle asks for a global outside the allow-list."""
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(ConformerError, ValueError):
     """Not a PyTorch checkpoint, or corrupt, truncated or using an unsupported feature."""
 
 
@@ -251,12 +253,16 @@ def load_torch_checkpoint(path) -> dict:
     """Load a ``torch.save`` file without torch and without running code from it.
 
     Returns the saved object (usually a dict) with numpy arrays in place of
-    tensors. Raises FileNotFoundError, UnsafeCheckpointError (the pickle names a
-    global outside the allow-list) or CheckpointFormatError (anything else wrong
-    with the file), each naming the file.
+    tensors. Raises UnsafeCheckpointError (the pickle names a global outside the
+    allow-list) or CheckpointFormatError (a file that cannot be read, or anything
+    else wrong with it), each naming the file.
     """
     source = os.fspath(path)
-    with open(source, "rb") as file:
+    try:
+        file = open(source, "rb")  # pylint: disable=consider-using-with (closed by the with below)
+    except OSError as error:
+        raise CheckpointFormatError(f"cannot read {source}: {error.strerror or error}") from None
+    with file:
         is_zip = file.read(2) == b"PK"
         file.seek(0)
         try:

@@ -13,12 +13,14 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+from src.errors import ConformerError
+
 # temp files start with it: a run killed mid-write leaves only such hidden names, which
 # CheckpointKeeper removes at the next start
 TEMP_PREFIX = ".tmp-"
 
 
-class WriteError(RuntimeError):
+class WriteError(ConformerError, RuntimeError):
     """A file that could not be written: `cannot write PATH: CAUSE` (one line)."""
 
     def __init__(self, path: str, cause, note: str = ""):

@@ -25,9 +25,9 @@ import time
 import numpy as np
 import mindspore as ms
 
-from ..conformer import create_model_from_config
-from ..tools.device import init_context
-from .trainer import build_train_step, mixed_precision
+from src.conformer import create_model_from_config
+from src.runtime.device import init_context
+from src.trainer.trainer import build_train_step, mixed_precision
 
 # name -> config overrides for an optimizer step of `batch` images
 VARIANTS = {

@@ -12,7 +12,8 @@ import re
 
 import numpy as np
 
-from .torch_checkpoint import load_torch_checkpoint
+from src.errors import ConformerError
+
 
 # Modules of the official model that are BatchNorm or LayerNorm (by attribute name).
 NORM_MODULES = {"bn1", "bn2", "bn3", "bn", "residual_bn", "ln", "norm1", "norm2", "trans_norm"}
@@ -27,7 +28,7 @@ _MMPRETRAIN_BLOCK_RENAMES = [
 ]
 
 
-class ConversionError(ValueError):
+class ConversionError(ConformerError, ValueError):
     """The checkpoint does not fit the target network (one line, naming the key)."""
 
 

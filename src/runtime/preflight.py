@@ -1,6 +1,6 @@
 """Launcher preflight: the configured device exists in this MindSpore and there are enough of them.
 
-    python -m src.tools.preflight --script NAME --config CFG [--num_devices N] [--device_ids 0,1] [TRAIN ARGS...]
+    python -m src.runtime.preflight --script NAME --config CFG [--num_devices N] [--device_ids 0,1] [TRAIN ARGS...]
 
 Run by scripts/run_*_train_gpu.sh before any worker starts, so that a run that cannot work
 fails in one line instead of in every worker (under msrun, each behind its own traceback).
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from ..config import OPTIONS, ConfigError, load_yaml
+from src.config import OPTIONS, ConfigError, load_yaml
 
 
 def configured_device(config: str, train_args: list) -> str:
@@ -44,7 +44,7 @@ def check(device: str, num_devices: int, device_ids: list) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.tools.preflight", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m src.runtime.preflight", description=__doc__.splitlines()[0])
     parser.add_argument("--script", default="preflight")
     parser.add_argument("--config", required=True)
     parser.add_argument("--num_devices", type=int, default=1)

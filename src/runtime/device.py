@@ -8,12 +8,14 @@ import random
 import numpy as np
 import mindspore as ms
 
+from src.errors import ConformerError
+
 
 # set in each process by msrun (dynamic cluster), a rank table launch, or OpenMPI's mpirun
 LAUNCHER_ENV = {"MS_WORKER_NUM", "RANK_TABLE_FILE", "OMPI_COMM_WORLD_SIZE"}
 
 
-class DeviceError(RuntimeError):
+class DeviceError(ConformerError, RuntimeError):
     """The requested device is not usable with this MindSpore install."""
 
 

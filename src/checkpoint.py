@@ -8,13 +8,14 @@ from contextlib import contextmanager
 
 import mindspore as ms
 
-from .atomic import remove_quietly, replacing
+from src.errors import ConformerError
+from src.io import remove_quietly, replacing
 
 # MindSpore ends a .ckpt saved with crc_check=True with b"crc_num" and the CRC32 in 10 bytes
 _CRC_MARKER, _CRC_TRAILER = b"crc_num", 17
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConformerError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the network (one line)."""
 
 

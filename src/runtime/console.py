@@ -1,12 +1,15 @@
-"""Standard output that its reader may close early (`infer.py DATA | head -n 1`).
+"""How every entry point ends: its errors as one line, and stdout that its reader may close early.
 
-MindSpore-free, so the onnxruntime scripts use it too.  Python ignores SIGPIPE, so a
-write to a closed pipe raises BrokenPipeError, and once more when the interpreter
-flushes stdout at exit ("Exception ignored ..."), unless stdout is pointed elsewhere.
+run_main is the one place the project's errors (src/errors.py) are caught.  MindSpore-free, so the
+onnxruntime scripts use it too.  Python ignores SIGPIPE, so a write to a closed pipe
+(`infer.py DATA | head -n 1`) raises BrokenPipeError, and once more when the interpreter flushes
+stdout at exit ("Exception ignored ..."), unless stdout is pointed elsewhere.
 """
 import os
 import signal
 import sys
+
+from src.errors import ConformerError
 
 # the status of a process that SIGPIPE stopped, as the shell reports it (`yes | head` under pipefail)
 CLOSED_STATUS = 128 + signal.SIGPIPE
@@ -36,13 +39,17 @@ class Console:
             self.closed = True
 
 
-def run_main(main) -> int:
-    """main()'s exit status; a reader that closed stdout before main() finished writing it ends the
-    script quietly with CLOSED_STATUS (no traceback), as a tool stopped by SIGPIPE."""
+def run_main(main, prog: str) -> int:
+    """main()'s exit status.  The one place an entry point's errors are caught: a ConformerError is
+    printed as `PROG: error: MESSAGE` (status 2); a reader that closed stdout before main() finished
+    writing it ends the script quietly with CLOSED_STATUS (no traceback), as a tool stopped by SIGPIPE."""
     try:
         status = main()
         sys.stdout.flush()  # surface a broken pipe here, not in the interpreter's exit handler
         return status
+    except ConformerError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         discard_stdout()
         return CLOSED_STATUS

@@ -4,15 +4,9 @@ Counts are exact: correct predictions and per-image losses are summed in
 numpy over every batch (the last, partial one included) and divided by the
 number of images at the end.  The official engine.py reports the loss as a
 mean of per-batch means, which weights a short last batch more; per image is
-the exact mean.
-
-The network always runs at the first batch's size: a short last batch is
-padded (src/tools/batch_padding.py), so GRAPH mode compiles the forward pass
-once, not twice, and the padding's rows are not counted.
+the exact mean.  NumPy only: the onnxruntime scripts count with it too.
 """
 import numpy as np
-
-from .batch_padding import pad_to_batch
 
 HEADS = ("sum", "conv", "trans")  # summed logits (the model's prediction), then each head
 
@@ -33,41 +27,6 @@ def cross_entropy_per_image(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return -log_probs[np.arange(len(labels)), labels]
-
-
-def evaluate(net, dataset) -> dict:
-    """Loss, top-1 and top-5 accuracy over a dataset yielding (images float32, labels int32).
-
-    Returns {"sum": m, "conv": m, "trans": m, "num_images": N} with
-    m = {"Loss": float, "Top1-Acc": float, "Top5-Acc": float}.  The "sum" entry ranks
-    conv + trans logits and, as the official evaluate does, its Loss is the mean of
-    the two heads' cross entropies (not the cross entropy of the summed logits).
-    """
-    import mindspore as ms  # not at the top: the onnxruntime scripts import this module without MindSpore
-    net.set_train(False)
-    loss = {"conv": 0.0, "trans": 0.0}
-    correct = {(head, k): 0 for head in HEADS for k in (1, 5)}
-    num_images, forward = 0, None
-    for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
-        if forward is None:  # the first batch is a full one (or the only one)
-            forward = pad_to_batch(lambda x: tuple(out.asnumpy() for out in net(ms.Tensor(x))), len(images))
-        conv, trans = forward(images)
-        labels = labels.astype(np.int64)
-        logits = {"sum": conv + trans, "conv": conv, "trans": trans}
-        for head in HEADS:
-            for k in (1, 5):
-                correct[head, k] += topk_correct(logits[head], labels, k)
-        loss["conv"] += cross_entropy_per_image(conv, labels).sum()
-        loss["trans"] += cross_entropy_per_image(trans, labels).sum()
-        num_images += len(labels)
-    if num_images == 0:
-        raise ValueError("evaluate: the dataset yielded no images")
-    loss["sum"] = (loss["conv"] + loss["trans"]) / 2
-    results = {head: {"Loss": float(loss[head] / num_images),
-                      "Top1-Acc": correct[head, 1] / num_images,
-                      "Top5-Acc": correct[head, 5] / num_images} for head in HEADS}
-    results["num_images"] = num_images
-    return results
 
 
 def format_eval_results(metrics: dict) -> str:

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from .atomic import write_json_atomic
-from .console import Console
-from ..config import add_output_arg
-from .metrics import topk_correct
-from ..data.folder import DatasetError, scan_image_folder
-from ..data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
+from src.config import add_output_arg
+from src.data.folder import DatasetError, scan_image_folder
+from src.data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
+from src.errors import ConformerError
+from src.io import write_json_atomic
+from src.metrics import topk_correct
+from src.runtime.console import Console
 
 ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
     "CPU": ["CPUExecutionProvider"],
@@ -27,7 +28,7 @@ ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA 
 }
 
 
-class InferenceError(RuntimeError):
+class InferenceError(ConformerError, RuntimeError):
     """A problem that stops an inference script, reported as one line."""
 
 

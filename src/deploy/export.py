@@ -10,7 +10,7 @@ ONNX and MINDIR files take any batch size:
   output batch dims become the symbol 'batch', and onnxruntime then checks
   batch 1 and 2 against each other before the file is written.
 - The ONNX graph is then rewritten into forms onnxruntime fuses (one LayerNorm
-  and one Gelu kernel each, no float->float Casts; src/tools/onnx_cleanup.py),
+  and one Gelu kernel each, no float->float Casts; src/deploy/onnx_cleanup.py),
   and onnxruntime checks it against the graph before the rewrite.
 AIR (Ascend only, untestable here) is written at the example's batch size.
 """
@@ -24,11 +24,12 @@ import mindspore as ms
 from mindspore import nn
 from onnx import numpy_helper
 
-from ..layers.conv2d import set_plain_convs
-from ..layers.exportable_ops import set_exportable
-from .atomic import staging_folder
-from .inference import first_line
-from .onnx_cleanup import clean_graph
+from src.deploy.inference import first_line
+from src.deploy.onnx_cleanup import clean_graph
+from src.errors import ConformerError
+from src.io import staging_folder
+from src.layers.conv2d import set_plain_convs
+from src.layers.exportable_ops import set_exportable
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -39,7 +40,7 @@ BATCH_DIM = "batch"
 _ONNX_TRACE_BATCH = 13
 
 
-class ExportError(RuntimeError):
+class ExportError(ConformerError, RuntimeError):
     """An export that cannot be done or did not come out right (one line)."""
 
 
@@ -173,7 +174,7 @@ def _check_outputs(before: bytes, path: str, sample_shape: tuple) -> None:
         if p.shape[0] != 2 or np.abs(p[:1] - s).max() > tolerance:
             raise ExportError("the ONNX graph still depends on the traced batch size")
         if np.abs(p - r).max() > tolerance:
-            raise ExportError("the ONNX graph cleanup changed the outputs (src/tools/onnx_cleanup.py)")
+            raise ExportError("the ONNX graph cleanup changed the outputs (src/deploy/onnx_cleanup.py)")
 
 
 def _ort_session(model) -> ort.InferenceSession:

@@ -1,6 +1,6 @@
 """Fashion-MNIST (or scikit-learn's digits) as an ImageFolder tree for the CPU demo.
 
-    python -m src.data.fashion_mnist --out demo_out/data/fashion-mnist [--src /usr/share/datasets/fashion-mnist]
+    python -m scripts.fashion_mnist --out demo_out/data/fashion-mnist [--src /usr/share/datasets/fashion-mnist]
                                      [--train_per_class N] [--val_per_class N]
 
 Reads the four idx files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
@@ -33,7 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from ..tools.atomic import TEMP_PREFIX, WriteError, write_atomic
+from src.errors import ConformerError
+from src.io import TEMP_PREFIX, WriteError, write_atomic
 
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 HOW_TO_GET = ("Fashion-MNIST not found in {src}: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) "
@@ -50,7 +51,7 @@ MARKER = "prepared.json"
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IdxError(ValueError):
+class IdxError(ConformerError, ValueError):
     """A file that is not a well-formed idx file; the message names it."""
 
 
@@ -236,7 +237,7 @@ def prepare_digits(out: str, val_fraction: float = 0.2, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.data.fashion_mnist", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.fashion_mnist", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write train/ and val/ into")
     parser.add_argument("--src", default=DEFAULT_SRC, help="folder with the idx files (default: %(default)s)")
     parser.add_argument("--train_per_class", type=int, default=-1,
