@@ -1,4 +1,9 @@
-"""Shared test setup: repository on sys.path, MindSpore in GRAPH mode on CPU."""
+"""Shared test setup: repository on sys.path, MindSpore in GRAPH mode on CPU, the e2e marker.
+
+The folders mirror src/ (tests/layers, data, trainer, deploy, convert, runtime; tests/dev for the
+developer tools in scripts/).  Tests that run the scripts as subprocesses or train a model carry
+`e2e`: `pytest tests -m "not e2e"` is the fast unit part, `make test` runs everything.
+"""
 import os
 import sys
 
@@ -7,6 +12,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
 sys.path.insert(0, REPO)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: end to end: runs scripts as subprocesses or trains a model")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,12 +5,15 @@ import os
 import re
 
 import numpy as np
+import pytest
 import mindspore as ms
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
 from src.conformer import create_model, param_count_line
 from src.data.preprocess import eval_transform, load_rgb
+
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 ARGS = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"), "--device_target", "CPU",
         "--arch", "conformer_reduced_patch16", "--image_size", "32", "--num_classes", "10",

@@ -12,6 +12,8 @@ from datasets import write_digits_folder
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint_atomic
 from src.conformer import create_model
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 ARCH = "conformer_reduced_patch16"
 CONFIG = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
 MODEL = ["--arch", ARCH, "--num_classes", "10", "--device_target", "CPU", "--image_size", "32"]

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 README = os.path.join(REPO, "README.md")
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 REDIRECTS = {">", ">>", "<"}

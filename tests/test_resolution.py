@@ -5,6 +5,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 import onnxruntime as ort
 import mindspore as ms
 
@@ -12,6 +13,8 @@ from conftest import REPO, run_script
 from datasets import write_digits_folder
 from src.conformer import create_model
 from src.data.preprocess import eval_transform, load_rgb
+
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 ARCH = "conformer_reduced_patch16"
 MODEL = ("--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"), "--arch", ARCH,

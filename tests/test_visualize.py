@@ -8,6 +8,8 @@ from conftest import run_script
 from src.conformer import create_model, param_count_line
 from src.visualize import attention_rollout, explain, model_input_size
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 ARCH = "conformer_reduced_patch16"
 
 

@@ -24,8 +24,8 @@ class Attention(nn.Cell):
         n = x.shape[1]
         # batch kept as -1 so that no batch size is baked into the exported graph
         # heads split by Split, not by slicing qkv[0], qkv[1], qkv[2] of a [3, B, heads, N, d] tensor:
-        # MindSpore's CPU StridedSlice on that 5-D tensor takes 7x longer (141 vs 20 ms at batch 16,
-        # tiny; a fifth of the forward) and Unstack, as fast, has no ONNX exporter
+        # MindSpore's CPU StridedSlice on that 5-D tensor is several times slower (at tiny@224 it was a
+        # fifth of the forward), and Unstack, as fast as Split, has no ONNX exporter
         qkv = self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = ops.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale

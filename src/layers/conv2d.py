@@ -4,9 +4,9 @@
 the same `weight`/`bias` parameters, so official checkpoints load unchanged.
 
 Why a CPU formulation: on CPU MindSpore 2.10 hands every k x k (k > 1) or strided
-convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel
-(about 1 GFLOP/s here), while a 1x1 unstrided convolution or a matmul runs at
-30+ GFLOP/s.  So on CPU a k x k / stride s convolution is computed as
+convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel, while
+a 1x1 unstrided convolution or a matmul runs at the machine's matmul rate.  So on CPU a
+k x k / stride s convolution is computed as
 
   1. zero padding, then space-to-depth by s (a reshape/transpose): the stride-s
      k x k convolution becomes a stride-1 ceil(k/s) x ceil(k/s) one over C*s*s
@@ -14,36 +14,25 @@ convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel
   2. the map is flattened to rows of the padded width, so each kernel offset
      (i, j) is one *contiguous* slice of length out_h * padded_w starting at
      i * padded_w + j (2-D window slices are as slow as the convolution itself);
-  3. the slices are concatenated (im2col) and multiplied by the weight matrix
-     in one batched matmul; the padded-width columns that wrap around are cut.
+  3. the slices are concatenated (im2col) and multiplied by the weight as one
+     1x1 convolution over the columns (a batched matmul of a 2-D weight would
+     broadcast the weight over the batch); the padded-width columns that wrap
+     around are cut.
 
 This is exactly the same convolution; only float rounding differs
-(max relative difference ~1e-6, tests/test_conv2d.py checks forward and all
-gradients within 1e-5).  Autodiff through pad/reshape/slice/concat/matmul is
-fast too, so no custom bprop is needed.  1x1 unstrided convolutions keep
-MindSpore's own kernel, which is already a matmul.  Zero padding is done by
-concatenation (`zero_pad`): ops.pad (PadV3) was 10-20x slower on CPU.
-Measured on this 2-core CPU, conformer_tiny at 224, batch 16, ms per call,
-forward / forward+backward (`python scripts/bench.py --device_target CPU
---arch conformer_tiny_patch16 --image_size 224 --train_batch 16 --parts convs`):
-
-  | convolution (where)                         | Conv2D op     | this formulation | gain         |
-  |---------------------------------------------|---------------|------------------|--------------|
-  | 7x7/2 3->64 @224 (stem)                     | 3830 / 2242   |  59 / 169        | 65x / 13x    |
-  | 4x4/4 64->384 @56 (trans_patch_conv)        | 1991 / 1651   |  26 / 46         | 76x / 36x    |
-  | 3x3/1 16->16 @56 (stage-1 bottlenecks)      |  195 / 176    |  12 / 25         | 17x / 7x     |
-  | 3x3/2 32->32 @56 (first block of stage 2)   |  214 / 182    |  12 / 28         | 18x / 6.5x   |
-  | 3x3/1 32->32 @28 (stage-2 bottlenecks)      |  237 / 138    |   8 / 13         | 30x / 10x    |
-  | 3x3/1 64->64 @14 (stage-3 bottlenecks)      |  172 / 141    |   7 / 11         | 25x / 13x    |
-  | 1x1/2 64->128 @56 (residual_conv)           |  226 / 165    |  11 / 18         | 20x / 9x     |
+(tests/layers/test_conv2d.py checks forward and all gradients against the plain op).
+Autodiff through pad/reshape/slice/concat is fast too, so no custom bprop is needed.
+1x1 unstrided convolutions keep MindSpore's own kernel, which is already a matmul.
+Zero padding is done by concatenation (`zero_pad`): ops.pad (PadV3) is much slower on
+CPU.  What each convolution gains: `python scripts/bench.py --parts convs` (README,
+Benchmark).
 
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
 ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
 exported file must not depend on where it was exported.  `set_plain_convs`
 switches a model to the plain op for export (src/deploy/export.py).  The price:
-a MINDIR run by MindSpore on CPU (`infer.py --mindir`) has the plain op's speed
-(1.4 img/s for tiny at 224 in the run above); onnxruntime is the fast CPU deploy
-path (27-31 img/s there).
+a MINDIR run by MindSpore on CPU (`infer.py --mindir`) has the plain op's speed;
+onnxruntime is the fast CPU deploy path.
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -69,7 +58,7 @@ def _cat_zeros(x, before: int, after: int, axis: int):
 
 
 def zero_pad(x, top: int, bottom: int, left: int, right: int):
-    """Zero padding of the last two axes by concatenation: 10-20x faster than ops.pad (PadV3) on CPU."""
+    """Zero padding of the last two axes by concatenation, which is much faster than ops.pad (PadV3) on CPU."""
     return _cat_zeros(_cat_zeros(x, left, right, 3), top, bottom, 2)
 
 

@@ -17,7 +17,7 @@ fused AdamWeightDecay kernel, with the bias correction folded into its inputs: i
 the lr array natively, keeps its state (`adam_m.*`, `adam_v.*`, `global_step`)
 as Parameters that `ms.save_checkpoint` writes and `ms.load_param_into_net`
 restores, and matches `torch.optim.AdamW` to float32 rounding
-(tests/test_optim.py).  The checkpoint also holds the schedule itself as
+(tests/trainer/test_optim.py).  The checkpoint also holds the schedule itself as
 `learning_rate`; leave it out when loading to resume under a changed schedule.
 """
 import numpy as np

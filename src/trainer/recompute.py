@@ -7,7 +7,7 @@ forward pass per step.
 
 Random ops must not be recomputed: MindSpore draws them again in the backward
 pass (its `Cell.recompute` note), so the gradient would use another drop-path or
-dropout mask than the forward pass (tests/test_recompute.py shows it). Hence
+dropout mask than the forward pass (tests/trainer/test_recompute.py shows it). Hence
 the rule: a block is recomputed as a whole when it holds no active random op
 (DropPath, Dropout with p > 0); otherwise each of its children is, by the same
 rule, and the random cells themselves are not. With the recipe's drop_path 0.1

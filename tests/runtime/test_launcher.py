@@ -14,7 +14,9 @@ import pytest
 
 from conftest import REPO, free_port
 from datasets import write_digits_folder
-from test_train import NO_AUGMENT, SMALL
+from datasets import NO_AUGMENT, SMALL
+
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 SCRIPT = os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh")
 CONFIG = SMALL[1]

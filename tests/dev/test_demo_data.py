@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data import fashion_mnist as fm
+from scripts import fashion_mnist as fm
 from src.data.folder import scan_image_folder
 
 

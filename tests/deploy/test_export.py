@@ -12,6 +12,8 @@ from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
 from src.deploy.export import load_mindir
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 ARCH = "conformer_reduced_patch16"
 EXPORT = os.path.join(REPO, "export.py")  # run from other directories
 SMALL = ("--arch", ARCH, "--device_target", "CPU", "--image_size", "32", "--num_classes", "4")

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import REPO, run_script
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 BENCH = os.path.join(REPO, "scripts", "bench.py")
 WORKER = os.path.join(REPO, "scripts", "bench_torch_worker.py")
 TORCH_PYTHON = os.environ.get("CONFORMER_TORCH_PYTHON", sys.executable)

@@ -19,7 +19,9 @@ from src.io import TEMP_PREFIX, WriteError
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.logs import MetricsLog
 from src.trainer.trainer import build_train_step, training_state
-from test_train import NO_AUGMENT, SMALL
+from datasets import NO_AUGMENT, SMALL
+
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 ARCH = "conformer_reduced_patch16"
 

@@ -1,7 +1,7 @@
 """scripts/memory.py refuses settings it cannot measure in one line, before starting any measurement
 (a real measurement compiles a train step per variant: README "Memory levers" gives one), and with
 --torch_ref puts the PyTorch process's peak (a stand-in's here; the official code's where an
-interpreter with torch is given, see tests/test_bench.py) next to ours with the ratio."""
+interpreter with torch is given, see tests/dev/test_bench.py) next to ours with the ratio."""
 import json
 import os
 import sys
@@ -10,6 +10,8 @@ import pytest
 
 from conftest import run_script
 from test_bench import OFFICIAL, TORCH_PYTHON, _torch_importable
+
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 SMALL = ("--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32", "--num_classes", "10",
          "--batch_size", "4", "--micro_batches", "2", "--variants", "plain")

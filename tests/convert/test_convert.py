@@ -11,6 +11,8 @@ from conftest import FIXTURES, run_script
 from torch_zip_writer import write_torch_zip
 from src.conformer import create_model
 
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 FIDELITY = os.path.join(FIXTURES, "fidelity")
 
 

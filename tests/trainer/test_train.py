@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import nn
 
 from conftest import REPO, free_port, run_script
-from datasets import write_digits_folder
+from datasets import EVAL_SMALL, NO_AUGMENT, SMALL, write_digits_folder
 from src.config import parse_args
 from src.conformer import create_model, create_model_from_config
 from src.trainer.checkpoint_keeper import CheckpointKeeper
@@ -24,13 +24,8 @@ from src.trainer.ema import EMA
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep
 
-EVAL_SMALL = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
-              "--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
-              "--num_classes", "10", "--num_parallel_workers", "2", "--drop_path", "0"]
-# training-only keys are not eval.py's flags; a few hundred images: every one once per epoch
-SMALL = [*EVAL_SMALL, "--warmup_length", "0", "--repeated_aug", "0"]
-NO_AUGMENT = ["--auto_augment", "none", "--mixup", "0", "--cutmix", "0", "--re_prob", "0", "--hflip", "0",
-              "--min_crop", "1.0"]
+pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
+
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import FIXTURES as TEST_FIXTURES
 from src.convert import torch_checkpoint
 from src.convert.torch_checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_torch_checkpoint
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "torch_ckpt")
+FIXTURES = os.path.join(TEST_FIXTURES, "torch_ckpt")
 ZIP = os.path.join(FIXTURES, "ckpt_zip.pt")
 LEGACY = os.path.join(FIXTURES, "ckpt_legacy.pt")
 BIG_ENDIAN = os.path.join(FIXTURES, "ckpt_bigendian.pt")
