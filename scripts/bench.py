@@ -2,7 +2,7 @@
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy probe]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
@@ -13,6 +13,11 @@ values.  Prints a table, then the results as one JSON line.
 On CPU, `plain` repeats the forward and train rows with every convolution as MindSpore's own
 Conv2D op (the model before its CPU formulation, src/layers/conv2d.py), and `convs` times each
 distinct convolution of the model both ways, forward and forward+backward.
+
+`dispatch` measures what one kernel costs the runtime regardless of its size: a GRAPH call of
+401 dependent multiplications of 64 floats against a call of one, per op (with --torch_ref,
+PyTorch eager's cost per op the same way).  Times the number of kernels of a step, it is the
+step's floor that no kernel speed-up removes.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
 scripts/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
@@ -57,7 +62,7 @@ from src.trainer.loss import create_loss  # noqa: E402
 from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
-PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "probe")
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe")
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -67,6 +72,8 @@ TORCH_ORT = "onnxruntime (torch.onnx export)"
 TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OURS_ORT}
 # at least: a pair of runtimes can differ by a few percent, and this shared machine has slow spells
 INTERLEAVED_ROUNDS = 10
+# tiny ops in the long chain of the dispatch part: enough that the chain dwarfs one call's fixed cost
+CHAIN_OPS = 400
 
 
 class BenchError(ConformerError, RuntimeError):
@@ -267,6 +274,42 @@ def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
     return rows
 
 
+class _Chain(nn.Cell):
+    """`length` dependent multiplications of 64 floats: kernels too small to compute anything, so
+    their time is what the runtime spends per kernel."""
+
+    def __init__(self, length: int):
+        super().__init__()
+        self.length = length
+
+    def construct(self, x):
+        for _ in range(self.length):
+            x = x * 1.0001
+        return x
+
+
+def bench_dispatch(cfg, worker=None) -> list:
+    """The cost of one kernel: a GRAPH call of 1 + CHAIN_OPS tiny ops minus a call of 1, per op;
+    with `worker`, PyTorch eager's cost per op the same way, interleaved."""
+    x = ms.Tensor(np.ones(64, np.float32))
+    short, long = _Chain(1), _Chain(1 + CHAIN_OPS)
+    timers = {"ours 1": clocked(lambda: short(x).asnumpy()), "ours long": clocked(lambda: long(x).asnumpy())}
+    if worker:
+        timers.update({"torch 1": lambda: worker.seconds("chain", 1),
+                       "torch long": lambda: worker.seconds("chain", 1 + CHAIN_OPS)})
+    seconds = interleaved_medians(timers, max(cfg.repeats, INTERLEAVED_ROUNDS))
+    us = {who: (seconds[f"{who} long"] - seconds[f"{who} 1"]) / CHAIN_OPS * 1e6 for who in ("ours", "torch")
+          if f"{who} 1" in seconds}
+    rows = [{"what": "dispatch: MindSpore GRAPH, per tiny kernel", "batch": None, "img_per_s": None,
+             "us_per_kernel": us["ours"], "note": f"{us['ours']:.1f} us per kernel; a call of one op "
+                                                  f"{seconds['ours 1'] * 1e3:.2f} ms"}]
+    if worker:
+        rows.append({"what": "dispatch: PyTorch eager, per tiny op", "batch": None, "img_per_s": None,
+                     "us_per_kernel": us["torch"], "ours_over_torch": us["torch"] / us["ours"],
+                     "note": f"{us['torch']:.1f} us per op; {worker.note}"})
+    return rows
+
+
 def bench_deploy(cfg, net) -> list:
     summed = InferenceNet(net)
     summed.set_train(False)
@@ -446,6 +489,11 @@ def measure(cfg, workdir: str) -> list:
                 rows += bench_deploy(cfg, net)
             if "train" in cfg.parts:
                 rows += bench_train(cfg, net, worker=worker)
+        if "dispatch" in cfg.parts:
+            rows += bench_dispatch(cfg, worker)
+    elif "dispatch" in cfg.parts:
+        with start_torch_worker(cfg, workdir) if workdir else contextlib.nullcontext() as worker:
+            rows += bench_dispatch(cfg, worker)
     elif workdir:  # the worker still writes the files the numerics need
         start_torch_worker(cfg, workdir).close()
     if cpu_formulation() and {"plain", "convs"} & set(cfg.parts):

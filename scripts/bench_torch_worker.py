@@ -37,7 +37,7 @@ import time
 PROG = "bench_torch_worker.py"
 COMMON_KEYS = ("mode", "official", "hparams", "image_size", "lr", "betas", "eps", "weight_decay", "seed")
 MODE_KEYS = {"serve": ("out_dir",), "memory": ("batch", "steps")}
-COMMANDS = ("forward", "train", "quit")
+COMMANDS = ("forward", "train", "chain", "quit")
 ONNX_OPSET = 11  # as export.py
 FILES = {"weights": "official.pth", "onnx": "official.onnx", "numerics_input": "numerics_input.npy",
          "numerics_logits": "numerics_logits.npy"}
@@ -80,7 +80,7 @@ def read_spec(path: str) -> dict:
 
 
 def parse_command(line: str) -> tuple:
-    """(cmd, batch) of one protocol line; batch is 0 for quit."""
+    """(cmd, batch) of one protocol line; batch is 0 for quit (for chain: the number of ops)."""
     try:
         command = json.loads(line)
     except ValueError:
@@ -173,6 +173,15 @@ class Official:
         loss.backward()
         self.optimizer.step()
         return time.perf_counter() - start
+
+    def chain(self, length: int) -> float:
+        """`length` dependent multiplications of 64 floats, eagerly: the cost of dispatching an op."""
+        x = self.torch.ones(64)
+        with self.torch.no_grad():
+            start = time.perf_counter()
+            for _ in range(length):
+                x = x * 1.0001
+            return time.perf_counter() - start
 
     def export(self, out: str) -> None:
         """Weights, numerics logits and torch.onnx export, before anything changes the weights."""

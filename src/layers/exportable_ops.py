@@ -31,7 +31,7 @@ class GELU(nn.Cell):
     """GELU with torch.nn.GELU's two modes.
 
     approximate=False (the official numerics) is the exact erf form.  `ops.erf`
-    is the fastest exact formulation on CPU (1.5-2x nn.GELU(approximate=False))
+    is the fastest exact formulation on CPU (faster than nn.GELU(approximate=False))
     but has no ONNX exporter, so `set_exportable` switches the cell to an erf
     polynomial accurate to 1.5e-7, used only for export.
     """

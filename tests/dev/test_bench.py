@@ -124,7 +124,7 @@ def test_against_the_official_pytorch_code(tmp_path):
         f"set CONFORMER_OFFICIAL to a checkout of github.com/pengzhiliang/Conformer (tried {OFFICIAL})"
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--batches", "1", "2", "--train_batch", "2", "--parts", "forward", "train",
-                        "deploy", "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON, "--json_out", str(out))
+                        "deploy", "dispatch", "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON, "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())["results"]
     rows = {r["what"]: r for r in results}
@@ -139,6 +139,10 @@ def test_against_the_official_pytorch_code(tmp_path):
         assert "interleaved with the other, median of 10" in ours["note"] and "torch " in theirs["note"]
     export, ours_onnx = rows["onnxruntime (torch.onnx export)"], rows["onnxruntime (our ONNX, official weights)"]
     assert export["ours_over_torch"] == ours_onnx["img_per_s"] / export["img_per_s"]
+
+    ours_kernel, torch_op = rows["dispatch: MindSpore GRAPH, per tiny kernel"], rows["dispatch: PyTorch eager, per tiny op"]
+    assert ours_kernel["us_per_kernel"] > 0 and torch_op["us_per_kernel"] > 0
+    assert torch_op["ours_over_torch"] == torch_op["us_per_kernel"] / ours_kernel["us_per_kernel"]
 
     numerics = [r for what, r in rows.items() if what.startswith("numerics:")]
     assert len(numerics) == 3 and all(r["relative_diff"] <= 1e-4 for r in numerics), numerics
@@ -251,7 +255,7 @@ def test_a_worker_that_breaks_the_protocol_or_dies_is_one_line(tmp_path):
 def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--batches", "2", "--train_batch", "2", "--parts", "forward", "plain",
-                        "convs", "--json_out", str(out))
+                        "convs", "dispatch", "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["results"]
     by_name = {r["what"]: r for r in rows}
@@ -262,3 +266,7 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
     assert convs[0] == "conv 7x7/2 3->64 @32x32" and "conv 4x4/4 64->192 @8x8" in convs
     assert {c.split(" ")[1] for c in convs} == {"7x7/2", "4x4/4", "3x3/1", "3x3/2", "1x1/2"}
     assert len(convs) == len(set(convs))
+    # the cost of one kernel, from a call of 401 tiny ops against a call of one
+    dispatch = by_name["dispatch: MindSpore GRAPH, per tiny kernel"]
+    assert dispatch["us_per_kernel"] > 0 and dispatch["img_per_s"] is None
+    assert f"{dispatch['us_per_kernel']:.1f} us per kernel" in dispatch["note"]
