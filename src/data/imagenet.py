@@ -80,7 +80,7 @@ import numpy as np
 from mindspore.dataset.vision import Inter
 
 from src.data.augment import Mixup, RandomErasing, create_auto_augment
-from src.data.folder import DatasetError, scan_image_folder  # noqa: F401 (the API names them here)
+from src.data.folder import DatasetError
 from src.data.labels import split_samples
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, is_image_file, \
     load_rgb
