@@ -1,5 +1,8 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
+val_dir holds class folders, or (with --val_labels CSV) a flat folder of images; --results_file also
+writes per-class top-1 and the confusion matrix (README "Evaluation, inference, export").
+
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
                    [--results_file R.json]
 """
@@ -10,8 +13,7 @@ from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import create_dataset
 from src.evaluate import evaluate
-from src.io import write_json_atomic
-from src.metrics import RESULTS_FILE_HELP, format_eval_results, results_record
+from src.metrics import RESULTS_FILE_HELP, format_eval_results, results_record, write_results
 from src.runtime.console import run_main
 from src.runtime.device import init_context
 
@@ -27,9 +29,10 @@ def main() -> int:
     net = create_model_from_config(cfg)
     load_weights(net, start_weights(cfg))
     print(param_count_line(net, cfg.arch), flush=True)
-    results = evaluate(net, create_dataset(cfg, "val"))
+    data = create_dataset(cfg, "val")
+    results = evaluate(net, data)
     if cfg.results_file:
-        write_json_atomic(cfg.results_file, results_record(results))
+        write_results(cfg.results_file, results_record(results, data.class_names))
     print(format_eval_results(results["sum"]))
     print(f"conv head: {format_eval_results(results['conv'])}")
     print(f"transformer head: {format_eval_results(results['trans'])}")

@@ -3,16 +3,16 @@
     python eval_onnx.py DATASET --onnx_path PATH [--image_size 224] [-m {CPU,GPU}] [--prefetch 16]
                         [--batch_size N] [--ort_threads N] [--results_file R.json] [--any_yaml_key V]
 
-DATASET holds one subfolder per class (sorted names = class indices); without it the config's
-data_url/val_dir is used.  Images get eval.py's preprocessing (src/data/preprocess.py).
+DATASET holds one subfolder per class (sorted names = class indices), or with --val_labels CSV it is
+a flat folder labelled by that file (class names indexed by data_url/train_dir's folders); without it
+the config's data_url/val_dir is used.  Images get eval.py's preprocessing (src/data/preprocess.py).
 """
 import os
 import sys
 
 from src.config import parse_args
 from src.deploy.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
-from src.io import write_json_atomic
-from src.metrics import results_record
+from src.metrics import RESULTS_FILE_HELP, results_record, write_results
 from src.runtime.console import run_main
 
 PROG = "eval_onnx.py"
@@ -22,11 +22,11 @@ def _script_args(parser):
     add_data_args(parser, "ImageFolder dataset: one subfolder of images per class (default: data_url/val_dir)",
                   data_default=True)
     add_onnx_args(parser)
-    # no "loss" and no heads: the exported model outputs the summed logits, and no loss is computed here
+    # heads and loss only from a model exported with --export_heads: the default export outputs the
+    # summed logits alone, and eval.py's loss is the mean of the heads' cross entropies
     parser.add_argument("--results_file", default="",
-                        help="also write the results as JSON to this file (atomically): "
-                             "{\"num_images\": N, \"summed\": {\"top1\", \"top5\"}}; "
-                             "the printed line is the same with or without it")
+                        help=RESULTS_FILE_HELP.replace("the printed lines are", "the printed line is") +
+                        " (conv, transformer and loss only from a model exported with --export_heads)")
 
 
 def main() -> int:
@@ -34,11 +34,11 @@ def main() -> int:
     cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
     if not os.path.isdir(cfg.data):
         raise InferenceError(f"dataset folder not found: {cfg.data}")
-    forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size, cfg.ort_threads)
+    forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size, cfg.ort_threads,
+                           heads=True)
     results = evaluate(cfg, PROG, forward)
     if cfg.results_file:
-        write_json_atomic(cfg.results_file, results_record({"num_images": results["num_images"],
-                                                            "sum": results["exact"]}))
+        write_results(cfg.results_file, results_record(results, results["class_names"]))
     print(f"eval results: {results['printed']}")
     return 0
 

@@ -5,7 +5,8 @@
 
 DATA is one image or a folder (searched recursively).  Prints `/abs/path/img.JPEG (class: 293)`
 per image and writes {abs path: class} to --output; unreadable images are reported on stderr
-and listed in OUTPUT.errors.json.
+and listed in OUTPUT.errors.json.  With --val_labels CSV (README "Labels files") one more line on
+stderr gives the top-1 / top-5 of the images that CSV labels.
 """
 import sys
 

@@ -4,7 +4,8 @@
                          [--class_names FILE_OR_DATASET_DIR] [--batch_size N] [--prefetch N] [--ort_threads N]
                          [--any_yaml_key V]
 
-The ONNX file has a dynamic batch; --image_size must be the one it was exported at.
+The ONNX file has a dynamic batch; --image_size must be the one it was exported at.  With
+--val_labels CSV one more line on stderr gives the top-1 / top-5 of the images that CSV labels.
 """
 import sys
 

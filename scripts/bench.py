@@ -151,8 +151,8 @@ def bench_data(cfg) -> list:
         # the generated dataset, not the config's: its keys are no flags of bench.py; repeated_aug only
         # decides which images an epoch holds, not their cost, and needs >= 256 of them
         data_cfg = argparse.Namespace(**{**vars(cfg), **dict(
-            dataset="ImageNet", data_url=root, train_dir="train", val_dir="val", train_num_samples=-1,
-            val_num_samples=-1, num_classes=4, batch_size=16, repeated_aug=0)})
+            dataset="ImageNet", data_url=root, train_dir="train", val_dir="val", train_labels="", val_labels="",
+            train_num_samples=-1, val_num_samples=-1, num_classes=4, batch_size=16, repeated_aug=0)})
         for name, split in (("data: eval transform", "val"), ("data: train recipe", "train")):
             counts, start = 0, time.perf_counter()
             for epoch in range(2):

@@ -75,6 +75,10 @@ TRAIN_STEP = frozenset({TRAIN, MEMORY})  # build_train_step: schedule, optimizer
 OPTIMIZER = TRAIN_STEP | {BENCH}  # create_optimizer and the train-step settings bench.py times
 TRAIN_ONLY = frozenset({TRAIN})
 EVAL_TRANSFORM = DATA | {INFER, INFER_ONNX, EVAL_ONNX}  # crop_pct
+# labels CSVs (src/data/labels.py): the scripts that read a split with known labels, and those that
+# index class names by train_dir's folders (infer.py / infer_onnx.py take them from --class_names)
+LABELS_READERS = DATASET | {EVAL_ONNX, INFER, INFER_ONNX}
+CLASS_NAMES = DATASET | {EVAL_ONNX}
 CHECKPOINT_READERS = frozenset({TRAIN, EVAL, EXPORT, INFER, VISUALIZE, SUMMARY})
 # The words every entry point uses in one sense (README "Vocabulary"; tests/test_readme.py holds each
 # script's --help to them).
@@ -107,11 +111,20 @@ def start_weights(cfg) -> str:
 # and the official numerics, so a YAML that sets only `arch` is the official model and recipe.
 SCHEMA = {
     "Dataset": {
-        "dataset": Option("ImageNet", "dataset layout: ImageFolder tree data_url/<split>/<class>/<image>",
-                          read_by=DATASET, choices=("ImageNet",)),
+        "dataset": Option("ImageNet", "how a split is read: ImageNet = class folders data_url/<split>/<class>/<image>, "
+                                      "or a flat split folder when its labels key names a CSV; ImageFolder = class "
+                                      "folders only (a labels key set is an error)",
+                          read_by=LABELS_READERS, choices=("ImageNet", "ImageFolder")),
         "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | {EVAL_ONNX}),
-        "train_dir": Option("train", "training split folder under data_url", read_by=TRAIN_ONLY),
+        "train_dir": Option("train", "training split folder under data_url (its sorted class folders also index "
+                                     "the class names of a labels CSV)", read_by=CLASS_NAMES),
         "val_dir": Option("val", "validation split folder under data_url", read_by=DATASET | {EVAL_ONNX}),
+        "train_labels": Option("", "'' = class folders; else a CSV (path,label per row, or the "
+                                   "ImageId,PredictionString form) labelling the images of a flat train_dir",
+                               read_by=CLASS_NAMES),
+        "val_labels": Option("", "'' = class folders; else a CSV (path,label per row, or ImageNet's "
+                                 "LOC_val_solution.csv as distributed) labelling the images of a flat val_dir "
+                                 "(infer: of DATA, to report accuracy)", read_by=LABELS_READERS),
         "train_num_samples": Option(-1, "-1 = all training images; N = N files evenly spaced over the sorted list (every class kept)",
                                     read_by=TRAIN_ONLY, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
         "val_num_samples": Option(-1, "-1 = all validation images; N = N files evenly spaced over the sorted list",

@@ -115,7 +115,7 @@ def test_every_key_is_read_somewhere_and_each_script_reads_only_its_keys():
 
 
 def test_the_dataset_key_names_a_known_layout():
-    from src.data.imagenet import LAYOUTS
+    from src.data.labels import LAYOUTS
     assert set(LAYOUTS) == set(OPTIONS["dataset"].choices)
 
 

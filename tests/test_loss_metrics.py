@@ -157,3 +157,36 @@ def test_evaluate_on_reduced_conformer():
 def test_format_eval_results_matches_modelzoo_line():
     line = format_eval_results({"Loss": np.float64(1.42044), "Top1-Acc": 0.7310664, "Top5-Acc": 0.906210})
     assert line == "eval results: {'Loss': 1.4204, 'Top1-Acc': 0.731066, 'Top5-Acc': 0.90621}"
+
+
+def test_confusion_matrix_by_hand_and_shards_add_up():
+    from src.metrics import EvalCounts, results_record
+    logits = np.array([[3, 1, 0], [0, 2, 2], [1, 0, 5], [4, 4, 0], [0, 1, 0]], np.float32)
+    labels = np.array([0, 2, 2, 1, 1])
+    whole = EvalCounts()
+    whole.add(labels, logits)
+    # argmax per row (ties to the lower index): 0, 1, 2, 0, 1
+    expected = [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
+    record = results_record(whole.results(), ["a", "b", "c"])
+    assert record["confusion_matrix"] == expected and record["class_names"] == ["a", "b", "c"]
+    assert record["per_class_top1"] == [1.0, 0.5, 0.5] and record["summed"]["top1"] == 3 / 5
+    assert "conv" not in record and "loss" not in record["summed"]  # no heads given: no loss guessed
+    shards = [EvalCounts(), EvalCounts()]
+    shards[0].add(labels[:2], logits[:2])
+    shards[1].add(labels[2:], logits[2:])
+    assert np.array_equal(shards[0].confusion + shards[1].confusion, whole.confusion)
+    empty_class = EvalCounts()
+    empty_class.add(np.array([0]), logits[:1])
+    assert results_record(empty_class.results())["per_class_top1"] == [1.0, None, None]
+
+
+def test_results_file_without_matplotlib_is_the_json_alone(tmp_path, monkeypatch):
+    import json
+    import sys
+    from src.metrics import EvalCounts, results_record, write_results
+    counts = EvalCounts()
+    counts.add(np.array([0, 1]), np.array([[1, 0], [1, 0]], np.float32))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    write_results(str(tmp_path / "r.json"), results_record(counts.results()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert json.loads((tmp_path / "r.json").read_text())["confusion_matrix"] == [[1, 0], [1, 0]]

@@ -4,6 +4,9 @@ Layout: ``<data_url>/<train_dir or val_dir>/<class folder>/<image>``; images are
 found recursively in each class folder by extension (any case, see
 `preprocess.IMAGE_EXTENSIONS`). Class index = rank of the folder name in sorted
 order, the default of `mindspore.dataset.ImageFolderDataset` and torchvision.
+With `train_labels` / `val_labels` set, that split is a flat folder labelled by a
+CSV (`labels.py`: `path,label` rows or ImageNet's LOC_val_solution.csv); the
+same transforms, subsets and shards apply to its (path, label) list.
 
 API (what train.py / eval.py call)
     create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None,
@@ -12,7 +15,9 @@ API (what train.py / eval.py call)
         split 'val':   image float32 [B, 3, S, S], label int32 [B]
     SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration.
     DatasetError(ValueError): missing or empty split folder, class folder without images, too
-        many classes for `num_classes`, a subset larger than the split, fewer images than a batch.
+        many classes for `num_classes`, a subset larger than the split, fewer images than a batch,
+        a labels CSV row naming a missing file or an unknown class.
+    The pipeline's `class_names` attribute: the split's class names (index = class).
 
 One training pipeline per epoch: `create_dataset(cfg, "train", rank_id, rank_size,
 epoch=e)` serves epoch e. Its order is a permutation seeded by (cfg.seed, e),
@@ -75,7 +80,8 @@ import numpy as np
 from mindspore.dataset.vision import Inter
 
 from src.data.augment import Mixup, RandomErasing, create_auto_augment
-from src.data.folder import DatasetError, scan_image_folder
+from src.data.folder import DatasetError
+from src.data.labels import split_samples
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, is_image_file, \
     load_rgb
 
@@ -232,19 +238,17 @@ def train_transforms(cfg) -> list:
     return ops
 
 
-# `dataset` -> the scan of one split folder; ImageNet's layout is torchvision's ImageFolder
-LAYOUTS = {"ImageNet": scan_image_folder}
-
-
 def _split_samples(cfg, is_train: bool):
-    """-> (split folder, image paths, int32 class indices) after the num_samples subset."""
-    root = os.path.join(cfg.data_url, cfg.train_dir if is_train else cfg.val_dir)
-    classes, samples = LAYOUTS[cfg.dataset](root)
-    if len(classes) > cfg.num_classes:
-        raise DatasetError(f"{root} has {len(classes)} class folders but num_classes is {cfg.num_classes}")
+    """-> (split folder, class names, image paths, int32 class indices) after the num_samples subset;
+    the split's layout (class folders, or a flat folder and a labels CSV) by `dataset` (labels.py)."""
+    train_root = os.path.join(cfg.data_url, cfg.train_dir)
+    root = train_root if is_train else os.path.join(cfg.data_url, cfg.val_dir)
+    labels_key = "train_labels" if is_train else "val_labels"
+    classes, samples = split_samples(root, labels_key, getattr(cfg, labels_key), cfg.dataset, train_root,
+                                     cfg.train_labels, cfg.num_classes)
     key = "train_num_samples" if is_train else "val_num_samples"
     samples = _subset(samples, getattr(cfg, key), key, root)
-    return root, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
+    return root, classes, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
 
 
 def _readable_images(order, paths, labels, to_image, workers: int, skipped: SkippedImages):
@@ -269,7 +273,7 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     is_train = split == "train"
     shuffle = is_train if shuffle is None else shuffle
     drop_remainder = is_train if drop_remainder is None else drop_remainder
-    root, paths, labels = _split_samples(cfg, is_train)
+    root, classes, paths, labels = _split_samples(cfg, is_train)
 
     repeats = cfg.repeated_aug if is_train else 0
     if repeats and len(paths) < 256:
@@ -296,4 +300,5 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     else:
         data = data.batch(cfg.batch_size, drop_remainder)
     data.dataset_size = batches - skip_batches  # nominal (module docstring): counting would run the pipeline
+    data.class_names = classes  # index = class; [] when a labels CSV gives indices only
     return data

@@ -15,11 +15,12 @@ import numpy as np
 import onnxruntime as ort
 
 from src.config import add_output_arg
-from src.data.folder import DatasetError, scan_image_folder
+from src.data.folder import DatasetError
+from src.data.labels import check_layout, read_labels_csv, split_samples
 from src.data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
 from src.errors import ConformerError
 from src.io import write_json_atomic
-from src.metrics import topk_correct
+from src.metrics import EvalCounts
 from src.runtime.console import Console
 
 ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
@@ -170,16 +171,23 @@ def image_batches(paths: list, batch_size: int, cfg, errors: dict, prog: str):
         yield batch_paths, np.stack(arrays)
 
 
-def logits_of(outputs: list) -> np.ndarray:
-    """The logits among a graph's outputs.
+def heads_of(outputs: list) -> dict:
+    """{"sum": logits, and "conv" / "trans" when the graph has them} from a graph's outputs.
 
     export.py's graphs put the summed logits first (alone, or followed by the two
-    heads); a graph of the bare network has just the two heads, summed here as
-    the official inference does.
+    heads, --export_heads); a graph of the bare network has just the two heads, summed
+    here as the official inference does.
     """
     if len(outputs) == 2:
-        return outputs[0] + outputs[1]
-    return outputs[0]
+        return {"sum": outputs[0] + outputs[1], "conv": outputs[0], "trans": outputs[1]}
+    if len(outputs) == 3:
+        return {"sum": outputs[0], "conv": outputs[1], "trans": outputs[2]}
+    return {"sum": outputs[0]}
+
+
+def logits_of(outputs: list) -> np.ndarray:
+    """The (summed) logits among a graph's outputs (`heads_of`)."""
+    return heads_of(outputs)["sum"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -209,25 +217,47 @@ def _prediction(path: str, logits: np.ndarray, topk: int, names):
     return top, f"{path} ({', '.join(parts)}, prob: {probs[best]:.4f})"
 
 
+def _known_labels(cfg, names):
+    """{abs image path: class} from --val_labels for infer.py / infer_onnx.py, or None: paths relative to
+    DATA (its folder when DATA is one image), class names indexed by --class_names."""
+    check_layout(cfg.dataset, "val_labels", cfg.val_labels)
+    if not cfg.val_labels:
+        return None
+    root = cfg.data if os.path.isdir(cfg.data) else os.path.dirname(os.path.abspath(cfg.data))
+    samples = read_labels_csv(cfg.val_labels, root, names or [], key="val_labels",
+                              names_from=f"--class_names {cfg.class_names}", no_names="give them with --class_names")
+    return {os.path.abspath(path): label for path, label in samples}
+
+
 def predict(cfg, prog: str, build_forward) -> int:
     """infer.py / infer_onnx.py: label every image at cfg.data; returns the exit status.
 
     `build_forward(batch_size)` is called once the images and class names are
     known to be usable, so a bad DATA fails before any model is loaded.  A reader that closes
     stdout early (`| head -n 1`) stops the console lines only: every image is still labelled
-    and the JSON written, which is what the status 0 then says.
+    and the JSON written, which is what the status 0 then says.  With --val_labels the images
+    it labels are also scored against it (one line on stderr; the JSON is unchanged).
     """
     paths = find_images(cfg.data)
     names = load_class_names(cfg.class_names) if cfg.class_names else None
+    try:
+        known = _known_labels(cfg, names)
+    except DatasetError as e:
+        raise InferenceError(str(e)) from None
     batch_size = min(cfg.batch_size, len(paths))  # one image runs at batch 1, not padded to batch_size
     forward = build_forward(batch_size)
-    predictions, errors, console = {}, {}, Console()
+    predictions, errors, console, counts = {}, {}, Console(), EvalCounts()
     for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
         logits = forward(images)
         _check_class_names(names, logits.shape[1], cfg.class_names)
         for path, row in zip(batch_paths, logits):
             predictions[path], line = _prediction(path, row, cfg.topk, names)
             console.line(line)
+        if known is not None:
+            labelled = [i for i, path in enumerate(batch_paths) if path in known]
+            if labelled:
+                _check_labels_fit(cfg.val_labels, [known[batch_paths[i]] for i in labelled], logits.shape[1])
+                counts.add([known[batch_paths[i]] for i in labelled], logits[labelled])
     errors_path = cfg.output + ".errors.json"
     write_errors(errors_path, errors)
     if not predictions:
@@ -235,36 +265,55 @@ def predict(cfg, prog: str, build_forward) -> int:
     write_json_atomic(cfg.output, predictions)
     skipped = f", skipped {len(errors)} unreadable (see {errors_path})" if errors else ""
     print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {cfg.output}", file=sys.stderr)
+    if known is not None:
+        print(f"{prog}: {_accuracy_line(counts, len(known), cfg.val_labels)}", file=sys.stderr)
     return 0
 
 
-def evaluate(cfg, prog: str, forward) -> dict:
-    """eval_onnx.py: top-1 / top-5 accuracy of `forward` over the ImageFolder dataset at cfg.data,
-    as {"printed": the line's dict (6 decimals), "exact": unrounded, "num_images": N}.
+def _check_labels_fit(source: str, labels: list, num_classes: int) -> None:
+    if max(labels) >= num_classes:
+        raise InferenceError(f"{source} gives class {max(labels)}, the model predicts {num_classes} classes")
 
-    The images and labels are those of eval.py's pipeline: class = rank of the sorted folder name,
-    and a class folder without images is an error there too.
+
+def _accuracy_line(counts, num_known: int, source: str) -> str:
+    if counts.num_images == 0:
+        return f"none of the {num_known} images in {source} was among those labelled"
+    m = counts.results()["sum"]
+    return (f"against {source}: {{'Top1-Acc': {round(m['Top1-Acc'], 6)}, 'Top5-Acc': {round(m['Top5-Acc'], 6)}}} "
+            f"({counts.num_images} of its {num_known} images)")
+
+
+def evaluate(cfg, prog: str, forward) -> dict:
+    """eval_onnx.py: `EvalCounts.results()` of `forward` (images -> `heads_of` dict) over the dataset
+    at cfg.data, plus "printed": the line's dict (6 decimals) and "class_names".
+
+    The images and labels are those of eval.py's pipeline: class folders (class = rank of the sorted
+    folder name, a class folder without images is an error there too), or with val_labels the flat
+    folder cfg.data labelled by that CSV, class names indexed by data_url/train_dir.
     """
     try:
-        classes, samples = scan_image_folder(cfg.data)
+        classes, samples = split_samples(cfg.data, "val_labels", cfg.val_labels, cfg.dataset,
+                                         os.path.join(cfg.data_url, cfg.train_dir), cfg.train_labels)
     except DatasetError as e:
         raise InferenceError(str(e)) from None
     labels = dict(samples)
-    errors, correct1, correct5, seen = {}, 0, 0, 0
+    num_classes = max(len(classes), max(labels.values()) + 1)
+    errors, counts = {}, EvalCounts()
     for batch_paths, images in image_batches(sorted(labels), cfg.batch_size, cfg, errors, prog):
-        logits = forward(images)
-        if logits.shape[1] < len(classes):
-            raise InferenceError(f"{cfg.data} has {len(classes)} classes, the model predicts {logits.shape[1]}")
-        target = np.array([labels[p] for p in batch_paths])
-        correct1 += topk_correct(logits, target, 1)
-        correct5 += topk_correct(logits, target, 5)
-        seen += len(batch_paths)
-    if not seen:
+        heads = forward(images)
+        if heads["sum"].shape[1] < num_classes:
+            raise InferenceError(f"{cfg.val_labels or cfg.data} has {num_classes} classes, the model predicts "
+                                 f"{heads['sum'].shape[1]}")
+        counts.add([labels[p] for p in batch_paths], heads["sum"], heads.get("conv"), heads.get("trans"))
+    if not counts.num_images:
         raise InferenceError(f"none of the {len(labels)} images in {cfg.data} could be read")
     skipped = f", skipped {len(errors)} unreadable" if errors else ""
-    print(f"{prog}: evaluated {seen} images in {len(classes)} classes{skipped}", file=sys.stderr)
-    exact = {"Top1-Acc": correct1 / seen, "Top5-Acc": correct5 / seen}
-    return {"printed": {k: round(v, 6) for k, v in exact.items()}, "exact": exact, "num_images": seen}
+    print(f"{prog}: evaluated {counts.num_images} images in {len(classes) or num_classes} classes{skipped}",
+          file=sys.stderr)
+    results = counts.results()
+    results["printed"] = {k: round(results["sum"][k], 6) for k in ("Top1-Acc", "Top5-Acc")}
+    results["class_names"] = classes
+    return results
 
 
 def write_errors(path: str, errors: dict) -> None:
@@ -291,9 +340,9 @@ def ort_session_options(threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-def onnx_forward(path: str, device: str, image_size: int, threads: int = 0):
-    """`forward` running an ONNX file in onnxruntime on CPU or GPU with `ort_session_options(threads)`;
-    any problem is one InferenceError."""
+def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, heads: bool = False):
+    """`forward` running an ONNX file in onnxruntime on CPU or GPU with `ort_session_options(threads)`:
+    images -> summed logits, or with `heads` the `heads_of` dict; any problem is one InferenceError."""
     if device not in ORT_PROVIDERS:
         raise InferenceError(f"onnxruntime runs on CPU or GPU, not {device} (set -m CPU or -m GPU)")
     if not os.path.isfile(path):
@@ -316,7 +365,8 @@ def onnx_forward(path: str, device: str, image_size: int, threads: int = 0):
         raise InferenceError(f"{path} takes {size[0]}x{size[1]} images: pass --image_size {size[0]}")
 
     def forward(images):
-        return logits_of(session.run(None, {image_input.name: images}))
+        outputs = heads_of(session.run(None, {image_input.name: images}))
+        return outputs if heads else outputs["sum"]
     forward.session = session  # for inspection (tests, benchmarks)
     return forward
 

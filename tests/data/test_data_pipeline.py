@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import REPO
 from src.config import parse_args
-from src.data.imagenet import DatasetError, SkippedImages, _shard_order, create_dataset, scan_image_folder
+from src.data.folder import scan_image_folder
+from src.data.imagenet import DatasetError, SkippedImages, _shard_order, create_dataset
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2

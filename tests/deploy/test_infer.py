@@ -3,6 +3,7 @@ import json
 import os
 import io
 import re
+import shutil
 import subprocess
 import sys
 
@@ -40,7 +41,9 @@ def models(tmp_path_factory):
     example = ms.Tensor(np.zeros((1, 3, 32, 32), np.float32))
     onnx_path = export_model(InferenceNet(net), example, str(root / "reduced.onnx"), "ONNX", output_names(False))
     mindir = export_model(InferenceNet(net), example, str(root / "reduced.mindir"), "MINDIR")
-    return {"ckpt": ckpt, "onnx": onnx_path, "mindir": mindir}
+    onnx_heads = export_model(InferenceNet(net, with_heads=True), example, str(root / "reduced_heads.onnx"), "ONNX",
+                              output_names(True))
+    return {"ckpt": ckpt, "onnx": onnx_path, "mindir": mindir, "onnx_heads": onnx_heads}
 
 
 def _save(path, array, mode=None, **kwargs):
@@ -233,9 +236,70 @@ def test_eval_onnx_matches_the_predictions(models, dataset, tmp_path):
     assert float(match.group(1)) == round(correct / len(predictions), 6)
     assert float(match.group(2)) == 1.0  # 4 classes: the top 5 holds every class
     # the exported model gives the summed logits only: no heads and no loss in the file
+    confusion = np.zeros((4, 4), int)
+    for path, predicted in predictions.items():
+        confusion[classes.index(os.path.basename(os.path.dirname(path))), predicted] += 1
     assert json.loads(results_file.read_text()) == {
-        "num_images": len(predictions), "summed": {"top1": correct / len(predictions), "top5": 1.0}}
-    assert os.listdir(results_file.parent) == ["onnx.json"]
+        "num_images": len(predictions), "summed": {"top1": correct / len(predictions), "top5": 1.0},
+        "per_class_top1": [confusion[c, c] / 2 for c in range(4)], "confusion_matrix": confusion.tolist(),
+        "class_names": classes}
+    assert sorted(os.listdir(results_file.parent)) == ["onnx.json", "onnx_confusion.png"]
+
+
+def _flat_with_labels(dataset, root):
+    """The dataset's images in one folder, labelled by a path,label CSV (class names for some rows,
+    indices for others); -> (folder, CSV path)."""
+    flat = root / "flat"
+    flat.mkdir()
+    rows = ["path,label"]
+    for c, name in enumerate(sorted(os.listdir(dataset))):
+        for file in sorted(os.listdir(dataset / name)):
+            shutil.copy(dataset / name / file, flat / f"{name}_{file}")
+            rows.append(f"{name}_{file},{name if file.startswith('a') else c}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return flat, root / "labels.csv"
+
+
+def test_eval_onnx_with_heads_on_a_labels_csv_equals_eval_py_on_class_folders(models, dataset, tmp_path):
+    flat, labels = _flat_with_labels(dataset, tmp_path)
+    onnx_file, ms_file = tmp_path / "onnx.json", tmp_path / "ms.json"
+    result = run_script(_script("eval_onnx.py"), str(flat), "--val_labels", str(labels), "--onnx_path",
+                        models["onnx_heads"], *SMALL, "--data_url", str(dataset.parent), "--train_dir", dataset.name,
+                        "--results_file", str(onnx_file))
+    assert result.returncode == 0, result.stderr
+    ms_result = run_script("eval.py", "--checkpoint", models["ckpt"], *MODEL, "--data_url", str(dataset.parent),
+                           "--val_dir", dataset.name, "--batch_size", "8", "--num_parallel_workers", "2",
+                           "--results_file", str(ms_file))
+    assert ms_result.returncode == 0, ms_result.stderr
+    by_onnx, by_ms = json.loads(onnx_file.read_text()), json.loads(ms_file.read_text())
+    assert sorted(by_onnx) == sorted(by_ms) and by_onnx["class_names"] == ["ant", "bee", "cat", "dog"]
+    for key in ("num_images", "per_class_top1", "confusion_matrix", "class_names"):
+        assert by_onnx[key] == by_ms[key], key
+    for head in ("summed", "conv", "transformer"):  # the heads and the loss come from the --export_heads outputs
+        assert sorted(by_onnx[head]) == ["loss", "top1", "top5"]
+        assert by_onnx[head] == pytest.approx(by_ms[head], abs=1e-4)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(labels.read_text() + "gone.png,ant\n")
+    result = run_script(_script("eval_onnx.py"), str(flat), "--val_labels", str(bad), "--onnx_path", models["onnx"],
+                        *SMALL, "--data_url", str(dataset.parent), "--train_dir", dataset.name)
+    _assert_one_line_error(result, "eval_onnx.py", f"{bad} line 10: no image file 'gone.png' in {flat}")
+
+
+def test_infer_reports_accuracy_against_a_labels_csv(models, dataset, tmp_path):
+    flat, labels = _flat_with_labels(dataset, tmp_path)
+    result, predictions = _ms(flat, tmp_path / "p.json", models, "--val_labels", str(labels),
+                              "--class_names", str(dataset))
+    assert result.returncode == 0, result.stderr
+    assert all(isinstance(v, int) for v in predictions.values()) and _lines(result) == predictions  # unchanged
+    truth = {str(flat / row.split(",")[0]): sorted(os.listdir(dataset)).index(row.split("_")[0])
+             for row in labels.read_text().splitlines()[1:]}
+    top1 = round(sum(predictions[p] == c for p, c in truth.items()) / 8, 6)
+    assert result.stderr.splitlines()[-1] == \
+        f"infer.py: against {labels}: {{'Top1-Acc': {top1}, 'Top5-Acc': 1.0}} (8 of its 8 images)"
+    # names need --class_names to be indexed: without it one line names the row
+    result, _ = _ort(flat, tmp_path / "q.json", models, "--val_labels", str(labels))
+    _assert_one_line_error(result, "infer_onnx.py", f"{labels} line 2: class 'ant' is a name, but there are no "
+                                                    "class names to index it by (give them with --class_names")
 
 
 def _bash(script, *args, cwd):
