@@ -489,8 +489,8 @@ def measure(cfg, workdir: str) -> list:
                 rows += bench_deploy(cfg, net)
             if "train" in cfg.parts:
                 rows += bench_train(cfg, net, worker=worker)
-        if "dispatch" in cfg.parts:
-            rows += bench_dispatch(cfg, worker)
+            if "dispatch" in cfg.parts:
+                rows += bench_dispatch(cfg, worker)
     elif "dispatch" in cfg.parts:
         with start_torch_worker(cfg, workdir) if workdir else contextlib.nullcontext() as worker:
             rows += bench_dispatch(cfg, worker)
