@@ -1,7 +1,9 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
-                   [--results_file R.json]
+                   [--results_file R.json] [--use_ema] [--tta flip] [--amp_level O2]
+
+The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
 """
 import sys
 
@@ -13,11 +15,14 @@ from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.console import run_main
 from src.tools.device import DeviceError, init_context
 from src.tools.metrics import RESULTS_FILE_HELP, evaluate, format_eval_results, results_record
+from src.tools.tta import inference_network
 
 
 def _script_args(parser):
     add_checkpoint_arg(parser, "its weights are evaluated (default: --pretrained)")
     parser.add_argument("--results_file", default="", help=RESULTS_FILE_HELP)
+    parser.add_argument("--use_ema", action="store_true",
+                        help="evaluate the EMA weights (ema.*) of a training checkpoint instead of its raw weights")
 
 
 def main() -> int:
@@ -25,9 +30,9 @@ def main() -> int:
     try:
         init_context(cfg)
         net = create_model_from_config(cfg)
-        load_weights(net, start_weights(cfg))
+        load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
         print(param_count_line(net, cfg.arch), flush=True)
-        results = evaluate(net, create_dataset(cfg, "val"))
+        results = evaluate(inference_network(net, cfg.amp_level, cfg.tta), create_dataset(cfg, "val"))
         if cfg.results_file:
             write_json_atomic(cfg.results_file, results_record(results))
     except (DeviceError, DatasetError, CheckpointError, WriteError) as e:

@@ -12,7 +12,7 @@ import sys
 from src.config import parse_args
 from src.tools.atomic import WriteError, write_json_atomic
 from src.tools.console import run_main
-from src.tools.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
+from src.tools.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward, with_tta
 from src.tools.metrics import results_record
 
 PROG = "eval_onnx.py"
@@ -35,8 +35,8 @@ def main() -> int:
     try:
         if not os.path.isdir(cfg.data):
             raise InferenceError(f"dataset folder not found: {cfg.data}")
-        forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
-                               cfg.ort_threads)
+        forward = with_tta(onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
+                                        cfg.ort_threads), cfg.tta)
         results = evaluate(cfg, PROG, forward)
         if cfg.results_file:
             write_json_atomic(cfg.results_file, results_record(

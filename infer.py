@@ -9,6 +9,7 @@ and listed in OUTPUT.errors.json.
 """
 import sys
 
+import numpy as np
 import mindspore as ms
 
 from src.config import add_checkpoint_arg, parse_args, start_weights
@@ -19,7 +20,8 @@ from src.tools.checkpoint import CheckpointError, load_weights
 from src.tools.console import run_main
 from src.tools.device import DeviceError, init_context
 from src.tools.export import ExportError, InferenceNet, load_mindir
-from src.tools.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict
+from src.tools.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict, with_tta
+from src.tools.tta import inference_network
 
 PROG = "infer.py"
 
@@ -51,15 +53,17 @@ def _network_forward(cfg, batch_size: int):
     load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
-    summed = InferenceNet(net)
+    summed = InferenceNet(inference_network(net, cfg.amp_level, cfg.tta))
     summed.set_train(False)
-    return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy(), batch_size)
+    return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy().astype(np.float32, copy=False),
+                        batch_size)
 
 
 def _build_forward(cfg):
     def build(batch_size: int):
         init_context(cfg)
-        return _mindir_forward(cfg.mindir) if cfg.mindir else _network_forward(cfg, batch_size)
+        # the MINDIR is run as exported (its precision is the export's); the flip is averaged outside it
+        return with_tta(_mindir_forward(cfg.mindir), cfg.tta) if cfg.mindir else _network_forward(cfg, batch_size)
     return build
 
 

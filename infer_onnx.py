@@ -12,7 +12,7 @@ from src.config import parse_args
 from src.tools.atomic import WriteError
 from src.tools.console import run_main
 from src.tools.inference import (InferenceError, add_data_args, add_onnx_args, add_prediction_args,
-                                 onnx_forward, predict)
+                                 onnx_forward, predict, with_tta)
 
 PROG = "infer_onnx.py"
 
@@ -27,7 +27,8 @@ def main() -> int:
     cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
     try:
-        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
+        return predict(cfg, PROG, lambda _: with_tta(onnx_forward(cfg.onnx_path, device, cfg.image_size,
+                                                                  cfg.ort_threads), cfg.tta))
     except (InferenceError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

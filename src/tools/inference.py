@@ -181,6 +181,20 @@ def logits_of(outputs: list) -> np.ndarray:
     return outputs[0]
 
 
+def flip_tta(forward):
+    """`forward` averaged over the images and their horizontal mirrors (tta: flip), as FlipTTA
+    (src/tools/tta.py) does in the MindSpore scripts."""
+    def averaged(images):
+        return (forward(images) + forward(np.ascontiguousarray(images[..., ::-1]))) / 2
+    averaged.session = getattr(forward, "session", None)
+    return averaged
+
+
+def with_tta(forward, tta: str):
+    """`forward` under the config's `tta` ('' = as it is)."""
+    return flip_tta(forward) if tta == "flip" else forward
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))

@@ -50,7 +50,9 @@ def evaluate(net, dataset) -> dict:
     num_images, forward = 0, None
     for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
         if forward is None:  # the first batch is a full one (or the only one)
-            forward = pad_to_batch(lambda x: tuple(out.asnumpy() for out in net(ms.Tensor(x))), len(images))
+            # float32: under amp_level a head may come out in float16
+            forward = pad_to_batch(lambda x: tuple(out.asnumpy().astype(np.float32, copy=False)
+                                                   for out in net(ms.Tensor(x))), len(images))
         conv, trans = forward(images)
         labels = labels.astype(np.int64)
         logits = {"sum": conv + trans, "conv": conv, "trans": trans}
