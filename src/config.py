@@ -194,8 +194,8 @@ SCHEMA = {
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
                        read_by=MODEL, choices=ARCH_NAMES),
-        "amp_level": Option("O0", "mixed precision level (float16) of training, and of eval.py / infer.py's network "
-                                  "(not of a MINDIR or ONNX file)", read_by=TRAIN_STEP | {EVAL, INFER},
+        "amp_level": Option("O0", "float16 mixed precision of training and of eval.py / infer.py's network "
+                                  "(an exported file keeps its own)", read_by=TRAIN_STEP | {EVAL, INFER},
                             choices=("O0", "O1", "O2", "O3")),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
         "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
