@@ -133,6 +133,15 @@ def test_unknown_or_damaged_files_are_one_line_naming_the_file(weights, tmp_path
         zf.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\nq\x00.")
     with pytest.raises(CheckpointError, match="system"):
         load_weights(net, str(evil))
+    assert weights_format(os.path.join(FIXTURES, "torch_ckpt", "ckpt_legacy.pt")) == "torch"  # torch < 1.6
+    # a safetensors header length whose first byte is a pickle's 0x80 is still safetensors
+    from safetensors.numpy import save_file
+    odd = str(tmp_path / "odd.safetensors")
+    for pad in range(256):
+        save_file({"w": np.zeros(2, np.float32)}, odd, metadata={"pad": "x" * pad})
+        if open(odd, "rb").read(1) == b"\x80":
+            break
+    assert open(odd, "rb").read(1) == b"\x80" and weights_format(odd) == "safetensors"
     # a .pth renamed .ckpt is recognised by its content
     renamed = tmp_path / "pth_named.ckpt"
     renamed.write_bytes(open(paths["pth"], "rb").read())

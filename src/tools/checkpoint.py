@@ -105,12 +105,13 @@ def weights_format(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(9)
     size, lower = os.path.getsize(path), path.lower()
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # zip (torch >= 1.6), pickle (legacy)
-        return "torch"
+    # safetensors first: its header length may begin with any byte, 0x80 included
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
         if not lower.endswith(SAFETENSORS):  # MindSpore picks the reader by the name
             raise CheckpointError(f"{path}: is a safetensors file: name it *{SAFETENSORS} to load it")
         return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # zip (torch >= 1.6), pickle (legacy)
+        return "torch"
     for fmt, suffixes in (("ckpt", (".ckpt",)), ("safetensors", (SAFETENSORS,)), ("torch", TORCH_SUFFIXES)):
         if lower.endswith(suffixes):
             return fmt  # its reader says what is wrong with it
