@@ -1,6 +1,10 @@
 """Convert an official or mmpretrain PyTorch Conformer checkpoint to a MindSpore checkpoint.
 
     python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --output tiny.ckpt
+    python convert.py --src Conformer_tiny_patch16.pth --arch conformer_tiny_patch16 --output tiny.safetensors
+
+An output ending in .safetensors is written in that format (MindSpore's layout, with its CRC32),
+any other as a MindSpore .ckpt.  Every script also loads the .pth itself, converted in memory.
 
 Torch is not needed: the .pth file is read by a restricted unpickler that only
 admits tensor-rebuild and container globals (src/convert/torch_checkpoint.py).
@@ -26,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", required=True, choices=ARCH_NAMES, metavar="ARCH",
                         help=f"target variant: {', '.join(ARCH_NAMES)}")
     parser.add_argument("--output", "--out", dest="output", required=True,
-                        help=f"{VOCABULARY['--output']}: the MindSpore checkpoint (.ckpt)")
+                        help=f"{VOCABULARY['--output']}: the MindSpore checkpoint (.ckpt, or .safetensors)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the heads (default: read from the checkpoint)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),

@@ -4,7 +4,9 @@ val_dir holds class folders, or (with --val_labels CSV) a flat folder of images;
 writes per-class top-1 and the confusion matrix (README "Evaluation, inference, export").
 
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
-                   [--results_file R.json]
+                   [--results_file R.json] [--use_ema] [--tta flip] [--amp_level O2]
+
+The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
 """
 import sys
 
@@ -13,6 +15,7 @@ from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import create_dataset
 from src.evaluate import evaluate
+from src.inference_network import inference_network
 from src.metrics import RESULTS_FILE_HELP, format_eval_results, results_record, write_results
 from src.runtime.console import run_main
 from src.runtime.device import init_context
@@ -21,16 +24,18 @@ from src.runtime.device import init_context
 def _script_args(parser):
     add_checkpoint_arg(parser, "its weights are evaluated (default: --pretrained)")
     parser.add_argument("--results_file", default="", help=RESULTS_FILE_HELP)
+    parser.add_argument("--use_ema", action="store_true",
+                        help="evaluate the EMA weights (ema.*) of a training checkpoint instead of its raw weights")
 
 
 def main() -> int:
     cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     init_context(cfg)
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg))
+    load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
     print(param_count_line(net, cfg.arch), flush=True)
     data = create_dataset(cfg, "val")
-    results = evaluate(net, data)
+    results = evaluate(inference_network(net, cfg.amp_level, cfg.tta), data)
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, data.class_names))
     print(format_eval_results(results["sum"]))

@@ -11,7 +11,7 @@ import os
 import sys
 
 from src.config import parse_args
-from src.deploy.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward
+from src.deploy.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward, with_tta
 from src.metrics import RESULTS_FILE_HELP, results_record, write_results
 from src.runtime.console import run_main
 
@@ -34,8 +34,8 @@ def main() -> int:
     cfg.data = cfg.data or os.path.join(cfg.data_url, cfg.val_dir)
     if not os.path.isdir(cfg.data):
         raise InferenceError(f"dataset folder not found: {cfg.data}")
-    forward = onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size, cfg.ort_threads,
-                           heads=True)
+    forward = with_tta(onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
+                                    cfg.ort_threads, heads=True), cfg.tta)
     results = evaluate(cfg, PROG, forward)
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, results["class_names"]))

@@ -10,6 +10,7 @@ stderr gives the top-1 / top-5 of the images that CSV labels.
 """
 import sys
 
+import numpy as np
 import mindspore as ms
 
 from src.batch_padding import pad_to_batch
@@ -17,7 +18,8 @@ from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.deploy.export import InferenceNet, load_mindir
-from src.deploy.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict
+from src.deploy.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict, with_tta
+from src.inference_network import inference_network
 from src.runtime.console import run_main
 from src.runtime.device import init_context
 
@@ -51,15 +53,17 @@ def _network_forward(cfg, batch_size: int):
     load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
-    summed = InferenceNet(net)
+    summed = InferenceNet(inference_network(net, cfg.amp_level, cfg.tta))
     summed.set_train(False)
-    return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy(), batch_size)
+    return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy().astype(np.float32, copy=False),
+                        batch_size)
 
 
 def _build_forward(cfg):
     def build(batch_size: int):
         init_context(cfg)
-        return _mindir_forward(cfg.mindir) if cfg.mindir else _network_forward(cfg, batch_size)
+        # the MINDIR is run as exported (its precision is the export's); the flip is averaged outside it
+        return with_tta(_mindir_forward(cfg.mindir), cfg.tta) if cfg.mindir else _network_forward(cfg, batch_size)
     return build
 
 

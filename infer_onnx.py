@@ -10,7 +10,7 @@ The ONNX file has a dynamic batch; --image_size must be the one it was exported 
 import sys
 
 from src.config import parse_args
-from src.deploy.inference import add_data_args, add_onnx_args, add_prediction_args, onnx_forward, predict
+from src.deploy.inference import add_data_args, add_onnx_args, add_prediction_args, onnx_forward, predict, with_tta
 from src.runtime.console import run_main
 
 PROG = "infer_onnx.py"
@@ -25,7 +25,8 @@ def _script_args(parser):
 def main() -> int:
     cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
-    return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
+    return predict(cfg, PROG, lambda _: with_tta(onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads),
+                                                 cfg.tta))
 
 
 if __name__ == "__main__":

@@ -208,7 +208,9 @@ SCHEMA = {
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
                        read_by=MODEL, choices=ARCH_NAMES),
-        "amp_level": Option("O0", "mixed precision level", read_by=TRAIN_STEP, choices=("O0", "O1", "O2", "O3")),
+        "amp_level": Option("O0", "float16 mixed precision of training and of eval.py / infer.py's network "
+                                  "(an exported file keeps its own)", read_by=TRAIN_STEP | {EVAL, INFER},
+                            choices=("O0", "O1", "O2", "O3")),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
         "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
                                              "size re-initialised); the other scripts load it when no --checkpoint "
@@ -228,6 +230,9 @@ SCHEMA = {
                                                   "False = tanh approximation (ModelZoo)", read_by=MODEL),
         "use_pytorch_maxpool": Option(True, "True = PyTorch max-pool padding (official numerics); "
                                              "False = 'same' padding (ModelZoo)", read_by=MODEL),
+        "tta": Option("", "test-time augmentation: '' = none; 'flip' = average the logits (each head's) of the "
+                          "image and its horizontal mirror", read_by=frozenset({EVAL, INFER, EVAL_ONNX, INFER_ONNX}),
+                      choices=("", "flip")),
     },
     "Hardware setup": {
         "device_id": Option(0, "device index", read_by=MINDSPORE, check=_non_negative,
@@ -415,7 +420,8 @@ def markdown_table() -> str:
     for section, options in SCHEMA.items():
         rows.append(f"| **{section}** | | | |")
         for key, opt in options.items():
-            meaning = opt.help + (f" ({' / '.join(opt.choices)})" if opt.choices and len(opt.choices) < 6 else "")
+            shown = [choice or "''" for choice in opt.choices or ()]
+            meaning = opt.help + (f" ({' / '.join(shown)})" if opt.choices and len(opt.choices) < 6 else "")
             rows.append(f"| `{key}` | `{opt.default!r}` | {meaning.replace('|', '/')} | {_readers(opt.read_by)} |")
     return "\n".join(rows)
 

@@ -17,6 +17,7 @@ from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
 from .layers.convtransblock import ConvTransBlock
 from .layers.exportable_ops import TorchMaxPool2d
+from .tools.checkpoint import load_weights
 from .variants import (ALIASES, ARCH_NAMES, VARIANTS, canonical_arch, gmacs, gmacs_line,  # noqa: F401 (re-exported)
                        list_models, stage_blocks, variant_hparams)
 
@@ -188,11 +189,13 @@ class ConformerFeatures(Conformer):
 
 def create_model(arch: str, num_classes: int = 1000, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, approximate_gelu: bool = False, pytorch_maxpool: bool = True,
-                 features_only: bool = False, out_indices=None, **overrides) -> Conformer:
+                 features_only: bool = False, out_indices=None, pretrained: str = "", **overrides) -> Conformer:
     """Build a registered variant; `overrides` replace its hyper-parameters (None is ignored).
 
     features_only=True returns a `ConformerFeatures` backbone whose call returns
     the outputs `out_indices` selects (default: every one the depth has).
+    pretrained=PATH loads its weights strictly from a .ckpt, a .safetensors or an official /
+    mmpretrain .pth (`load_weights`; CheckpointError names the file and what does not fit).
     """
     hparams = variant_hparams(arch)
     hparams.update({k: v for k, v in overrides.items() if v is not None})
@@ -200,10 +203,14 @@ def create_model(arch: str, num_classes: int = 1000, drop_rate: float = 0.0, dro
                   attn_drop_rate=attn_drop_rate, approximate_gelu=approximate_gelu,
                   pytorch_maxpool=pytorch_maxpool, **hparams)
     if features_only:
-        return ConformerFeatures(out_indices=out_indices, **kwargs)
-    if out_indices is not None:
+        net = ConformerFeatures(out_indices=out_indices, **kwargs)
+    elif out_indices is not None:
         raise ValueError("out_indices selects the outputs of features_only=True models")
-    return Conformer(**kwargs)
+    else:
+        net = Conformer(**kwargs)
+    if pretrained:
+        load_weights(net, pretrained)
+    return net
 
 
 def count_params(net: nn.Cell) -> int:

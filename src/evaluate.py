@@ -5,6 +5,7 @@ The network always runs at the first batch's size: a short last batch is padded
 padding's rows are not counted.
 """
 import mindspore as ms
+import numpy as np
 
 from src.batch_padding import pad_to_batch
 from src.metrics import EvalCounts
@@ -23,7 +24,9 @@ def evaluate(net, dataset) -> dict:
     counts, forward = EvalCounts(), None
     for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
         if forward is None:  # the first batch is a full one (or the only one)
-            forward = pad_to_batch(lambda x: tuple(out.asnumpy() for out in net(ms.Tensor(x))), len(images))
+            # float32: under amp_level a head may come out in float16
+            forward = pad_to_batch(lambda x: tuple(out.asnumpy().astype(np.float32, copy=False)
+                                                   for out in net(ms.Tensor(x))), len(images))
         conv, trans = forward(images)
         counts.add(labels, conv + trans, conv, trans)
     return counts.results()

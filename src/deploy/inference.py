@@ -190,6 +190,23 @@ def logits_of(outputs: list) -> np.ndarray:
     return heads_of(outputs)["sum"]
 
 
+def flip_tta(forward):
+    """`forward` averaged over the images and their horizontal mirrors (tta: flip), as FlipTTA
+    (src/inference_network.py) does in the MindSpore scripts; a dict of heads is averaged per head."""
+    def averaged(images):
+        plain, mirrored = forward(images), forward(np.ascontiguousarray(images[..., ::-1]))
+        if isinstance(plain, dict):
+            return {head: (plain[head] + mirrored[head]) / 2 for head in plain}
+        return (plain + mirrored) / 2
+    averaged.session = getattr(forward, "session", None)
+    return averaged
+
+
+def with_tta(forward, tta: str):
+    """`forward` under the config's `tta` ('' = as it is)."""
+    return flip_tta(forward) if tta == "flip" else forward
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))

@@ -7,6 +7,7 @@ so the shadows are saved in the same checkpoint as the weights.
 import mindspore as ms
 from mindspore import nn, ops
 
+EMA_PREFIX = "ema"  # of the shadows' names in checkpoints: ema.conv1.weight
 _update = ops.MultitypeFuncGraph("ema_update")
 
 
@@ -22,7 +23,7 @@ class EMA(nn.Cell):
         super().__init__(auto_prefix=False)
         self.decay = decay
         self.params = ms.ParameterTuple(params)
-        self.shadows = self.params.clone(prefix="ema", init="same")
+        self.shadows = self.params.clone(prefix=EMA_PREFIX, init="same")
         # HyperMap, not a Python loop: graph mode unrolls a loop into nested calls, and the ~630
         # parameters of the full-size variants exceed its call depth limit of 1000
         self.hyper_map = ops.HyperMap()

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import mindspore as ms
 
-from src.checkpoint import CheckpointError, load_weights, read_checkpoint
+from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.imagenet import SkippedImages, create_dataset
 from src.errors import ConformerError
@@ -84,6 +84,15 @@ def restore(train_step, path: str, params: dict = None) -> dict:
     return position
 
 
+def read_training_checkpoint(path: str) -> dict:
+    """The entries of a checkpoint to resume from: only train.py's .ckpt carry the training state."""
+    fmt = weights_format(path)
+    if fmt != "ckpt":
+        raise CheckpointError(f"{path}: resuming needs a training checkpoint (a .ckpt written by train.py: "
+                              f"optimizer state, EMA, position); a {fmt} file holds weights only: use --pretrained")
+    return read_checkpoint(path)
+
+
 def validation_weights(net, ema) -> list:
     """What is evaluated and kept as best: the EMA weights when EMA is on, else the raw ones."""
     values = ema.state() if ema is not None else {p.name: p.asnumpy() for p in net.get_parameters()}
@@ -124,7 +133,7 @@ class Trainer:
         self.arch = canonical_arch(cfg.arch)
         self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state else "")
         # read (and its CRC checked) before the data and the graph are built: a bad file fails at once
-        self.resume_state = read_checkpoint(self.resume_from) if self.resume_from else None
+        self.resume_state = read_training_checkpoint(self.resume_from) if self.resume_from else None
         self.keeper = CheckpointKeeper(cfg.ckpt_root_dir, cfg.best_ckpt_root_dir, f"{self.arch}_{cfg.model_postfix}",
                                        cfg.ckpt_keep_num, cfg.best_ckpt_num, enabled=self.is_main)
         if self.keeper.has_checkpoints() and not self.resume_from:

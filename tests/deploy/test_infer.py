@@ -386,3 +386,33 @@ def test_the_onnxruntime_scripts_run_without_mindspore(models, dataset, tmp_path
     # the guard itself works: a script that needs MindSpore fails under it
     blocked = run_script("-c", _WITHOUT_MINDSPORE, _script("infer.py"), "--help")
     assert blocked.returncode != 0 and "mindspore" in blocked.stderr.lower()
+
+
+def test_flip_tta_in_infer_infer_onnx_and_eval_onnx_is_the_mean_over_the_mirror(models, dataset, tmp_path):
+    """--tta flip: each script's probabilities are the softmax of the logits of the image and its mirror,
+    averaged, as two passes of the network computed here give (infer.py averages inside the graph,
+    the onnxruntime scripts around the session)."""
+    from src.data.preprocess import eval_transform, load_rgb
+    from src.deploy.inference import softmax
+    paths = sorted(str(p) for p in dataset.rglob("*.*"))
+    images = np.stack([eval_transform(load_rgb(p), 32, 0.875) for p in paths])
+    net = create_model(ARCH, num_classes=4)
+    ms.load_param_into_net(net, ms.load_checkpoint(models["ckpt"]))
+    summed = InferenceNet(net)
+    summed.set_train(False)
+    plain, mirrored = (summed(ms.Tensor(x)).asnumpy() for x in (images, images[..., ::-1].copy()))
+    expected, unflipped = softmax((plain + mirrored) / 2), softmax(plain)
+    assert np.abs(expected - unflipped).max() > 1e-3  # the flip changes what is compared
+    for name, (result, predictions) in (
+            ("infer.py", _ms(dataset, tmp_path / "ms.json", models, "--tta", "flip", "--topk", "4")),
+            ("infer_onnx.py", _ort(dataset, tmp_path / "ort.json", models, "--tta", "flip", "--topk", "4"))):
+        assert result.returncode == 0, result.stderr
+        for i, path in enumerate(paths):
+            got = {entry["class"]: entry["prob"] for entry in predictions[path]}
+            np.testing.assert_allclose([got[c] for c in range(4)], expected[i], rtol=0, atol=2e-6, err_msg=name)
+    result = run_script(_script("eval_onnx.py"), str(dataset), "--onnx_path", models["onnx"], *SMALL,
+                        "--tta", "flip")
+    assert result.returncode == 0, result.stderr
+    labels = np.array([sorted(os.listdir(dataset)).index(os.path.basename(os.path.dirname(p))) for p in paths])
+    top1 = round(float((expected.argmax(axis=1) == labels).mean()), 6)
+    assert result.stdout == f"eval results: {{'Top1-Acc': {top1}, 'Top5-Acc': 1.0}}\n"
