@@ -17,7 +17,7 @@ from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
 from .layers.convtransblock import ConvTransBlock
 from .layers.exportable_ops import TorchMaxPool2d
-from .tools.checkpoint import load_weights
+from .checkpoint import load_weights
 from .variants import (ALIASES, ARCH_NAMES, VARIANTS, canonical_arch, gmacs, gmacs_line,  # noqa: F401 (re-exported)
                        list_models, stage_blocks, variant_hparams)
 

@@ -12,7 +12,7 @@ import mindspore as ms
 
 from conftest import FIXTURES, run_script
 from datasets import write_digits_folder
-from test_convert import _write_official_pth
+from torch_zip_writer import write_official_pth
 from test_eval import ARGS, _by_hand
 from test_integrity import flip_one_byte
 from src.conformer import create_model
@@ -36,7 +36,7 @@ def weights(tmp_path_factory):
     paths = {fmt: str(root / f"model.{fmt}") for fmt in ("ckpt", "safetensors", "pth")}
     save_checkpoint_atomic(net, paths["ckpt"])
     save_checkpoint_atomic(net, paths["safetensors"])
-    _write_official_pth(net, paths["pth"])
+    write_official_pth(net, paths["pth"])
     return net, paths
 
 

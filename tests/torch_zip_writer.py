@@ -77,3 +77,17 @@ def write_torch_zip(obj, path, archive="archive"):
             for key, array in storages:
                 zf.writestr(f"{archive}/data/{key}", array.astype("<f4").tobytes())
             zf.writestr(f"{archive}/version", "3\n")
+
+
+def write_official_pth(net, path):
+    """Write `net` as the official code saves it ({'model': state_dict}, torch zip format),
+    with torch's names (weight/bias/running_*), without needing torch."""
+    from src.convert.state_dict import NORM_MODULES
+    inverse = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+    arrays = {}
+    for p in net.get_parameters():
+        module, _, leaf = p.name.rpartition(".")
+        if module.rpartition(".")[2] in NORM_MODULES:
+            leaf = inverse[leaf]
+        arrays[f"{module}.{leaf}" if module else leaf] = p.asnumpy()
+    write_torch_zip({"model": arrays}, path)

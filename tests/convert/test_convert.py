@@ -8,7 +8,7 @@ import pytest
 import mindspore as ms
 
 from conftest import FIXTURES, run_script
-from torch_zip_writer import write_torch_zip
+from torch_zip_writer import write_official_pth
 from src.conformer import create_model
 
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
@@ -50,7 +50,7 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
     """A full-size official-format tiny checkpoint, written with torch's zip layout, converts and loads."""
     net = create_model("conformer_tiny_patch16", num_classes=1000)
     src = tmp_path / "Conformer_tiny_patch16.pth"
-    _write_official_pth(net, src)
+    write_official_pth(net, src)
     out = tmp_path / "tiny.ckpt"
     result = _convert(str(src), "conformer_tiny", out)
     assert result.returncode == 0, result.stderr
@@ -121,17 +121,3 @@ def test_cli_missing_and_non_checkpoint_files(tmp_path):
     result = _convert(str(text), "conformer_tiny_patch16", tmp_path / "x.ckpt")
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
     assert "not a PyTorch checkpoint" in result.stderr
-
-
-def _write_official_pth(net, path):
-    """Write `net` as the official code saves it ({'model': state_dict}, torch zip format),
-    with torch's names (weight/bias/running_*), without needing torch."""
-    from src.convert.state_dict import NORM_MODULES
-    inverse = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-    arrays = {}
-    for p in net.get_parameters():
-        module, _, leaf = p.name.rpartition(".")
-        if module.rpartition(".")[2] in NORM_MODULES:
-            leaf = inverse[leaf]
-        arrays[f"{module}.{leaf}" if module else leaf] = p.asnumpy()
-    write_torch_zip({"model": arrays}, path)

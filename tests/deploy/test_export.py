@@ -106,11 +106,11 @@ def test_refuses_to_export_random_or_mismatched_weights(trained, tmp_path):
 
 def test_tiny_224_from_a_converted_checkpoint_mindir_and_onnx_at_batch_1_and_7(tmp_path):
     """The user path for official weights: .pth -> convert.py -> export.py, both formats, one file each."""
-    from test_convert import _write_official_pth
+    from torch_zip_writer import write_official_pth
     ms.set_seed(2)
     np.random.seed(2)
     net = create_model("conformer_tiny_patch16")
-    _write_official_pth(net, tmp_path / "Conformer_tiny_patch16.pth")
+    write_official_pth(net, tmp_path / "Conformer_tiny_patch16.pth")
     converted = run_script("convert.py", "--src", str(tmp_path / "Conformer_tiny_patch16.pth"),
                            "--arch", "conformer_tiny_patch16", "--out", str(tmp_path / "tiny.ckpt"))
     assert converted.returncode == 0, converted.stderr
