@@ -107,18 +107,21 @@ class Conformer(nn.Cell):
         return maps, x_t
 
     def forward_features(self, x):
-        """images -> (CNN map of the last stage [B, C, H/32, W/32], tokens [B, 1+n, E]).
+        """images -> (CNN map of the last stage [B, C, ceil(H/32), ceil(W/32)], tokens [B, 1+n, E]).
 
         The tokens are before `trans_norm` (the transformer head applies it).
         """
         maps, x_t = self.forward_blocks(x)
         return maps[-1], x_t
 
-    def construct(self, x):
+    def forward_embeddings(self, x):
+        """images -> (pooled CNN feature [B, 4C], class token after trans_norm [B, E]): the heads' inputs."""
         x, x_t = self.forward_features(x)
-        conv_logits = self.conv_cls_head(x.mean(axis=(2, 3)))
-        trans_logits = self.trans_cls_head(self.trans_norm(x_t)[:, 0])
-        return conv_logits, trans_logits
+        return x.mean(axis=(2, 3)), self.trans_norm(x_t)[:, 0]
+
+    def construct(self, x):
+        conv_features, trans_features = self.forward_embeddings(x)
+        return self.conv_cls_head(conv_features), self.trans_cls_head(trans_features)
 
 
 FEATURE_INDICES = (0, 1, 2, 3, 4)  # stride-4/8/16/32 CNN maps, then the transformer tokens
