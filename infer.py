@@ -1,11 +1,13 @@
 """Label images with a Conformer checkpoint (or an exported MINDIR) in MindSpore.
 
     python infer.py DATA --checkpoint CKPT --arch ARCH [--output predictions.json] [--topk K]
-                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch_size N] [--any_yaml_key V]
+                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch_size N] [--features F.npz]
+                    [--any_yaml_key V]
 
 DATA is one image or a folder (searched recursively).  Prints `/abs/path/img.JPEG (class: 293)`
 per image and writes {abs path: class} to --output; unreadable images are reported on stderr
-and listed in OUTPUT.errors.json.
+and listed in OUTPUT.errors.json.  --features F.npz also writes each image's embeddings (the
+pooled CNN feature and the class token after trans_norm), from the network (not --mindir).
 """
 import sys
 
@@ -51,8 +53,10 @@ def _network_forward(cfg, batch_size: int):
     load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
-    summed = InferenceNet(net)
+    summed = InferenceNet(net, with_features=bool(cfg.features))
     summed.set_train(False)
+    if cfg.features:  # (logits, conv features, transformer features)
+        return pad_to_batch(lambda images: tuple(o.asnumpy() for o in summed(ms.Tensor(images))), batch_size)
     return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy(), batch_size)
 
 
@@ -65,6 +69,10 @@ def _build_forward(cfg):
 
 def main() -> int:
     cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    if cfg.features and cfg.mindir:
+        print(f"{PROG}: error: --features reads the embeddings from the network: give a --checkpoint instead of "
+              "--mindir (or export ONNX with --export_features and use infer_onnx.py --features)", file=sys.stderr)
+        return 2
     try:
         return predict(cfg, PROG, _build_forward(cfg))
     except (InferenceError, CheckpointError, DeviceError, ExportError, WriteError) as e:

@@ -2,9 +2,10 @@
 
     python infer_onnx.py DATA --onnx_path PATH [-m {CPU,GPU}] [--output predictions.json] [--topk K]
                          [--class_names FILE_OR_DATASET_DIR] [--batch_size N] [--prefetch N] [--ort_threads N]
-                         [--any_yaml_key V]
+                         [--features F.npz] [--any_yaml_key V]
 
-The ONNX file has a dynamic batch; --image_size must be the one it was exported at.
+The ONNX file has a dynamic batch; --image_size must be the one it was exported at.  --features
+needs a file exported with export.py --export_features.
 """
 import sys
 
@@ -27,7 +28,8 @@ def main() -> int:
     cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
     try:
-        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads))
+        return predict(cfg, PROG, lambda _: onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads,
+                                                         features=bool(cfg.features)))
     except (InferenceError, WriteError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ so the onnxruntime scripts never import MindSpore.  Every image goes through
 src/data/preprocess.py (`load_rgb` + `eval_transform`), as in eval.py.
 """
 import argparse
+import io
 import os
 import sys
 from collections import deque
@@ -14,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from .atomic import write_json_atomic
+from .atomic import write_atomic, write_json_atomic
 from .console import Console
 from ..config import add_output_arg
 from .metrics import topk_correct
 from ..data.folder import DatasetError, scan_image_folder
 from ..data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
 
+FEATURE_OUTPUTS = ("conv_features", "transformer_features")  # ONNX output names, as export.py writes them
 ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
     "CPU": ["CPUExecutionProvider"],
     "GPU": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -49,6 +51,10 @@ def add_prediction_args(parser) -> None:
     parser.add_argument("--class_names", default="",
                         help="text file with one class name per line, or an ImageFolder dataset folder whose "
                              "sorted subfolders are the classes; adds names to the output")
+    parser.add_argument("--features", default="", metavar="F.npz",
+                        help="also write the embeddings to this .npz: paths [N], conv [N, C] (the pooled CNN "
+                             "feature) and transformer [N, E] (the class token after trans_norm), rows in the "
+                             "JSON's order (default: off)")
 
 
 def add_onnx_args(parser) -> None:
@@ -220,9 +226,13 @@ def predict(cfg, prog: str, build_forward) -> int:
     names = load_class_names(cfg.class_names) if cfg.class_names else None
     batch_size = min(cfg.batch_size, len(paths))  # one image runs at batch 1, not padded to batch_size
     forward = build_forward(batch_size)
-    predictions, errors, console = {}, {}, Console()
+    predictions, errors, console, features = {}, {}, Console(), ([], [])
     for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
         logits = forward(images)
+        if cfg.features:  # forward gives (logits, conv features, transformer features)
+            logits, conv, trans = logits
+            features[0].append(conv)
+            features[1].append(trans)
         _check_class_names(names, logits.shape[1], cfg.class_names)
         for path, row in zip(batch_paths, logits):
             predictions[path], line = _prediction(path, row, cfg.topk, names)
@@ -231,10 +241,21 @@ def predict(cfg, prog: str, build_forward) -> int:
     write_errors(errors_path, errors)
     if not predictions:
         raise InferenceError(f"none of the {len(paths)} images could be read (reasons in {errors_path})")
+    if cfg.features:
+        write_features(cfg.features, list(predictions), *(np.concatenate(f) for f in features))
     write_json_atomic(cfg.output, predictions)
     skipped = f", skipped {len(errors)} unreadable (see {errors_path})" if errors else ""
-    print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {cfg.output}", file=sys.stderr)
+    wrote = cfg.output + (f" and {cfg.features}" if cfg.features else "")
+    print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {wrote}", file=sys.stderr)
     return 0
+
+
+def write_features(path: str, paths: list, conv: np.ndarray, transformer: np.ndarray) -> None:
+    """The embeddings file of --features: `paths` [N] (str), `conv` [N, C], `transformer` [N, E] float32."""
+    buffer = io.BytesIO()
+    np.savez(buffer, paths=np.array(paths, dtype=str), conv=conv.astype(np.float32),
+             transformer=transformer.astype(np.float32))
+    write_atomic(path, buffer.getvalue(), mode="wb")
 
 
 def evaluate(cfg, prog: str, forward) -> dict:
@@ -290,9 +311,10 @@ def ort_session_options(threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-def onnx_forward(path: str, device: str, image_size: int, threads: int = 0):
+def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, features: bool = False):
     """`forward` running an ONNX file in onnxruntime on CPU or GPU with `ort_session_options(threads)`;
-    any problem is one InferenceError."""
+    any problem is one InferenceError.  features=True: forward returns (logits, conv features,
+    transformer features), from a file exported with --export_features."""
     if device not in ORT_PROVIDERS:
         raise InferenceError(f"onnxruntime runs on CPU or GPU, not {device} (set -m CPU or -m GPU)")
     if not os.path.isfile(path):
@@ -314,8 +336,16 @@ def onnx_forward(path: str, device: str, image_size: int, threads: int = 0):
     if all(isinstance(d, int) for d in size) and list(size) != [image_size, image_size]:
         raise InferenceError(f"{path} takes {size[0]}x{size[1]} images: pass --image_size {size[0]}")
 
+    outputs = [o.name for o in session.get_outputs()]
+    if features and not set(FEATURE_OUTPUTS) <= set(outputs):
+        raise InferenceError(f"{path} has no feature outputs (outputs: {', '.join(outputs)}): export it with "
+                             "export.py --export_features")
+    wanted = [outputs.index(name) for name in FEATURE_OUTPUTS] if features else []
+
     def forward(images):
-        return logits_of(session.run(None, {image_input.name: images}))
+        results = session.run(None, {image_input.name: images})
+        logits = logits_of(results)
+        return (logits, *(results[i] for i in wanted)) if features else logits
     forward.session = session  # for inspection (tests, benchmarks)
     return forward
 
