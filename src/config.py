@@ -236,7 +236,8 @@ SCHEMA = {
                                           check_msg="must be >= 0"),
         "print_loss_every": Option(100, "progress line every N steps", read_by=TRAIN_ONLY, check=_positive,
                                    check_msg="must be > 0"),
-        "summary_loss_collect_freq": Option(20, "loss recorded for the metrics file every N steps",
+        "summary_loss_collect_freq": Option(20, "training loss and lr recorded in loss.csv (and plotted in "
+                                                "metrics.png) every N steps; 1 = every step",
                                             read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
         "model_postfix": Option(0, "suffix of checkpoint file names", read_by=TRAIN_ONLY),
         "collect_input_data": Option(False, "record input images in the summary", read_by=TRAIN_ONLY),
