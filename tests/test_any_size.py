@@ -2,7 +2,7 @@
 
 The reference (tests/fixtures/fidelity/mmpretrain_any_size.npz, regenerate with
 make_any_size_fixture.py) is mmpretrain's classifier run on the fidelity fixture's
-weights at 241 x 241 and 321 x 221, for patch 16 and 32.
+weights at 241 x 241 and 321 x 221 (patch 16) and 241 x 241 (patch 32).
 """
 import json
 import os
@@ -31,8 +31,17 @@ class _Embeddings(ms.nn.Cell):
         return self.net.conv_cls_head(conv), self.net.trans_cls_head(trans), conv, trans
 
 
+@pytest.fixture
+def pynative():
+    """PYNATIVE for single forward passes of a depth-12 net: compiling each size's graph takes longer (GRAPH mode
+    at such sizes runs in test_resolution.py, test_embeddings.py and test_curves.py)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_outputs_equal_mmpretrain_at_sizes_not_multiple_of_32(case):
+def test_outputs_equal_mmpretrain_at_sizes_not_multiple_of_32(case, pynative):
     net, _, _ = build_from_fixture(case["weights"])
     x = np.random.RandomState(case["seed"]).standard_normal(case["shape"]).astype(np.float32)
     got = [o.asnumpy() for o in _Embeddings(net)(ms.Tensor(x))]
@@ -54,25 +63,19 @@ def test_pad_is_zeros_at_bottom_right_and_absent_at_multiples():
     assert pad_to_multiple(whole, 4) is whole  # at multiples of 32 the graph has no pad op at all
 
 
-def test_small_odd_input_runs_forward_and_backward():
-    """Nearly the smallest size: a 33 x 47 input's 9 x 12 stem map padded by 7 x 4 for patch 32.
+def test_small_odd_input_runs_forward_and_backward(pynative):
+    """Nearly the smallest size: a 33 x 47 input's 9 x 12 stem map padded by 7 x 4 for patch 32 (graph-mode
+    training at 40 px: test_curves.py)."""
+    ms.set_seed(0)
+    net = create_model("conformer_reduced_patch16", num_classes=3, patch_size=32)
+    x = ms.Tensor(np.random.RandomState(0).standard_normal((2, 3, 33, 47)).astype(np.float32))
+    _, x_t = net.forward_features(x)
+    assert x_t.shape[1] == 1 + 2 * 2  # ceil(33/32) x ceil(47/32) patches and the class token
 
-    PYNATIVE: a graph-mode backward compiles for longer than this runs (train.py's graph-mode
-    training at 40 px is tests/test_curves.py's run)."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        ms.set_seed(0)
-        net = create_model("conformer_reduced_patch16", num_classes=3, patch_size=32)
-        x = ms.Tensor(np.random.RandomState(0).standard_normal((2, 3, 33, 47)).astype(np.float32))
-        _, x_t = net.forward_features(x)
-        assert x_t.shape[1] == 1 + 2 * 2  # ceil(33/32) x ceil(47/32) patches and the class token
-
-        def loss(images):
-            c, t = net(images)
-            return (c.sum() + t.sum()) / 2
-        grads = ms.grad(loss, grad_position=None, weights=net.trainable_params())(x)
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    def loss(images):
+        c, t = net(images)
+        return (c.sum() + t.sum()) / 2
+    grads = ms.grad(loss, grad_position=None, weights=net.trainable_params())(x)
     assert all(np.isfinite(g.asnumpy()).all() for g in grads)
     by_name = dict(zip((p.name for p in net.trainable_params()), grads))
     # both branches' first convolutions, which read the padded stem map, learn
