@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import mindspore as ms
-from PIL import Image
 
 from conftest import run_script
 from datasets import write_digits_folder
