@@ -1,12 +1,13 @@
 """Export a trained Conformer to MINDIR, ONNX or AIR for deployment.
 
     python export.py --config CFG --file_format {MINDIR,ONNX,AIR} --checkpoint CKPT --arch ARCH
-                     [--output PATH] [--export_heads]
+                     [--output PATH] [--export_heads] [--export_features]
 
 The graph takes float32 images [batch, 3, image_size, image_size] (eval-transformed, see
 src/data/preprocess.py) and returns the summed logits of the two heads, the official
 inference output.  ONNX (opset 11) and MINDIR take any batch size; the ONNX input is named
-'images' and the output 'logits' (plus 'conv_logits', 'trans_logits' with --export_heads).
+'images' and the output 'logits' (plus 'conv_logits', 'trans_logits' with --export_heads, then
+'conv_features', 'transformer_features' with --export_features).
 A checkpoint is required: random weights are never exported.
 """
 import os
@@ -31,6 +32,10 @@ def _script_args(parser):
                            "directory)")
     parser.add_argument("--export_heads", action="store_true",
                         help="also output each head's logits after the summed ones")
+    parser.add_argument("--export_features", action="store_true",
+                        help="also output the embeddings, last: conv_features [B, C] (the pooled CNN feature) and "
+                             "transformer_features [B, E] (the class token after trans_norm); infer_onnx.py "
+                             "--features reads them")
 
 
 def _check_air(cfg) -> None:
@@ -50,9 +55,10 @@ def main() -> int:
     load_weights(net, start_weights(cfg))
     print(param_count_line(net, cfg.arch), flush=True)
     example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
-    path = export_model(InferenceNet(net, cfg.export_heads), example, path, cfg.file_format,
-                        output_names(cfg.export_heads))
-    print(f"exported {cfg.arch} ({cfg.file_format}, outputs: {', '.join(output_names(cfg.export_heads))}) "
+    names = output_names(cfg.export_heads, cfg.export_features)
+    path = export_model(InferenceNet(net, cfg.export_heads, cfg.export_features), example, path, cfg.file_format,
+                        names)
+    print(f"exported {cfg.arch} ({cfg.file_format}, outputs: {', '.join(names)}) "
           f"to {os.path.abspath(path)}")
     return 0
 

@@ -1,12 +1,15 @@
 """Label images with a Conformer checkpoint (or an exported MINDIR) in MindSpore.
 
     python infer.py DATA --checkpoint CKPT --arch ARCH [--output predictions.json] [--topk K]
-                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch_size N] [--any_yaml_key V]
+                    [--class_names FILE_OR_DATASET_DIR] [--mindir PATH] [--batch_size N] [--features F.npz]
+                    [--any_yaml_key V]
 
 DATA is one image or a folder (searched recursively).  Prints `/abs/path/img.JPEG (class: 293)`
 per image and writes {abs path: class} to --output; unreadable images are reported on stderr
 and listed in OUTPUT.errors.json.  With --val_labels CSV (README "Labels files") one more line on
-stderr gives the top-1 / top-5 of the images that CSV labels.
+stderr gives the top-1 / top-5 of the images that CSV labels.  --features F.npz also writes each
+image's embeddings (the pooled CNN feature and the class token after trans_norm), from the network
+(not --mindir).
 """
 import sys
 
@@ -53,6 +56,14 @@ def _network_forward(cfg, batch_size: int):
     load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
+    # float32: under amp_level an output may come out in float16
+    if cfg.features:  # (logits, conv features, transformer features)
+        # the features are the heads' inputs, which FlipTTA does not expose: the flip is averaged outside
+        # the graph, as infer_onnx.py does (the heads are linear: the same logits either way)
+        outputs = inference_network(InferenceNet(net, with_features=True), cfg.amp_level)
+        forward = pad_to_batch(lambda images: tuple(o.asnumpy().astype(np.float32, copy=False)
+                                                    for o in outputs(ms.Tensor(images))), batch_size)
+        return with_tta(forward, cfg.tta)
     summed = InferenceNet(inference_network(net, cfg.amp_level, cfg.tta))
     summed.set_train(False)
     return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy().astype(np.float32, copy=False),
@@ -69,6 +80,9 @@ def _build_forward(cfg):
 
 def main() -> int:
     cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    if cfg.features and cfg.mindir:
+        raise InferenceError("--features reads the embeddings from the network: give a --checkpoint instead of "
+                             "--mindir (or export ONNX with --export_features and use infer_onnx.py --features)")
     return predict(cfg, PROG, _build_forward(cfg))
 
 

@@ -2,10 +2,11 @@
 
     python infer_onnx.py DATA --onnx_path PATH [-m {CPU,GPU}] [--output predictions.json] [--topk K]
                          [--class_names FILE_OR_DATASET_DIR] [--batch_size N] [--prefetch N] [--ort_threads N]
-                         [--any_yaml_key V]
+                         [--features F.npz] [--any_yaml_key V]
 
 The ONNX file has a dynamic batch; --image_size must be the one it was exported at.  With
 --val_labels CSV one more line on stderr gives the top-1 / top-5 of the images that CSV labels.
+--features needs a file exported with export.py --export_features.
 """
 import sys
 
@@ -25,8 +26,8 @@ def _script_args(parser):
 def main() -> int:
     cfg = parse_args(script="infer_onnx.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
     device = cfg.ort_device or cfg.device_target
-    return predict(cfg, PROG, lambda _: with_tta(onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads),
-                                                 cfg.tta))
+    return predict(cfg, PROG, lambda _: with_tta(onnx_forward(cfg.onnx_path, device, cfg.image_size, cfg.ort_threads,
+                                                              features=bool(cfg.features)), cfg.tta))
 
 
 if __name__ == "__main__":

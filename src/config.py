@@ -216,9 +216,10 @@ SCHEMA = {
                                              "size re-initialised); the other scripts load it when no --checkpoint "
                                              "is given ('' = none)",
                              read_by=CHECKPOINT_READERS),
-        "image_size": Option(224, "input resolution (any multiple of 32: the CNN branch downsamples by 32)",
-                             read_by=ALL, check=lambda v: v > 0 and v % 32 == 0,
-                             check_msg="must be a positive multiple of 32 (e.g. 224, 256, 384)"),
+        "image_size": Option(224, "input resolution, any size >= 32 (the CNN branch downsamples by 32; other "
+                                  "than multiples of 32, the stem's map is zero-padded as in mmpretrain)",
+                             read_by=ALL, check=lambda v: v >= 32,
+                             check_msg="must be >= 32 (the CNN branch downsamples by 32)"),
         "num_classes": Option(1000, "number of classes", read_by=MODEL, check=_positive, check_msg="must be > 0"),
         "drop": Option(0.0, "dropout rate in the transformer MLP and attention projection",
                        read_by=MODEL, check=_rate, check_msg="must be in [0, 1)"),
@@ -254,7 +255,8 @@ SCHEMA = {
                                           check_msg="must be >= 0"),
         "print_loss_every": Option(100, "progress line every N steps", read_by=TRAIN_ONLY, check=_positive,
                                    check_msg="must be > 0"),
-        "summary_loss_collect_freq": Option(20, "loss recorded for the metrics file every N steps",
+        "summary_loss_collect_freq": Option(20, "training loss and lr recorded in loss.csv (and plotted in "
+                                                "metrics.png) every N steps; 1 = every step",
                                             read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
         "model_postfix": Option(0, "suffix of checkpoint file names", read_by=TRAIN_ONLY),
         "collect_input_data": Option(False, "record input images in the summary", read_by=TRAIN_ONLY),

@@ -16,14 +16,19 @@ from .layers.block import Block
 from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
 from .layers.convtransblock import ConvTransBlock
-from .layers.exportable_ops import TorchMaxPool2d
+from .layers.exportable_ops import TorchMaxPool2d, pad_to_multiple
 from .checkpoint import load_weights
 from .variants import (ALIASES, ARCH_NAMES, VARIANTS, canonical_arch, gmacs, gmacs_line,  # noqa: F401 (re-exported)
                        list_models, stage_blocks, variant_hparams)
 
 
 class Conformer(nn.Cell):
-    """images [B, 3, H, W] (H, W multiples of 32) -> (conv_logits, trans_logits)."""
+    """images [B, 3, H, W] (any H, W >= 32) -> (conv_logits, trans_logits).
+
+    As in mmpretrain, the stem's map is padded with zeros at the bottom/right to a multiple of the
+    patch-embedding stride (patch_size / 4), so that the CNN branch's maps tile into the tokens at
+    every stage; at multiples of 32 nothing is padded (the official code's numerics, op for op).
+    """
 
     def __init__(self, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  base_channel: int = 64, channel_ratio: float = 4, num_med_block: int = 0,
@@ -56,6 +61,7 @@ class Conformer(nn.Cell):
 
         stage_1_channel = int(base_channel * channel_ratio)
         trans_dw_stride = patch_size // 4
+        self.trans_dw_stride = trans_dw_stride
         self.conv_1 = ConvBlock(64, stage_1_channel, res_conv=True, stride=1)
         self.trans_patch_conv = conv2d(64, embed_dim, trans_dw_stride, stride=trans_dw_stride, bias=True)
         self.trans_1 = Block(embed_dim, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=trans_dpr[0],
@@ -95,6 +101,8 @@ class Conformer(nn.Cell):
         says which of these maps are the stride-4/8/16/32 features.
         """
         x_base = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        # both branches see the padded map (mmpretrain's auto_pad); shapes are static, so this is decided at compile
+        x_base = pad_to_multiple(x_base, self.trans_dw_stride)
         x, _ = self.conv_1(x_base)
         x_t = self.trans_patch_conv(x_base)
         _, e, h, w = x_t.shape
@@ -108,18 +116,21 @@ class Conformer(nn.Cell):
         return maps, x_t
 
     def forward_features(self, x):
-        """images -> (CNN map of the last stage [B, C, H/32, W/32], tokens [B, 1+n, E]).
+        """images -> (CNN map of the last stage [B, C, ceil(H/32), ceil(W/32)], tokens [B, 1+n, E]).
 
         The tokens are before `trans_norm` (the transformer head applies it).
         """
         maps, x_t = self.forward_blocks(x)
         return maps[-1], x_t
 
-    def construct(self, x):
+    def forward_embeddings(self, x):
+        """images -> (pooled CNN feature [B, 4C], class token after trans_norm [B, E]): the heads' inputs."""
         x, x_t = self.forward_features(x)
-        conv_logits = self.conv_cls_head(x.mean(axis=(2, 3)))
-        trans_logits = self.trans_cls_head(self.trans_norm(x_t)[:, 0])
-        return conv_logits, trans_logits
+        return x.mean(axis=(2, 3)), self.trans_norm(x_t)[:, 0]
+
+    def construct(self, x):
+        conv_features, trans_features = self.forward_embeddings(x)
+        return self.conv_cls_head(conv_features), self.trans_cls_head(trans_features)
 
 
 FEATURE_INDICES = (0, 1, 2, 3, 4)  # stride-4/8/16/32 CNN maps, then the transformer tokens
@@ -149,8 +160,10 @@ class ConformerFeatures(Conformer):
     | 4 | transformer tokens after the last block, class token first, before trans_norm | patch | E | [B, 197, 384] |
 
     C = 64 x channel_ratio (64 tiny, 256 small, 384 base), E = embed_dim; an H x W
-    input (multiples of 32) gives maps [B, c, H/s, W/s] and 1 + (H/p)(W/p) tokens
-    for patch size p.  Block numbers are for depth 12 (see `feature_blocks`).
+    input gives 1 + ceil(H/p) ceil(W/p) tokens for patch size p, and maps [B, c, H', W']
+    with H' = (p/s) ceil(H/p) for strides s <= p, ceil(H/32) for stride 32 (H/s at
+    multiples of 32; otherwise the stem's map was padded, see `Conformer`).  Block
+    numbers are for depth 12 (see `feature_blocks`).
     `feature_strides` / `feature_channels` describe the selected outputs (for a
     neck).  The classifier heads and `trans_norm` are removed; every other
     parameter keeps its official name, so classification checkpoints load with

@@ -87,7 +87,7 @@ def macs(hparams: dict, image_size: int = 224, num_classes: int = 1000) -> int:
         total += cin * cout * k * k * size * size
 
     def bottleneck(cin, cout, stride, res_conv, size):  # ConvBlock; returns the output's side
-        med, out = cout // EXPANSION, size // stride
+        med, out = cout // EXPANSION, -(-size // stride)
         conv(cin, med, 1, size)
         conv(med, med, 3, out)
         conv(med, cout, 1, out)
@@ -99,11 +99,12 @@ def macs(hparams: dict, image_size: int = 224, num_classes: int = 1000) -> int:
         nonlocal total
         total += tokens * embed * (3 * embed + embed + 2 * mlp_hidden) + 2 * tokens * tokens * embed
 
-    size = image_size // 2
+    size = -(-image_size // 2)  # ceil: the stem's convolution and max-pool pad by half their kernel
     conv(hp.get("in_chans", 3), 64, 7, size)  # stem, then the stride-2 max-pool
-    size //= 2
+    size = -(-size // 2)
     stage_1_channel = int(hp["base_channel"] * hp["channel_ratio"])
     dw_stride = hp["patch_size"] // 4
+    size = -(-size // dw_stride) * dw_stride  # the zero padding to whole patches (none at multiples of 32)
     tokens = 1 + (size // dw_stride) ** 2
     x_size = bottleneck(64, stage_1_channel, 1, True, size)  # conv_1
     conv(64, embed, dw_stride, size // dw_stride)  # trans_patch_conv

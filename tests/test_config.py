@@ -132,7 +132,7 @@ def test_the_dataset_key_names_a_known_layout():
     ("a: [1\n", [], "is not valid YAML"),
     ("", ["--batch_size", "0"], "--batch_size: 0 must be > 0"),
     ("", ["--batch_size", "x"], "argument --batch_size: invalid int value: 'x'"),
-    ("", ["--image_size", "200"], "--image_size: 200 must be a positive multiple of 32"),
+    ("", ["--image_size", "31"], "--image_size: 31 must be >= 32"),
     ("", ["--optimizer", "lamb"], "--optimizer: 'lamb' is not one of adamw, momentum, sgd"),
     ("", ["--no_such_option", "1"], "unrecognized arguments: --no_such_option 1"),
     ("", ["--pynative_mode", "maybe"], "expected true or false, got 'maybe'"),

@@ -24,7 +24,7 @@ import mindspore as ms
 from mindspore import nn
 from onnx import numpy_helper
 
-from src.deploy.inference import first_line
+from src.deploy.inference import FEATURE_OUTPUTS, first_line
 from src.deploy.onnx_cleanup import clean_graph
 from src.errors import ConformerError
 from src.io import staging_folder
@@ -45,24 +45,35 @@ class ExportError(ConformerError, RuntimeError):
 
 
 class InferenceNet(nn.Cell):
-    """images -> summed logits (the official inference output); with_heads adds both heads' logits."""
+    """images -> summed logits (the official inference output); with_heads adds both heads' logits,
+    with_features the embeddings: the pooled CNN feature [B, 4C] and the class token after trans_norm
+    [B, E] (the two heads' inputs)."""
 
-    def __init__(self, net: nn.Cell, with_heads: bool = False):
+    def __init__(self, net: nn.Cell, with_heads: bool = False, with_features: bool = False):
         super().__init__()
         self.net = net
         self.with_heads = with_heads
+        self.with_features = with_features
 
     def construct(self, images):
-        conv_logits, trans_logits = self.net(images)
+        if not self.with_features:
+            conv_logits, trans_logits = self.net(images)
+            logits = conv_logits + trans_logits
+            if self.with_heads:
+                return logits, conv_logits, trans_logits
+            return logits
+        conv_features, trans_features = self.net.forward_embeddings(images)
+        conv_logits, trans_logits = self.net.conv_cls_head(conv_features), self.net.trans_cls_head(trans_features)
         logits = conv_logits + trans_logits
         if self.with_heads:
-            return logits, conv_logits, trans_logits
-        return logits
+            return logits, conv_logits, trans_logits, conv_features, trans_features
+        return logits, conv_features, trans_features
 
 
-def output_names(with_heads: bool) -> tuple:
+def output_names(with_heads: bool, with_features: bool = False) -> tuple:
     """Names of InferenceNet's outputs, in order."""
-    return ("logits", "conv_logits", "trans_logits") if with_heads else ("logits",)
+    return (("logits",) + (("conv_logits", "trans_logits") if with_heads else ())
+            + (FEATURE_OUTPUTS if with_features else ()))
 
 
 def output_path(path: str, file_format: str) -> str:

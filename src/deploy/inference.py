@@ -6,6 +6,7 @@ so the onnxruntime scripts never import MindSpore.  Every image goes through
 src/data/preprocess.py (`load_rgb` + `eval_transform`), as in eval.py.
 """
 import argparse
+import io
 import os
 import sys
 from collections import deque
@@ -19,10 +20,11 @@ from src.data.folder import DatasetError
 from src.data.labels import check_layout, read_labels_csv, split_samples
 from src.data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
 from src.errors import ConformerError
-from src.io import write_json_atomic
+from src.io import write_atomic, write_json_atomic
 from src.metrics import EvalCounts
 from src.runtime.console import Console
 
+FEATURE_OUTPUTS = ("conv_features", "transformer_features")  # ONNX output names, as export.py writes them
 ORT_PROVIDERS = {  # CPU kept after CUDA: onnxruntime places the few nodes CUDA lacks there
     "CPU": ["CPUExecutionProvider"],
     "GPU": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -51,6 +53,10 @@ def add_prediction_args(parser) -> None:
     parser.add_argument("--class_names", default="",
                         help="text file with one class name per line, or an ImageFolder dataset folder whose "
                              "sorted subfolders are the classes; adds names to the output")
+    parser.add_argument("--features", default="", metavar="F.npz",
+                        help="also write the embeddings to this .npz: paths [N], conv [N, C] (the pooled CNN "
+                             "feature) and transformer [N, E] (the class token after trans_norm), rows in the "
+                             "JSON's order (default: off)")
 
 
 def add_onnx_args(parser) -> None:
@@ -192,11 +198,13 @@ def logits_of(outputs: list) -> np.ndarray:
 
 def flip_tta(forward):
     """`forward` averaged over the images and their horizontal mirrors (tta: flip), as FlipTTA
-    (src/inference_network.py) does in the MindSpore scripts; a dict of heads is averaged per head."""
+    (src/inference_network.py) does in the MindSpore scripts; a dict of heads or a tuple with the features is averaged per output."""
     def averaged(images):
         plain, mirrored = forward(images), forward(np.ascontiguousarray(images[..., ::-1]))
         if isinstance(plain, dict):
             return {head: (plain[head] + mirrored[head]) / 2 for head in plain}
+        if isinstance(plain, tuple):  # (logits, conv features, transformer features)
+            return tuple((p + m) / 2 for p, m in zip(plain, mirrored))
         return (plain + mirrored) / 2
     averaged.session = getattr(forward, "session", None)
     return averaged
@@ -263,9 +271,13 @@ def predict(cfg, prog: str, build_forward) -> int:
         raise InferenceError(str(e)) from None
     batch_size = min(cfg.batch_size, len(paths))  # one image runs at batch 1, not padded to batch_size
     forward = build_forward(batch_size)
-    predictions, errors, console, counts = {}, {}, Console(), EvalCounts()
+    predictions, errors, console, counts, features = {}, {}, Console(), EvalCounts(), ([], [])
     for batch_paths, images in image_batches(paths, batch_size, cfg, errors, prog):
         logits = forward(images)
+        if cfg.features:  # forward gives (logits, conv features, transformer features)
+            logits, conv, trans = logits
+            features[0].append(conv)
+            features[1].append(trans)
         _check_class_names(names, logits.shape[1], cfg.class_names)
         for path, row in zip(batch_paths, logits):
             predictions[path], line = _prediction(path, row, cfg.topk, names)
@@ -279,12 +291,23 @@ def predict(cfg, prog: str, build_forward) -> int:
     write_errors(errors_path, errors)
     if not predictions:
         raise InferenceError(f"none of the {len(paths)} images could be read (reasons in {errors_path})")
+    if cfg.features:
+        write_features(cfg.features, list(predictions), *(np.concatenate(f) for f in features))
     write_json_atomic(cfg.output, predictions)
     skipped = f", skipped {len(errors)} unreadable (see {errors_path})" if errors else ""
-    print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {cfg.output}", file=sys.stderr)
+    wrote = cfg.output + (f" and {cfg.features}" if cfg.features else "")
+    print(f"{prog}: labelled {len(predictions)} images{skipped}; wrote {wrote}", file=sys.stderr)
     if known is not None:
         print(f"{prog}: {_accuracy_line(counts, len(known), cfg.val_labels)}", file=sys.stderr)
     return 0
+
+
+def write_features(path: str, paths: list, conv: np.ndarray, transformer: np.ndarray) -> None:
+    """The embeddings file of --features: `paths` [N] (str), `conv` [N, C], `transformer` [N, E] float32."""
+    buffer = io.BytesIO()
+    np.savez(buffer, paths=np.array(paths, dtype=str), conv=conv.astype(np.float32),
+             transformer=transformer.astype(np.float32))
+    write_atomic(path, buffer.getvalue(), mode="wb")
 
 
 def _check_labels_fit(source: str, labels: list, num_classes: int) -> None:
@@ -357,9 +380,12 @@ def ort_session_options(threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, heads: bool = False):
+def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, heads: bool = False,
+                 features: bool = False):
     """`forward` running an ONNX file in onnxruntime on CPU or GPU with `ort_session_options(threads)`:
-    images -> summed logits, or with `heads` the `heads_of` dict; any problem is one InferenceError."""
+    images -> summed logits, or with `heads` the `heads_of` dict, or with `features` (logits, conv
+    features, transformer features) from a file exported with --export_features; any problem is one
+    InferenceError."""
     if device not in ORT_PROVIDERS:
         raise InferenceError(f"onnxruntime runs on CPU or GPU, not {device} (set -m CPU or -m GPU)")
     if not os.path.isfile(path):
@@ -381,9 +407,18 @@ def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, head
     if all(isinstance(d, int) for d in size) and list(size) != [image_size, image_size]:
         raise InferenceError(f"{path} takes {size[0]}x{size[1]} images: pass --image_size {size[0]}")
 
+    outputs = [o.name for o in session.get_outputs()]
+    if features and not set(FEATURE_OUTPUTS) <= set(outputs):
+        raise InferenceError(f"{path} has no feature outputs (outputs: {', '.join(outputs)}): export it with "
+                             "export.py --export_features")
+    feature_at = [outputs.index(name) for name in FEATURE_OUTPUTS if name in outputs]
+
     def forward(images):
-        outputs = heads_of(session.run(None, {image_input.name: images}))
-        return outputs if heads else outputs["sum"]
+        results = session.run(None, {image_input.name: images})
+        logits = heads_of([r for i, r in enumerate(results) if i not in feature_at])  # the features are no head
+        if features:
+            return (logits["sum"], *(results[i] for i in feature_at))
+        return logits if heads else logits["sum"]
     forward.session = session  # for inspection (tests, benchmarks)
     return forward
 

@@ -80,6 +80,22 @@ class TorchMaxPool2d(nn.Cell):
         return self.pool(x)
 
 
+def pad_to_multiple(x, multiple: int):
+    """Zeros at the bottom and right of a map [B, C, H, W] up to multiples of `multiple`, as mmcv's
+    AdaptivePadding ('corner') in mmpretrain's Conformer; `x` itself, no op added, when H and W already are.
+
+    The zeros come from a slice of `x` times 0, not ops.zeros: a zeros constant would carry the traced
+    batch size into an exported graph (and ops.pad does not export).
+    """
+    _, _, h, w = x.shape
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h:
+        x = ops.cat((x, ops.tile(x[:, :, -1:] * 0, (1, 1, pad_h, 1))), axis=2)
+    if pad_w:
+        x = ops.cat((x, ops.tile(x[:, :, :, -1:] * 0, (1, 1, 1, pad_w))), axis=3)
+    return x
+
+
 def upsample_nearest(x, scale: int):
     """F.interpolate(x, scale_factor=scale, mode='nearest') for an integer scale, via Tile."""
     if scale == 1:

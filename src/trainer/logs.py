@@ -61,7 +61,9 @@ class ProgressLogger:
 
 
 class MetricsLog:
-    """Per-epoch metrics appended to summary_dir/metrics.csv; curves in metrics.png with matplotlib."""
+    """Per-epoch metrics appended to summary_dir/metrics.csv; curves in metrics.png with matplotlib:
+    the training loss and learning rate per recorded step (loss.csv's rows, given to `append`) and
+    the validation results per epoch."""
 
     def __init__(self, summary_dir: str, enabled: bool = True):
         self.csv_path = os.path.join(summary_dir, "metrics.csv")
@@ -75,7 +77,8 @@ class MetricsLog:
         with open(self.csv_path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def append(self, row: dict) -> None:
+    def append(self, row: dict, steps: list = ()) -> None:
+        """Add an epoch's row; `steps`: LossLog.points() of the run so far, for the curves."""
         if not self.enabled:
             return
         # a resumed run replaces the rows of epochs it trains again
@@ -85,25 +88,34 @@ class MetricsLog:
         writer.writeheader()
         writer.writerows(self.rows)
         write_atomic(self.csv_path, out.getvalue())
-        self._plot()
+        self._plot(steps)
 
-    def _plot(self) -> None:
+    def _plot(self, steps: list) -> None:
         try:
             import matplotlib
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-        except ImportError:  # curves are optional; the CSV has every number
+        except ImportError:  # curves are optional; the CSVs have every number
             return
         epochs = [int(r["epoch"]) for r in self.rows]
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-        ax_loss.plot(epochs, [float(r["train_loss"]) for r in self.rows], label="train loss")
-        ax_loss.plot(epochs, [float(r["val_loss"]) for r in self.rows], label="val loss")
+        epoch_ends = [int(r["global_step"]) for r in self.rows]
+        fig, (ax_loss, ax_lr, ax_acc) = plt.subplots(1, 3, figsize=(15, 4))
+        if steps:
+            ax_loss.plot([p[0] for p in steps], [p[2] for p in steps], lw=0.8, label="train loss (step)")
+            ax_lr.plot([p[0] for p in steps], [p[3] for p in steps], color="tab:green")
+        # the epoch means at each epoch's last step: points on the steps' axis
+        ax_loss.plot(epoch_ends, [float(r["train_loss"]) for r in self.rows], "o-", label="train loss (epoch mean)")
+        ax_loss.plot(epoch_ends, [float(r["val_loss"]) for r in self.rows], "s-", label="val loss")
         for head in ("sum", "conv", "trans"):
-            ax_acc.plot(epochs, [float(r[f"{head}_top1"]) for r in self.rows], label=f"top-1 {head}")
-        for ax, title in ((ax_loss, "loss"), (ax_acc, "validation accuracy")):
-            ax.set_xlabel("epoch")
+            ax_acc.plot(epochs, [float(r[f"{head}_top1"]) for r in self.rows], "o-", label=f"top-1 {head}")
+        ax_acc.xaxis.get_major_locator().set_params(integer=True)
+        for ax, xlabel, title in ((ax_loss, "step", "loss"), (ax_lr, "step", "learning rate"),
+                                  (ax_acc, "epoch", "validation accuracy")):
+            ax.set_xlabel(xlabel)
             ax.set_title(title)
-            ax.legend()
+        ax_loss.legend()
+        ax_acc.legend()
+        fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=80)
         plt.close(fig)
@@ -111,7 +123,10 @@ class MetricsLog:
 
 
 class LossLog:
-    """The training loss every `every` steps, in summary_dir/loss.csv (rewritten at each flush)."""
+    """The training loss and learning rate every `every` steps, in summary_dir/loss.csv
+    (global_step,epoch,loss,lr; rewritten at each flush)."""
+
+    HEADER = "global_step,epoch,loss,lr"
 
     def __init__(self, summary_dir: str, every: int, enabled: bool = True):
         self.path = os.path.join(summary_dir, "loss.csv")
@@ -121,13 +136,21 @@ class LossLog:
             with open(self.path) as f:
                 self.lines = f.read().splitlines()[1:]
 
-    def record(self, global_step: int, epoch: int, loss: float) -> None:
+    def record(self, global_step: int, epoch: int, loss: float, lr: float) -> None:
         if self.enabled and global_step % self.every == 0:
-            self.lines.append(f"{global_step},{epoch + 1},{loss:.6f}")
+            # a run resumed from an earlier checkpoint records those steps again: the new values replace them
+            while self.lines and int(self.lines[-1].split(",")[0]) >= global_step:
+                self.lines.pop()
+            self.lines.append(f"{global_step},{epoch + 1},{loss:.6f},{lr:.6e}")
+
+    def points(self) -> list:
+        """[(global_step, epoch, loss, lr)]; lr is nan in rows written before loss.csv had it."""
+        rows = [line.split(",") for line in self.lines]
+        return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]) if len(r) > 3 else float("nan")) for r in rows]
 
     def flush(self) -> None:
         if self.enabled:
-            write_atomic(self.path, "\n".join(["global_step,epoch,loss"] + self.lines) + "\n")
+            write_atomic(self.path, "\n".join([self.HEADER] + self.lines) + "\n")
 
 
 def save_input_grid(images, summary_dir: str, epoch: int) -> None:

@@ -247,9 +247,9 @@ class Trainer:
             if bool(applied.asnumpy()):
                 losses.append(loss)
             global_step = self._global_step()
-            self.progress.step(epoch, step, loss, current_lr(self.optimizer),
-                               int(self.train_step.skipped_steps.asnumpy()))
-            self.loss_log.record(global_step, epoch, loss)
+            lr = current_lr(self.optimizer)
+            self.progress.step(epoch, step, loss, lr, int(self.train_step.skipped_steps.asnumpy()))
+            self.loss_log.record(global_step, epoch, loss, lr)
             due_steps = cfg.ckpt_save_every_step and global_step % cfg.ckpt_save_every_step == 0
             due_time = cfg.ckpt_save_every_seconds and time.time() - self.last_save >= cfg.ckpt_save_every_seconds
             if (due_steps or due_time) and step < self.steps_per_epoch:  # the epoch end saves anyway
@@ -296,5 +296,5 @@ class Trainer:
         for head in HEADS:
             row[f"{head}_top1"] = results[head]["Top1-Acc"]
             row[f"{head}_top5"] = results[head]["Top5-Acc"]
-        self.metrics_log.append(row)
         self.loss_log.flush()
+        self.metrics_log.append(row, self.loss_log.points())
