@@ -115,6 +115,9 @@ SCHEMA = {
                                     read_by=TRAIN_ONLY, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
         "val_num_samples": Option(-1, "-1 = all validation images; N = N files evenly spaced over the sorted list",
                                   read_by=DATASET, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+        "cache_decoded_mib": Option(0, "keep up to N MiB of decoded training images in memory, so each is "
+                                       "decoded once per run, not once per epoch (small datasets); 0 = off",
+                                    read_by=TRAIN_ONLY, check=_non_negative, check_msg="must be >= 0"),
     },
     "Augmentations": {
         "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN_DATA),
