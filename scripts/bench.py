@@ -2,13 +2,18 @@
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
 compiles there) and img/s is batch / median time (`median_time`, or `interleaved_medians` where
 two runtimes are compared).  Weights are seeded random ones: speed does not depend on their
 values.  Prints a table, then the results as one JSON line.
+
+`feed` (not in the default set) reads the config's own training set (data_url, train_dir,
+train_num_samples, cache_decoded_mib) and times, in --repeats interleaved rounds (at least 3, order
+reversed every other round), its training pipeline alone, the train step on one fixed batch, and
+the train step fed by that pipeline as train.py feeds it: whether the data keeps up with the step.
 
 On CPU, `plain` repeats the forward and train rows with every convolution as MindSpore's own
 Conv2D op (the model before its CPU formulation, src/layers/conv2d.py), and `convs` times each
@@ -31,8 +36,10 @@ same images.
 """
 import argparse
 import contextlib
+import itertools
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -51,7 +58,7 @@ from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs t
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
 from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa: E402
 from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
-from src.data.imagenet import create_dataset  # noqa: E402
+from src.data.imagenet import DecodedImages, create_dataset  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
 from src.deploy.export import InferenceNet, export_model, load_mindir, output_names  # noqa: E402
 from src.deploy.inference import add_ort_threads_arg, onnx_forward  # noqa: E402
@@ -62,7 +69,8 @@ from src.trainer.loss import create_loss  # noqa: E402
 from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 
-PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe")
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "feed")
+DEFAULT_PARTS = PARTS[:-1]  # feed needs a dataset on disk
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -74,6 +82,9 @@ TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OU
 INTERLEAVED_ROUNDS = 10
 # tiny ops in the long chain of the dispatch part: enough that the chain dwarfs one call's fixed cost
 CHAIN_OPS = 400
+FEED_ROUNDS = 3  # each round of the feed part is three runs of --feed_batches batches
+FEED_DATA, FEED_FIXED, FEED_FED = ("data: the config's training pipeline", "feed: train step, one fixed batch",
+                                   "feed: train step fed by the pipeline")
 
 
 class BenchError(ConformerError, RuntimeError):
@@ -119,7 +130,9 @@ def _script_args(parser):
     parser.add_argument("--train_batch", type=int, default=16, help="batch size of the timed train step")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
     parser.add_argument("--images", type=int, default=64, help="JPEGs (500x375) written for the data pipeline")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
+                        help=f"what to measure (default: {' '.join(DEFAULT_PARTS)})")
+    parser.add_argument("--feed_batches", type=int, default=40, help="timed batches per round of the feed part")
     add_output_arg(parser, "the results as JSON (they are printed in any case)", "--json_out")
     add_ort_threads_arg(parser)
     parser.add_argument("--torch_ref", default="", metavar="DIR",
@@ -162,6 +175,69 @@ def bench_data(cfg) -> list:
             rows.append({"what": name, "batch": 16, "img_per_s": counts / seconds,
                          "note": f"{min(data_cfg.num_parallel_workers, os.cpu_count())} workers, "
                                  f"{cfg.images} JPEGs 500x375"})
+    return rows
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_feed(cfg) -> list:
+    """The config's training pipeline alone, the train step on one fixed batch, and the step fed by
+    the pipeline (train.py's loop: one pipeline per epoch, the loss read after each step), in
+    interleaved rounds; each round times `feed_batches` batches after 3 untimed ones. One untimed
+    round first fills `cache_decoded_mib`, as the first epoch of a run does."""
+    batch, count = cfg.train_batch, cfg.feed_batches
+    feed_cfg = argparse.Namespace(**{**vars(cfg), "batch_size": batch})
+    decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
+    net = create_model_from_config(cfg)
+    rounds = max(cfg.repeats, FEED_ROUNDS)
+    optimizer = create_optimizer(cfg, net, np.full((rounds + 1) * 3 * (count + 4), cfg.base_lr, np.float32))
+    step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
+                        dynamic_loss_scale=cfg.is_dynamic_loss_scale,
+                        clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0)
+    step.set_train(True)
+    fixed = (ms.Tensor(_images(batch, cfg.image_size)),
+             ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes]))
+
+    def batches(train: bool):
+        data = create_dataset(feed_cfg, "train", decoded=decoded)
+        if data.get_dataset_size() < count + 3:
+            raise BenchError(f"feed: {data.get_dataset_size()} batches of {batch} in the training set, "
+                             f"fewer than --feed_batches {count} + 3")
+        return data.create_tuple_iterator(num_epochs=1, output_numpy=not train)
+
+    def timed(source, train: bool):
+        for k, (images, targets) in enumerate(source):
+            if k == 3:
+                start, cpu = time.perf_counter(), _cpu_seconds()
+            if k == count + 3:
+                break
+            if train:
+                step(images, targets)[0].asnumpy()
+        return time.perf_counter() - start, _cpu_seconds() - cpu
+
+    calls = {FEED_DATA: lambda: timed(batches(False), False),
+             FEED_FIXED: lambda: timed(itertools.repeat(fixed, count + 3), True),
+             FEED_FED: lambda: timed(batches(True), True)}
+    for call in calls.values():
+        call()  # compiles; fills the decoded-image store
+    times = {name: [] for name in calls}
+    for i in range(rounds):
+        for name, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
+            times[name].append(call())
+    seconds = {name: statistics.median(t for t, _ in ts) for name, ts in times.items()}
+    cpu_us = {name: 1e6 * statistics.median(c for _, c in ts) / (count * batch) for name, ts in times.items()}
+    fixed_rate = batch * count / seconds[FEED_FIXED]
+    rows = []
+    for name in calls:
+        rate = batch * count / seconds[name]
+        note = f"{cpu_us[name]:.0f} CPU-us/img; median of {rounds} interleaved rounds of {count} batches"
+        if name == FEED_FED:
+            note = f"{rate / fixed_rate:.2f}x the fixed-batch step; " + note
+        rows.append({"what": name, "batch": batch, "img_per_s": rate, "cpu_us_per_img": cpu_us[name],
+                     "note": note})
     return rows
 
 
@@ -480,6 +556,8 @@ def measure(cfg, workdir: str) -> list:
     rows = []
     if "data" in cfg.parts:
         rows += bench_data(cfg)
+    if "feed" in cfg.parts:
+        rows += bench_feed(cfg)
     if {"forward", "train", "deploy"} & set(cfg.parts):
         net = create_model_from_config(cfg)
         with start_torch_worker(cfg, workdir) if workdir else contextlib.nullcontext() as worker:

@@ -6,7 +6,10 @@
 
 Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (recompute: True);
 `accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches).
-Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
+`pool MiB` is the peak of MindSpore's own memory pool (the tensors a step
+allocates: activations kept for the backward pass, gradients, workspace), as MindSpore reports it when
+the process ends (MS_DEV_RUNTIME_CONF=memory_statistics:True); the rest of `peak` is host memory
+outside that pool. Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
 scripts/memory_probe.py for what is measured. Prints a table, then the results as one JSON line.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
@@ -28,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from scripts.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
 from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch  # noqa: E402
-from scripts.memory_probe import VARIANTS  # noqa: E402
+from scripts.memory_probe import POOL_STATISTICS, VARIANTS, pool_peak_mib  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
            ("built_mib", "built MiB"), ("compiled_mib", "compiled MiB"), ("step_mib", "step MiB"),
-           ("peak_mib", "peak MiB"), ("compile_s", "compile s"), ("step_s", "step s"),
+           ("peak_mib", "peak MiB"), ("pool_mib", "pool MiB"), ("compile_s", "compile s"), ("step_s", "step s"),
            ("ours_over_torch", "ours / PyTorch"))
 TORCH_VARIANT = "PyTorch eager (official)"
 
@@ -85,13 +88,17 @@ def main() -> int:
     results = []
     for variant in args.variants:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--child", variant],
-                              capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+                              capture_output=True, text=True,
+                              env=dict(os.environ, GLOG_v="3", MS_DEV_RUNTIME_CONF=POOL_STATISTICS))
         if proc.returncode:
             print(f"memory.py: variant {variant} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}",
                   file=sys.stderr)
             return 1
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        row = results[-1]
+        row = json.loads(next(line for line in proc.stdout.splitlines()[::-1] if line.startswith("{")))
+        pool = pool_peak_mib(proc.stdout)
+        if pool is not None:
+            row["pool_mib"] = pool
+        results.append(row)
         print("  ".join(f"{title} {row.get(key, '-')}" for key, title in COLUMNS[:-1]), flush=True)  # no ratio yet
     if args.torch_ref:
         try:

@@ -14,11 +14,15 @@ batch, and reads the kernel's counters of its resident memory (MiB):
   keeps its memory pool afterwards, so the peak is reached in the first step);
 - peak: VmHWM of the whole process, compiling included (what a job's memory
   limit sees).
+- pool (scripts/memory.py, `pool_peak_mib`): the peak of MindSpore's own memory
+  pool, which holds the tensors a step allocates; the rest is host memory
+  outside it (compiled graphs and kernels).
 On CPU every tensor lives in host memory, so these are the training memory. The
 counters are Linux's (>= 4.0 for the reset); elsewhere only `peak` is given, from
 getrusage's ru_maxrss.
 """
 import os
+import re
 import resource
 import time
 
@@ -36,6 +40,16 @@ VARIANTS = {
     "accumulation": lambda batch, micro: {"batch_size": batch // micro, "grad_accumulation_steps": micro},
 }
 _STATUS = "/proc/self/status"
+# MindSpore prints its memory pool's statistics at exit under this setting (MS_DEV_RUNTIME_CONF)
+POOL_STATISTICS = "memory_statistics:True"
+_POOL_PEAK = re.compile(r"The dynamic memory pool total allocated mem:\d+M.*?actual peak used mem:(\d+)M")
+
+
+def pool_peak_mib(output: str):
+    """The peak MiB of MindSpore's memory pool from a process's output under POOL_STATISTICS, or None
+    when it printed none (another MindSpore version, another device)."""
+    found = _POOL_PEAK.findall(output)
+    return max(int(v) for v in found) if found else None
 
 
 def _status_mib(field: str):

@@ -67,7 +67,8 @@ def _rate(v):
 ALL = frozenset(SCRIPTS)
 MINDSPORE = ALL - {INFER_ONNX, EVAL_ONNX}  # init_context and create_model_from_config
 MODEL = MINDSPORE
-DATASET = frozenset({TRAIN, EVAL})  # which images: bench.py generates its own
+DATASET = frozenset({TRAIN, EVAL})  # which images: bench.py generates its own, but for its feed part
+TRAIN_SET = frozenset({TRAIN, BENCH})  # the training images: train.py and bench.py's feed part
 TRAIN_DATA = frozenset({TRAIN, BENCH})  # how they are augmented
 DATA = TRAIN_DATA | {EVAL}  # either split of create_dataset
 BATCH = frozenset({TRAIN, EVAL, INFER, INFER_ONNX, EVAL_ONNX, SUMMARY, MEMORY})
@@ -114,21 +115,24 @@ SCHEMA = {
         "dataset": Option("ImageNet", "how a split is read: ImageNet = class folders data_url/<split>/<class>/<image>, "
                                       "or a flat split folder when its labels key names a CSV; ImageFolder = class "
                                       "folders only (a labels key set is an error)",
-                          read_by=LABELS_READERS, choices=("ImageNet", "ImageFolder")),
-        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | {EVAL_ONNX}),
+                          read_by=LABELS_READERS | TRAIN_SET, choices=("ImageNet", "ImageFolder")),
+        "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | TRAIN_SET | {EVAL_ONNX}),
         "train_dir": Option("train", "training split folder under data_url (its sorted class folders also index "
-                                     "the class names of a labels CSV)", read_by=CLASS_NAMES),
+                                     "the class names of a labels CSV)", read_by=CLASS_NAMES | TRAIN_SET),
         "val_dir": Option("val", "validation split folder under data_url", read_by=DATASET | {EVAL_ONNX}),
         "train_labels": Option("", "'' = class folders; else a CSV (path,label per row, or the "
                                    "ImageId,PredictionString form) labelling the images of a flat train_dir",
-                               read_by=CLASS_NAMES),
+                               read_by=CLASS_NAMES | TRAIN_SET),
         "val_labels": Option("", "'' = class folders; else a CSV (path,label per row, or ImageNet's "
                                  "LOC_val_solution.csv as distributed) labelling the images of a flat val_dir "
                                  "(infer: of DATA, to report accuracy)", read_by=LABELS_READERS),
         "train_num_samples": Option(-1, "-1 = all training images; N = N files evenly spaced over the sorted list (every class kept)",
-                                    read_by=TRAIN_ONLY, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+                                    read_by=TRAIN_SET, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
         "val_num_samples": Option(-1, "-1 = all validation images; N = N files evenly spaced over the sorted list",
                                   read_by=DATASET, check=lambda v: v == -1 or v > 0, check_msg="must be -1 or > 0"),
+        "cache_decoded_mib": Option(0, "keep up to N MiB of decoded training images in memory, so each is "
+                                       "decoded once per run, not once per epoch (small datasets); 0 = off",
+                                    read_by=TRAIN_SET, check=_non_negative, check_msg="must be >= 0"),
     },
     "Augmentations": {
         "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN_DATA),
@@ -155,7 +159,7 @@ SCHEMA = {
                            read_by=EVAL_TRANSFORM, check=lambda v: 0.0 < v <= 1.0, check_msg="must be in (0, 1]"),
         "repeated_aug": Option(3, "repeated augmentation (DeiT RASampler): each selected image N times per epoch, "
                                   "differently augmented, on different ranks; epoch length kept; 0 = off",
-                               read_by=TRAIN_ONLY, check=lambda v: v == 0 or v >= 2,
+                               read_by=TRAIN_SET, check=lambda v: v == 0 or v >= 2,
                                check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {

@@ -14,6 +14,8 @@ API (what train.py / eval.py call)
         split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
         split 'val':   image float32 [B, 3, S, S], label int32 [B]
     SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration.
+    DecodedImages(budget_mib): pass the same one as `decoded` to each epoch's pipeline to decode
+        each image once per run (cache_decoded_mib; small datasets).
     DatasetError(ValueError): missing or empty split folder, class folder without images, too
         many classes for `num_classes`, a subset larger than the split, fewer images than a batch,
         a labels CSV row naming a missing file or an unknown class.
@@ -41,8 +43,9 @@ fewer than 256 images, where DeiT's epoch would be empty, is refused.
 
 Train per image (timm's transforms_imagenet_train): RandomResizedCrop(image_size,
 scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
--> RandAugment (auto_augment) -> ImageNet normalise, CHW -> random erasing; per
-batch: Mixup/CutMix + label smoothing. Eval: `preprocess.load_rgb` +
+-> RandAugment (auto_augment), in the decoding map (`TrainImage`, uint8); per
+batch: ImageNet normalise, CHW -> random erasing of each image -> Mixup/CutMix +
+label smoothing (`_MixBatch`). Eval: `preprocess.load_rgb` +
 `preprocess.eval_transform`, the implementation infer/ONNX use.
 
 Unreadable images (truncated, corrupt, not an image): each sample is decoded in a
@@ -67,23 +70,28 @@ releases the GIL while decoding and resampling, and on 2 cores threads measured
 processes, which also start per pipeline and pass decoded images through shared
 memory). All per-sample randomness uses Python's `random`, which stays correct
 with threads and, should processes be used, is reseeded in each forked worker.
+Each pipeline op costs MindSpore a hand-over per row, which for small images
+costs more than the op itself: so the per-image ops run in the one decoding
+call, and what is elementwise (normalising, the layout change) runs once per
+batch (README, Benchmark: the demo's data pipeline).
 """
 import logging
 import multiprocessing
 import os
+import random
 import threading
 from functools import partial
 
 import mindspore.dataset as ds
-import mindspore.dataset.vision as vision
 import numpy as np
 from mindspore.dataset.vision import Inter
+from mindspore.dataset.vision.py_transforms_util import random_resize_crop
+from PIL import Image
 
 from src.data.augment import Mixup, RandomErasing, create_auto_augment
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
-from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, is_image_file, \
-    load_rgb
+from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,7 @@ SPLITS = ("train", "val")
 _INTERPOLATION = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC, "nearest": Inter.NEAREST}
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
 _PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "Workers")
+_MEAN_255, _STD_255 = IMAGENET_MEAN * 255, IMAGENET_STD * 255  # on 0-255 pixels: ToTensor + Normalize
 
 
 class SkippedImages:
@@ -111,6 +120,33 @@ class SkippedImages:
             if path not in self.paths:
                 self.paths.append(path)
                 log.warning("skipping unreadable image %s: %s", path, reason)
+
+
+class DecodedImages:
+    """Decoded training images kept in memory across epochs, up to `budget_mib` MiB of pixels
+    (`cache_decoded_mib`): on a small dataset each file is then decoded once per run instead of once
+    per epoch. Images past the budget, and unreadable files, are read every time. Only the decoded
+    image is kept (identical to a fresh decode), never an augmented one."""
+
+    def __init__(self, budget_mib: int):
+        self.budget = budget_mib * 2 ** 20
+        self.used = 0
+        self.images = {}
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        return self  # as SkippedImages: every copy MindSpore makes of the pipeline shares one store
+
+    def load(self, path: str) -> Image.Image:
+        img = self.images.get(path)
+        if img is None:
+            img = load_rgb(path)
+            size = img.width * img.height * 3
+            with self._lock:
+                if path not in self.images and self.used + size <= self.budget:
+                    self.images[path] = img
+                    self.used += size
+        return img
 
 
 def _subset(samples: list, num: int, key: str, root: str) -> list:
@@ -171,12 +207,13 @@ class _LoadImage:
     """Map: sample index -> (transform(RGB PIL image), '', index), or for an unreadable file
     (placeholder, reason, index)."""
 
-    def __init__(self, paths: list, transform):
+    def __init__(self, paths: list, transform, decoded: DecodedImages = None):
         self.paths, self.transform = paths, transform
+        self.load = load_rgb if decoded is None else decoded.load
 
     def __call__(self, index):
         try:
-            img = load_rgb(self.paths[int(index)])
+            img = self.load(self.paths[int(index)])
         except ImageReadError as e:
             return _PLACEHOLDER, np.array(str(e)), index
         return self.transform(img), np.array(""), index
@@ -196,46 +233,62 @@ class _KeepReadable:
 
 
 class _MixBatch:
-    """Batch map: CHW images and labels of one batch -> (images [B, 3, S, S], soft targets [B, K])."""
+    """Batch map: uint8 HWC images and labels of one batch -> (images [B, 3, S, S], soft targets [B, K]):
+    normalise, random erasing per image, then Mixup/CutMix with label smoothing."""
 
-    def __init__(self, mixup: Mixup, mix: bool):
-        self.mixup, self.mix = mixup, mix
+    def __init__(self, mixup: Mixup, mix: bool, erasing: RandomErasing = None):
+        self.mixup, self.mix, self.erasing = mixup, mix, erasing
 
     def __call__(self, images, labels, _batch_info):
-        return self.mixup(np.stack(images), np.array(labels), mix=self.mix)
+        images = normalize_batch(np.stack(images))
+        if self.erasing is not None:
+            images = np.stack([self.erasing(image) for image in images])
+        return self.mixup(images, np.array(labels), mix=self.mix)
 
 
 def _mix_batch(cfg, epoch: int) -> _MixBatch:
-    """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
+    """Normalise, erase, Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch
+    on (0 = never)."""
     mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
                   cfg.label_smoothing)
     if mixup.active and cfg.mixup_mode == "pair" and cfg.batch_size % 2:
         raise ValueError(f"mixup_mode pair needs an even batch_size, got {cfg.batch_size}")
-    return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch))
+    erasing = RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count) if cfg.re_prob > 0 else None
+    return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch), erasing=erasing)
 
 
-def train_transforms(cfg) -> list:
-    """Per-image train ops: HWC uint8 RGB array -> normalised CHW float32 [3, S, S]."""
-    ops = [
-        # crop, flip and RandAugment run on PIL as in timm; after ToPIL MindSpore uses its PIL
-        # implementations, so the resize is PIL's antialiased one, like torchvision's. Its box sampler
-        # matches torchvision's (area, log-ratio, 10 tries, centre-crop fallback) except that it
-        # rounds the height from the rounded width: crops differ by at most 1 px.
-        vision.ToPIL(),
-        vision.RandomResizedCrop(cfg.image_size, scale=(cfg.min_crop, 1.0), ratio=(3 / 4, 4 / 3),
-                                 interpolation=_INTERPOLATION[cfg.aa_interpolation]),
-    ]
-    if cfg.hflip > 0:
-        ops.append(vision.RandomHorizontalFlip(cfg.hflip))
-    rand_augment = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)
-    if rand_augment is not None:
-        ops.append(rand_augment)
-    ops += [vision.ToNumpy(),
-            vision.Normalize((IMAGENET_MEAN * 255).tolist(), (IMAGENET_STD * 255).tolist()),  # = ToTensor + Normalize
-            vision.HWC2CHW()]
-    if cfg.re_prob > 0:
-        ops.append(RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count))
-    return ops
+class TrainImage:
+    """The per-image train ops: RGB PIL image -> augmented uint8 HWC array [S, S, 3].
+
+    RandomResizedCrop, flip and RandAugment run on PIL as in timm, in this one Python call (module
+    docstring, "Workers"). The crop is MindSpore's own PIL implementation, the one
+    `vision.RandomResizedCrop` runs on a PIL image: its box sampler matches torchvision's (area,
+    log-ratio, 10 tries, centre-crop fallback) except that it rounds the height from the rounded
+    width (crops differ by at most 1 px), and its resize is PIL's antialiased one, like
+    torchvision's. The flip draws as `vision.RandomHorizontalFlip` does (`prob > random.random()`).
+    """
+
+    def __init__(self, cfg):
+        self.size = (cfg.image_size, cfg.image_size)
+        self.scale, self.ratio = (cfg.min_crop, 1.0), (3 / 4, 4 / 3)
+        self.interpolation = Inter.to_python_type(_INTERPOLATION[cfg.aa_interpolation])
+        self.hflip = cfg.hflip
+        self.rand_augment = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        img = random_resize_crop(img, self.size, self.scale, self.ratio, self.interpolation)
+        if self.hflip > 0 and self.hflip > random.random():
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.rand_augment is not None:
+            img = self.rand_augment(img)
+        return np.asarray(img)
+
+
+def normalize_batch(images: np.ndarray) -> np.ndarray:
+    """uint8 HWC images [B, S, S, 3] -> ImageNet-normalised float32 CHW [B, 3, S, S] (ToTensor +
+    Normalize), one vectorised operation per batch."""
+    scaled = (images.astype(np.float32) - _MEAN_255) / _STD_255
+    return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
 
 
 def _split_samples(cfg, is_train: bool):
@@ -251,20 +304,23 @@ def _split_samples(cfg, is_train: bool):
     return root, classes, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
 
 
-def _readable_images(order, paths, labels, to_image, workers: int, skipped: SkippedImages):
+def _readable_images(order, paths, labels, to_image, workers: int, skipped: SkippedImages,
+                     decoded: DecodedImages = None):
     """Columns (to_image(RGB PIL image), label) of the samples `order`, unreadable files dropped."""
     data = ds.GeneratorDataset(_Samples(order, labels), ["index", "label"], shuffle=False, num_parallel_workers=1)
-    data = data.map(_LoadImage(paths, to_image), input_columns=["index"], output_columns=["image", "error", "index"],
+    data = data.map(_LoadImage(paths, to_image, decoded), input_columns=["index"], output_columns=["image", "error", "index"],
                     num_parallel_workers=workers, python_multiprocessing=_PYTHON_MULTIPROCESSING)
     data = data.filter(_KeepReadable(paths, skipped), input_columns=["error", "index"], num_parallel_workers=1)
     return data.project(["image", "label"])
 
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
-                   epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None):
+                   epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None,
+                   decoded: DecodedImages = None):
     """Batched pipeline of `split` ('train' or 'val') for `epoch`; see the module docstring.
 
-    shuffle / drop_remainder: None = True for train, False for val.
+    shuffle / drop_remainder: None = True for train, False for val. decoded: where to keep decoded
+    images across the pipelines of a run (pass the same one each epoch); None = decode every time.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -288,12 +344,10 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     order = order[skip_batches * cfg.batch_size:]
 
     workers = _workers(cfg.num_parallel_workers)
-    to_image = np.asarray if is_train else partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
+    to_image = TrainImage(cfg) if is_train else partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
     data = _readable_images(order, paths, labels, to_image, workers,
-                            skipped if skipped is not None else SkippedImages())
+                            skipped if skipped is not None else SkippedImages(), decoded)
     if is_train:
-        data = data.map(train_transforms(cfg), input_columns=["image"], num_parallel_workers=workers,
-                        python_multiprocessing=_PYTHON_MULTIPROCESSING)
         data = data.batch(cfg.batch_size, drop_remainder, per_batch_map=_mix_batch(cfg, epoch),
                           input_columns=["image", "label"], output_columns=["image", "label"],
                           num_parallel_workers=1, python_multiprocessing=False)

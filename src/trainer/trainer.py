@@ -11,7 +11,7 @@ import mindspore as ms
 
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
-from src.data.imagenet import SkippedImages, create_dataset
+from src.data.imagenet import DecodedImages, SkippedImages, create_dataset
 from src.errors import ConformerError
 from src.evaluate import evaluate
 from src.metrics import HEADS, format_eval_results
@@ -143,6 +143,7 @@ class Trainer:
         self.net = self._build_net()
         self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
+        self.decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
         self.micro_batches = cfg.grad_accumulation_steps
         self.train_data = self._train_data(epoch=0, done=0)
         self.steps_per_epoch = self.train_data.get_dataset_size() // self.micro_batches  # optimizer steps
@@ -178,7 +179,7 @@ class Trainer:
         """The batches of `epoch` after its first `done` optimizer steps, cut to whole optimizer steps
         (the last batch_count % grad_accumulation_steps batches of an epoch are left out)."""
         data = create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
-                              skip_batches=done * self.micro_batches, skipped=self.skipped)
+                              skip_batches=done * self.micro_batches, skipped=self.skipped, decoded=self.decoded)
         whole = data.get_dataset_size() // self.micro_batches * self.micro_batches
         if whole < data.get_dataset_size():
             data = data.take(whole)

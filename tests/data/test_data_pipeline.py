@@ -233,3 +233,85 @@ def test_workers_beyond_the_cpu_count_are_capped_with_a_warning(data_root, caplo
         dataset = create_dataset(_cfg(data_root, "--num_parallel_workers", "512"), "val")
     assert any("num_parallel_workers 512" in r.getMessage() for r in caplog.records)
     assert sum(len(label) for _, label in _epochs(dataset)[0]) == 18
+
+
+# ----- the fused per-image ops, batch-level normalising and erasing, the decoded-image store -----
+
+def _op_by_op(cfg, img):
+    """The recipe as MindSpore's vision ops run it image by image on PIL (the pipeline before the ops were
+    fused): crop, flip, RandAugment, ToNumpy, Normalize, HWC2CHW."""
+    import mindspore.dataset.vision as vision
+    from mindspore.dataset.vision import Inter
+    from src.data.augment import create_auto_augment
+    interpolation = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC}[cfg.aa_interpolation]
+    img = vision.RandomResizedCrop(cfg.image_size, scale=(cfg.min_crop, 1.0), ratio=(3 / 4, 4 / 3),
+                                   interpolation=interpolation)(img)
+    img = vision.RandomHorizontalFlip(cfg.hflip)(img)
+    img = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)(img)
+    array = vision.Normalize((IMAGENET_MEAN * 255).tolist(), (IMAGENET_STD * 255).tolist())(np.asarray(img))
+    return vision.HWC2CHW()(array)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_fused_train_ops_equal_mindspore_ops_one_by_one(data_root, interpolation):
+    import random
+    from src.data.imagenet import TrainImage, normalize_batch
+    cfg = _cfg(data_root, "--aa_interpolation", interpolation)  # the recipe: crop 0.08-1, flip 0.5, RandAugment
+    noise = np.random.RandomState(1).randint(0, 255, (40, 48, 3), np.uint8)
+    img = Image.fromarray(noise)
+    fused, reference = [], []
+    for seed in range(8):  # same draws of `random` in the same order: the same crop, flip and RandAugment
+        random.seed(seed)
+        fused.append(TrainImage(cfg)(img))
+        random.seed(seed)
+        reference.append(_op_by_op(cfg, img))
+    assert fused[0].dtype == np.uint8 and fused[0].shape == (32, 32, 3)
+    assert len({f.tobytes() for f in fused}) == 8  # the draws matter
+    assert np.allclose(normalize_batch(np.stack(fused)), np.stack(reference), atol=1e-5)
+
+
+def test_random_erasing_runs_per_image_at_batch_level(data_root):
+    # uniform images and mixup off: every pixel that differs from normalize(colour) was erased
+    cfg = _cfg(data_root, "--auto_augment", "none", "--re_prob", "1", "--re_mode", "const", "--mixup", "0",
+               "--cutmix", "0")
+    (batches,) = _epochs(create_dataset(cfg, "train", shuffle=False))
+    image = batches[0][0]
+    colours = np.array([_color("train", CLASSES.index("apple"), i) for i in range(4)], np.float32)
+    expected = (colours[:, :, None, None] / 255 - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    erased = ~np.isclose(image, np.broadcast_to(expected, image.shape), atol=1e-5).all(1)  # [B, H, W]
+    assert erased.any(axis=(1, 2)).all()  # each image has its box (re_prob 1) ...
+    assert (image.transpose(0, 2, 3, 1)[erased] == 0).all()  # ... filled with 0 ('const')
+    assert len({m.tobytes() for m in erased}) > 1  # drawn per image
+
+
+def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
+    from src.data.imagenet import DecodedImages
+    for c, name in enumerate(("a", "b")):
+        os.makedirs(tmp_path / "train" / name)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (10 + 40 * c + i, 50, 60)).save(tmp_path / "train" / name / f"{i}.png")
+    (tmp_path / "train" / "b" / "bad.png").write_bytes(b"not a png")
+    cfg = _cfg(str(tmp_path), "--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0",
+               "--min_crop", "1")
+    decoded, skipped = DecodedImages(1), SkippedImages()  # 1 MiB: all 8 images (192 bytes each)
+    first = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False,
+                                                                            decoded=decoded, skipped=skipped))[0]]))
+    assert len(decoded.images) == 8 and decoded.used == 8 * 8 * 8 * 3  # the bad file is not kept
+    for path in _pngs(tmp_path):  # repaint every file: a run that reads them again sees new colours
+        if not path.endswith("bad.png"):
+            Image.new("RGB", (8, 8), (200, 200, 200)).save(path)
+    again = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False,
+                                                                            decoded=decoded, skipped=skipped))[0]]))
+    fresh = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False))[0]]))
+    assert again == first and len(set(first)) == 8  # served from memory, each file its own colour
+    assert set(fresh) == {(200, 200, 200)}
+    assert skipped.count == 2  # the unreadable file is tried (and counted) every epoch
+    small = DecodedImages(0)
+    small.budget = 2 * 8 * 8 * 3  # room for two images: the rest is decoded each time
+    _epochs(create_dataset(cfg, "train", shuffle=False, decoded=small))
+    assert len(small.images) == 2 and small.used == 2 * 8 * 8 * 3
+
+
+def _pngs(root):
+    import glob
+    return sorted(glob.glob(os.path.join(str(root), "train", "*", "*.png")))

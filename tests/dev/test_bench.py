@@ -270,3 +270,27 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
     dispatch = by_name["dispatch: MindSpore GRAPH, per tiny kernel"]
     assert dispatch["us_per_kernel"] > 0 and dispatch["img_per_s"] is None
     assert f"{dispatch['us_per_kernel']:.1f} us per kernel" in dispatch["note"]
+
+
+def test_feed_part_times_the_configs_pipeline_the_step_and_the_fed_step(tmp_path):
+    from datasets import write_digits_folder
+    root = write_digits_folder(tmp_path / "digits", train_per_class=2, val_per_class=1)
+    config = os.path.join(REPO, "src", "configs", "demo_cpu.yaml")
+    common = ("--config", config, *SMALL, "--data_url", root, "--train_batch", "4", "--parts", "feed")
+    too_few = run_script(BENCH, *common, "--feed_batches", "3")  # 20 images: 5 batches, 6 needed
+    assert too_few.returncode == 2
+    assert "feed: 5 batches of 4 in the training set, fewer than --feed_batches 3 + 3" in \
+        _one_line_error(too_few, "bench.py")
+    out = tmp_path / "bench.json"
+    result = run_script(BENCH, *common, "--feed_batches", "2", "--json_out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {r["what"]: r for r in json.loads(out.read_text())["results"]}
+    data, fixed, fed = (rows[name] for name in _feed_names())
+    assert all(r["batch"] == 4 and r["img_per_s"] > 0 and r["cpu_us_per_img"] > 0 for r in (data, fixed, fed))
+    assert fed["note"].startswith(f"{fed['img_per_s'] / fixed['img_per_s']:.2f}x the fixed-batch step")
+    assert "gflops" not in data and fed["gflops"] == pytest.approx(fixed["gflops"] * fed["img_per_s"] / fixed["img_per_s"])
+
+
+def _feed_names():
+    bench = _load(BENCH, "bench_script")
+    return bench.FEED_DATA, bench.FEED_FIXED, bench.FEED_FED

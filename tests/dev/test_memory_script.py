@@ -50,6 +50,17 @@ def test_torch_peak_sits_next_to_ours_with_the_ratio(tmp_path):
     ours, theirs = _rows(result, out)
     assert theirs["peak_mib"] == 100.0 and theirs["images_per_step"] == 4
     assert ours["ours_over_torch"] == round(ours["peak_mib"] / 100.0, 2) and "| ours / PyTorch |" in result.stdout
+    # MindSpore's pool holds the step's tensors: part of the process, never all of it (libraries, graphs)
+    assert 0 < ours["pool_mib"] < ours["peak_mib"] and "| pool MiB |" in result.stdout
+
+
+def test_pool_peak_is_read_from_mindspores_exit_statistics():
+    from src.trainer.memory import pool_peak_mib
+    line = ("[MS_RUNTIME_PROF]The dynamic memory pool total allocated mem:4096M, min addr :0, max addr: 0, peak used "
+            "mem:3566M, actual peak used mem:3579M, in used mem:0M, total used by event mem:0M")
+    assert pool_peak_mib("other output\n" + line + "\n") == 3579
+    assert pool_peak_mib("[MS_RUNTIME_PROF]Common mem pool info: Total allocated mem:1024M, peak used mem:24M") is None
+    assert pool_peak_mib("") is None
 
 
 @pytest.mark.skipif(not _torch_importable(TORCH_PYTHON), reason=f"{TORCH_PYTHON} cannot import torch")
