@@ -55,7 +55,7 @@ def test_torch_peak_sits_next_to_ours_with_the_ratio(tmp_path):
 
 
 def test_pool_peak_is_read_from_mindspores_exit_statistics():
-    from src.trainer.memory import pool_peak_mib
+    from scripts.memory_probe import pool_peak_mib
     line = ("[MS_RUNTIME_PROF]The dynamic memory pool total allocated mem:4096M, min addr :0, max addr: 0, peak used "
             "mem:3566M, actual peak used mem:3579M, in used mem:0M, total used by event mem:0M")
     assert pool_peak_mib("other output\n" + line + "\n") == 3579
