@@ -7,13 +7,17 @@ Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 import shlex
 import sys
 
-from src.config import VOCABULARY, parse_args
-from src.data.imagenet import DatasetError
-from src.tools.atomic import WriteError
-from src.tools.checkpoint import CheckpointError
-from src.tools.device import DeviceError
-from src.trainer.signals import Interrupted
-from src.trainer.trainer import Trainer, TrainingError
+from src.trainer.allocator import limit_malloc_arenas
+
+limit_malloc_arenas()  # first: glibc fixes its arena limit when the first thread needs an arena
+
+from src.config import VOCABULARY, parse_args  # noqa: E402  (after the allocator setting)
+from src.data.imagenet import DatasetError  # noqa: E402
+from src.tools.atomic import WriteError  # noqa: E402
+from src.tools.checkpoint import CheckpointError  # noqa: E402
+from src.tools.device import DeviceError  # noqa: E402
+from src.trainer.signals import Interrupted  # noqa: E402
+from src.trainer.trainer import Trainer, TrainingError  # noqa: E402
 
 
 def _script_args(parser):

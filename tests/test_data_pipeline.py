@@ -130,6 +130,23 @@ def test_epoch_order_is_seeded_per_epoch_and_skip_batches_resumes_it(data_root):
         create_dataset(_cfg(data_root), "train", epoch=3, skip_batches=4)
 
 
+def test_augmented_batches_are_a_function_of_seed_epoch_and_position(data_root):
+    """The full recipe with 2 worker threads: rebuilt pipelines give bit-identical batches, a pipeline
+    resumed after k batches gives the same later batches, another epoch or seed other ones."""
+    def batches(*extra, epoch=1, skip=0):
+        cfg = _cfg(data_root, "--train_num_samples", "16", "--min_crop", "0.2", *extra)
+        return _epochs(create_dataset(cfg, "train", epoch=epoch, skip_batches=skip))[0]
+
+    first = batches()
+    assert len(first) == 4 and all(len(b) == 2 for b in first)
+    for again in (batches(), batches("--num_parallel_workers", "1")):
+        assert all(np.array_equal(x, y) for b, c in zip(first, again) for x, y in zip(b, c))
+    resumed = batches(skip=2)
+    assert all(np.array_equal(x, y) for b, c in zip(first[2:], resumed) for x, y in zip(b, c))
+    for other in (batches(epoch=2), batches("--seed", "1")):
+        assert not np.array_equal(first[0][0], other[0][0])
+
+
 def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
     with pytest.raises(ValueError, match="mixup_mode pair needs an even batch_size, got 3"):
         create_dataset(_cfg(data_root, "--mixup_mode", "pair", "--batch_size", "3"), "train")
