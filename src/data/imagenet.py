@@ -86,7 +86,7 @@ from PIL import Image
 from src.data.augment import Mixup, RandomErasing, RandomResizedCrop, create_auto_augment
 from src.data.augment.auto_augment import INTERPOLATIONS
 from src.data.folder import DatasetError, scan_image_folder
-from src.data.preprocess import ImageReadError, eval_transform, is_image_file, load_rgb, normalize
+from src.data.preprocess import ImageReadError, eval_transform, load_rgb, normalize
 
 log = logging.getLogger(__name__)
 
