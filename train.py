@@ -7,13 +7,14 @@ Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 import shlex
 import sys
 
-from src.checkpoint import CheckpointError
-from src.config import VOCABULARY, parse_args
-from src.data.imagenet import DatasetError
-from src.io import WriteError
-from src.runtime.device import DeviceError
-from src.trainer.signals import Interrupted
-from src.trainer.trainer import Trainer, TrainingError
+from src.trainer.allocator import limit_malloc_arenas
+
+limit_malloc_arenas()  # first: glibc fixes its arena limit when the first thread needs an arena
+
+from src.config import VOCABULARY, parse_args  # noqa: E402  (after the allocator setting)
+from src.runtime.console import run_main  # noqa: E402
+from src.trainer.signals import Interrupted  # noqa: E402
+from src.trainer.trainer import Trainer  # noqa: E402
 
 
 def _script_args(parser):
@@ -40,9 +41,6 @@ def main() -> int:
     try:
         trainer = Trainer(cfg)
         trainer.fit()
-    except (DeviceError, DatasetError, CheckpointError, TrainingError, WriteError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
     except Interrupted as stop:
         if trainer.is_main:
             print(f"train.py: {stop}; checkpoint {stop.path}; resume with: {resume_command(sys.argv, stop.path)}",
@@ -57,4 +55,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "train.py"))

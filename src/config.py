@@ -199,6 +199,10 @@ SCHEMA = {
         "exclude_epoch_state": Option(True, "loading `pretrained`: weights only, not epoch/optimizer state", read_by=TRAIN_ONLY),
         "seed": Option(0, "random seed (identical on every rank)", read_by=MINDSPORE,
                        check=_non_negative, check_msg="must be >= 0"),
+        "deterministic": Option(True, "deterministic kernels and collectives (mindspore.set_deterministic): with "
+                                      "the same config, seed and device count a run ends with the same weights "
+                                      "(README \"Reproducibility\": what it costs, what stays nondeterministic "
+                                      "on GPU)", read_by=MINDSPORE),
         "with_ema": Option(True, "keep an exponential moving average of the weights", read_by=TRAIN_STEP),
         "ema_decay": Option(0.99996, "EMA decay per step", read_by=TRAIN_STEP, check=_rate, check_msg="must be in [0, 1)"),
         "pynative_mode": Option(False, "run eagerly (PYNATIVE) instead of GRAPH mode", read_by=MINDSPORE),

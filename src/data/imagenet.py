@@ -14,8 +14,6 @@ API (what train.py / eval.py call)
         split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
         split 'val':   image float32 [B, 3, S, S], label int32 [B]
     SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration.
-    DecodedImages(budget_mib): pass the same one as `decoded` to each epoch's pipeline to decode
-        each image once per run (cache_decoded_mib; small datasets).
     DatasetError(ValueError): missing or empty split folder, class folder without images, too
         many classes for `num_classes`, a subset larger than the split, fewer images than a batch,
         a labels CSV row naming a missing file or an unknown class.
@@ -27,8 +25,18 @@ the same on every rank, so the ranks' shards partition it and a resumed run
 sees the same order; `skip_batches=k` starts it after its first k batches
 (resuming mid-epoch). From `epoch >= cfg.mixup_off_epoch` (when > 0) it does
 not mix, only smooths labels (timm's mixup_off_epoch). Iterating one pipeline
-again replays the same epoch (same order, new augmentation draws). Building
-one rescans the split folder (seconds for ImageNet) and starts its workers.
+again replays the same epoch, augmentations included. Building one rescans the
+split folder (seconds for ImageNet) and starts its workers.
+
+Reproducible augmentation: every random draw of a sample (crop, flip,
+RandAugment, erasing) comes from its own `random.Random` seeded by (seed, epoch,
+position of the sample in the epoch), and those of a batch's Mixup/CutMix from
+one seeded by (seed, epoch, position of its first sample). So the same config,
+seed and device count give the same batches whatever the number of worker
+threads and their timing, and a run resumed mid-epoch (skip_batches) sees the
+batches the uninterrupted run would have seen. (One process-wide generator, as
+MindSpore's own random ops and the `random` module are, hands its draws to
+whichever thread asks first.)
 
 Repeated augmentation (`repeated_aug: N`, N >= 2; the official recipe's default
 `--repeated-aug` with DeiT's 3 repeats): DeiT's RASampler. The epoch's permutation
@@ -43,9 +51,8 @@ fewer than 256 images, where DeiT's epoch would be empty, is refused.
 
 Train per image (timm's transforms_imagenet_train): RandomResizedCrop(image_size,
 scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
--> RandAugment (auto_augment), in the decoding map (`TrainImage`, uint8); per
-batch: ImageNet normalise, CHW -> random erasing of each image -> Mixup/CutMix +
-label smoothing (`_MixBatch`). Eval: `preprocess.load_rgb` +
+-> RandAugment (auto_augment) -> ImageNet normalise, CHW -> random erasing; per
+batch: Mixup/CutMix + label smoothing. Eval: `preprocess.load_rgb` +
 `preprocess.eval_transform`, the implementation infer/ONNX use.
 
 Unreadable images (truncated, corrupt, not an image): each sample is decoded in a
@@ -66,14 +73,10 @@ rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
 Workers: `cfg.num_parallel_workers` threads per map op (capped at the CPU count,
 which MindSpore enforces). Threads, not MindSpore's worker processes: PIL
 releases the GIL while decoding and resampling, and on 2 cores threads measured
-2-5x faster (scripts/bench.py --parts data: train ~260-340 img/s with threads, ~110 with
-processes, which also start per pipeline and pass decoded images through shared
-memory). All per-sample randomness uses Python's `random`, which stays correct
-with threads and, should processes be used, is reseeded in each forked worker.
-Each pipeline op costs MindSpore a hand-over per row, which for small images
-costs more than the op itself: so the per-image ops run in the one decoding
-call, and what is elementwise (normalising, the layout change) runs once per
-batch (README, Benchmark: the demo's data pipeline).
+several times faster (`scripts/bench.py --parts data`) than processes, which also start per
+pipeline and pass decoded images through shared memory). Each pipeline op costs MindSpore a
+hand-over per row, which for small images costs more than the op itself, so the per-image train
+ops run in the one decoding call (`TrainTransform`). Per-sample generators (above) are correct with either.
 """
 import logging
 import multiprocessing
@@ -84,22 +87,19 @@ from functools import partial
 
 import mindspore.dataset as ds
 import numpy as np
-from mindspore.dataset.vision import Inter
-from mindspore.dataset.vision.py_transforms_util import random_resize_crop
 from PIL import Image
 
-from src.data.augment import Mixup, RandomErasing, create_auto_augment
+from src.data.augment import Mixup, RandomErasing, RandomResizedCrop, create_auto_augment
+from src.data.augment.auto_augment import INTERPOLATIONS
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
-from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, eval_transform, load_rgb
+from src.data.preprocess import ImageReadError, eval_transform, load_rgb, normalize
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-_INTERPOLATION = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC, "nearest": Inter.NEAREST}
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
 _PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "Workers")
-_MEAN_255, _STD_255 = IMAGENET_MEAN * 255, IMAGENET_STD * 255  # on 0-255 pixels: ToTensor + Normalize
 
 
 class SkippedImages:
@@ -189,34 +189,46 @@ def _repeated_shard(order: np.ndarray, repeats: int, rank_id: int, rank_size: in
 
 
 class _Samples:
-    """Random-access source: k -> (sample index int64, class index int32) of the k-th sample in `order`;
-    the map reads the file."""
+    """Random-access source: k -> (sample index int64, class index int32, position int64) of the k-th
+    sample in `order`; the map reads the file. `position` numbers the sample within the epoch over all
+    ranks (k-th of this rank's shard, after `first` skipped ones): what its augmentation is seeded by."""
 
-    def __init__(self, order: np.ndarray, labels: np.ndarray):
+    def __init__(self, order: np.ndarray, labels: np.ndarray, first: int = 0, rank_id: int = 0, rank_size: int = 1):
         self.order, self.labels = order, labels
+        self.first, self.rank_id, self.rank_size = first, rank_id, rank_size
 
     def __len__(self):
         return len(self.order)
 
     def __getitem__(self, k):
         index = self.order[k]
-        return np.int64(index), self.labels[index]
+        return np.int64(index), self.labels[index], np.int64((self.first + k) * self.rank_size + self.rank_id)
+
+
+def sample_rng(seed: int, epoch: int, position: int, what: str = "image") -> random.Random:
+    """The random draws of one sample (or, what='batch', of the batch starting at it) in one epoch:
+    a function of (seed, epoch, position) only, so neither the number of worker threads nor their
+    timing nor a resume changes them. (String seeds hash with SHA-512: the same in every process.)"""
+    return random.Random(f"{what}/{seed}/{epoch}/{position}")
 
 
 class _LoadImage:
-    """Map: sample index -> (transform(RGB PIL image), '', index), or for an unreadable file
-    (placeholder, reason, index)."""
+    """Map: (sample index, position) -> (transform(RGB PIL image[, rng]), '', index, position), or for an
+    unreadable file (placeholder, reason, index, position). `epoch_seed` = (seed, epoch) for a random
+    transform, called with that sample's `sample_rng`; None for a fixed one."""
 
-    def __init__(self, paths: list, transform, decoded: DecodedImages = None):
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: list, transform, epoch_seed: tuple = None, decoded: "DecodedImages" = None):
+        self.paths, self.transform, self.epoch_seed = paths, transform, epoch_seed
         self.load = load_rgb if decoded is None else decoded.load
 
-    def __call__(self, index):
+    def __call__(self, index, position):
         try:
             img = self.load(self.paths[int(index)])
         except ImageReadError as e:
-            return _PLACEHOLDER, np.array(str(e)), index
-        return self.transform(img), np.array(""), index
+            return _PLACEHOLDER, np.array(str(e)), index, position
+        if self.epoch_seed is None:
+            return self.transform(img), np.array(""), index, position
+        return self.transform(img, sample_rng(*self.epoch_seed, int(position))), np.array(""), index, position
 
 
 class _KeepReadable:
@@ -233,62 +245,48 @@ class _KeepReadable:
 
 
 class _MixBatch:
-    """Batch map: uint8 HWC images and labels of one batch -> (images [B, 3, S, S], soft targets [B, K]):
-    normalise, random erasing per image, then Mixup/CutMix with label smoothing."""
+    """Batch map: CHW images, labels and positions of one batch -> (images [B, 3, S, S], soft targets
+    [B, K]); the mixing draws are seeded by (seed, epoch, the batch's first position)."""
 
-    def __init__(self, mixup: Mixup, mix: bool, erasing: RandomErasing = None):
-        self.mixup, self.mix, self.erasing = mixup, mix, erasing
+    def __init__(self, mixup: Mixup, mix: bool, epoch_seed: tuple):
+        self.mixup, self.mix, self.epoch_seed = mixup, mix, epoch_seed
 
-    def __call__(self, images, labels, _batch_info):
-        images = normalize_batch(np.stack(images))
-        if self.erasing is not None:
-            images = np.stack([self.erasing(image) for image in images])
-        return self.mixup(images, np.array(labels), mix=self.mix)
+    def __call__(self, images, labels, positions, _batch_info):
+        rng = sample_rng(*self.epoch_seed, int(positions[0]), what="batch")
+        return self.mixup(np.stack(images), np.array(labels), mix=self.mix, rng=rng)
 
 
 def _mix_batch(cfg, epoch: int) -> _MixBatch:
-    """Normalise, erase, Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch
-    on (0 = never)."""
+    """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
     mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
                   cfg.label_smoothing)
     if mixup.active and cfg.mixup_mode == "pair" and cfg.batch_size % 2:
         raise ValueError(f"mixup_mode pair needs an even batch_size, got {cfg.batch_size}")
-    erasing = RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count) if cfg.re_prob > 0 else None
-    return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch), erasing=erasing)
+    return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch),
+                     epoch_seed=(cfg.seed, epoch))
 
 
-class TrainImage:
-    """The per-image train ops: RGB PIL image -> augmented uint8 HWC array [S, S, 3].
-
-    RandomResizedCrop, flip and RandAugment run on PIL as in timm, in this one Python call (module
-    docstring, "Workers"). The crop is MindSpore's own PIL implementation, the one
-    `vision.RandomResizedCrop` runs on a PIL image: its box sampler matches torchvision's (area,
-    log-ratio, 10 tries, centre-crop fallback) except that it rounds the height from the rounded
-    width (crops differ by at most 1 px), and its resize is PIL's antialiased one, like
-    torchvision's. The flip draws as `vision.RandomHorizontalFlip` does (`prob > random.random()`).
-    """
+class TrainTransform:
+    """Per-image train ops (timm's transforms_imagenet_train): `(RGB PIL image, rng) -> normalised CHW
+    float32 [3, S, S]`, every random draw from `rng` (one per sample: see `sample_rng`)."""
 
     def __init__(self, cfg):
-        self.size = (cfg.image_size, cfg.image_size)
-        self.scale, self.ratio = (cfg.min_crop, 1.0), (3 / 4, 4 / 3)
-        self.interpolation = Inter.to_python_type(_INTERPOLATION[cfg.aa_interpolation])
+        # crop, flip and RandAugment run on PIL as in timm, and the resize is PIL's antialiased one,
+        # like torchvision's
+        self.crop = RandomResizedCrop(cfg.image_size, scale=(cfg.min_crop, 1.0), ratio=(3 / 4, 4 / 3),
+                                      interpolation=INTERPOLATIONS[cfg.aa_interpolation])
         self.hflip = cfg.hflip
         self.rand_augment = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)
+        self.erasing = RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count) if cfg.re_prob > 0 else None
 
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        img = random_resize_crop(img, self.size, self.scale, self.ratio, self.interpolation)
-        if self.hflip > 0 and self.hflip > random.random():
+    def __call__(self, img: Image.Image, rng: random.Random) -> np.ndarray:
+        img = self.crop(img, rng)
+        if self.hflip > 0 and rng.random() < self.hflip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:
-            img = self.rand_augment(img)
-        return np.asarray(img)
-
-
-def normalize_batch(images: np.ndarray) -> np.ndarray:
-    """uint8 HWC images [B, S, S, 3] -> ImageNet-normalised float32 CHW [B, 3, S, S] (ToTensor +
-    Normalize), one vectorised operation per batch."""
-    scaled = (images.astype(np.float32) - _MEAN_255) / _STD_255
-    return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
+            img = self.rand_augment(img, rng)
+        array = normalize(img)  # = ToTensor + Normalize
+        return array if self.erasing is None else self.erasing(array, rng)
 
 
 def _split_samples(cfg, is_train: bool):
@@ -304,14 +302,13 @@ def _split_samples(cfg, is_train: bool):
     return root, classes, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
 
 
-def _readable_images(order, paths, labels, to_image, workers: int, skipped: SkippedImages,
-                     decoded: DecodedImages = None):
-    """Columns (to_image(RGB PIL image), label) of the samples `order`, unreadable files dropped."""
-    data = ds.GeneratorDataset(_Samples(order, labels), ["index", "label"], shuffle=False, num_parallel_workers=1)
-    data = data.map(_LoadImage(paths, to_image, decoded), input_columns=["index"], output_columns=["image", "error", "index"],
+def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, skipped: SkippedImages):
+    """Columns (image, label, position) of `samples` loaded by `load`, unreadable files dropped."""
+    data = ds.GeneratorDataset(samples, ["index", "label", "position"], shuffle=False, num_parallel_workers=1)
+    data = data.map(load, input_columns=["index", "position"], output_columns=["image", "error", "index", "position"],
                     num_parallel_workers=workers, python_multiprocessing=_PYTHON_MULTIPROCESSING)
     data = data.filter(_KeepReadable(paths, skipped), input_columns=["error", "index"], num_parallel_workers=1)
-    return data.project(["image", "label"])
+    return data.project(["image", "label", "position"])
 
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
@@ -321,6 +318,7 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
 
     shuffle / drop_remainder: None = True for train, False for val. decoded: where to keep decoded
     images across the pipelines of a run (pass the same one each epoch); None = decode every time.
+    Only the decoded image is kept, never an augmented one, so the batches are the same either way.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -341,18 +339,21 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
         raise DatasetError(f"{root}: {len(order)} images per shard, fewer than batch_size {cfg.batch_size}")
     if not 0 <= skip_batches < batches:
         raise ValueError(f"skip_batches must be in [0, {batches}), got {skip_batches}")
-    order = order[skip_batches * cfg.batch_size:]
+    first = skip_batches * cfg.batch_size
+    samples = _Samples(order[first:], labels, first, rank_id, rank_size)
 
-    workers = _workers(cfg.num_parallel_workers)
-    to_image = TrainImage(cfg) if is_train else partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
-    data = _readable_images(order, paths, labels, to_image, workers,
-                            skipped if skipped is not None else SkippedImages(), decoded)
+    if is_train:
+        load = _LoadImage(paths, TrainTransform(cfg), epoch_seed=(cfg.seed, epoch), decoded=decoded)
+    else:
+        load = _LoadImage(paths, partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct))
+    data = _readable_images(samples, paths, load, _workers(cfg.num_parallel_workers),
+                            skipped if skipped is not None else SkippedImages())
     if is_train:
         data = data.batch(cfg.batch_size, drop_remainder, per_batch_map=_mix_batch(cfg, epoch),
-                          input_columns=["image", "label"], output_columns=["image", "label"],
+                          input_columns=["image", "label", "position"], output_columns=["image", "label"],
                           num_parallel_workers=1, python_multiprocessing=False)
     else:
-        data = data.batch(cfg.batch_size, drop_remainder)
+        data = data.project(["image", "label"]).batch(cfg.batch_size, drop_remainder)
     data.dataset_size = batches - skip_batches  # nominal (module docstring): counting would run the pipeline
     data.class_names = classes  # index = class; [] when a labels CSV gives indices only
     return data

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import mindspore as ms
+import mindspore.dataset as ds
 
 from src.errors import ConformerError
 
@@ -20,11 +21,14 @@ class DeviceError(ConformerError, RuntimeError):
 
 
 def init_context(cfg) -> None:
-    """Set mode, device and every RNG from `cfg` (device_target, device_id, pynative_mode, seed;
-    dump_graph saves the compiled IR graphs under summary_root_dir/graphs).
+    """Set mode, device, determinism and every RNG from `cfg` (device_target, device_id, pynative_mode,
+    deterministic, seed; dump_graph saves the compiled IR graphs under summary_root_dir/graphs).
 
-    Parameter init draws from NumPy's global RNG, so all three generators are
-    seeded: every rank then starts from identical weights.
+    Parameter init draws from NumPy's global RNG, so all generators are seeded:
+    every rank then starts from identical weights. `deterministic` asks MindSpore for
+    deterministic kernels and collectives (README "Reproducibility"); it is set before
+    init_distributed creates the communication group, as MindSpore requires, and only
+    once per process (MindSpore refuses a second setting).
     """
     target = cfg.device_target
     if target != "CPU" and not ms.hal.is_available(target):
@@ -38,7 +42,14 @@ def init_context(cfg) -> None:
     # OMPI_COMM_WORLD_LOCAL_RANK there
     device_id = int(os.environ["DEVICE_ID"]) if cfg.device_num > 1 and "DEVICE_ID" in os.environ else cfg.device_id
     ms.set_device(target, device_id)
+    if ms.get_context("deterministic") != ("ON" if cfg.deterministic else "OFF"):
+        try:
+            ms.set_deterministic(cfg.deterministic)
+        except RuntimeError:
+            raise DeviceError(f"deterministic {cfg.deterministic}: this process already set the other value "
+                              "(MindSpore allows one setting per process)") from None
     ms.set_seed(cfg.seed)
+    ds.config.set_seed(cfg.seed)  # MindSpore's own dataset random ops (ours draw per sample: src/data/imagenet.py)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 

@@ -392,3 +392,31 @@ def test_erasing_count_draws_between_1_and_max_and_splits_the_area():
 def test_erasing_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="random erasing"):
         RandomErasing(0.5, **kwargs)
+
+
+# ----- RandomResizedCrop (torchvision's sampler, drawing from the rng it is given) -----
+
+def test_resized_crop_boxes_follow_scale_and_ratio_and_the_rng():
+    from src.data.augment import RandomResizedCrop
+    crop = RandomResizedCrop(32, scale=(0.2, 0.6), ratio=(3 / 4, 4 / 3))
+    boxes = [crop.box(200, 100, random.Random(seed)) for seed in range(300)]
+    for left, top, w, h in boxes:
+        assert 0 <= left <= 200 - w and 0 <= top <= 100 - h
+        # w, h are rounded from an area in [0.2, 0.6] x 20000 and a ratio in [3/4, 4/3]
+        assert 0.2 * 20000 * 0.97 <= w * h <= 0.6 * 20000 * 1.03
+        assert 3 / 4 * 0.97 <= w / h <= 4 / 3 * 1.03
+    assert len(set(boxes)) > 250  # drawn, not fixed
+    assert crop.box(200, 100, random.Random(7)) == boxes[7]  # a function of the rng's state only
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 200, 3), np.uint8))
+    out = crop(img, random.Random(7))
+    left, top, w, h = boxes[7]
+    assert out.size == (32, 32)
+    assert np.array_equal(np.asarray(out), np.asarray(img.crop((left, top, left + w, top + h)).resize((32, 32), Image.BILINEAR)))
+
+
+def test_resized_crop_falls_back_to_the_centre_clipped_to_the_ratio():
+    from src.data.augment import RandomResizedCrop
+    # a 400x20 strip: no box of ratio <= 4/3 and area >= 0.5 fits in 10 tries, so the centre 27x20
+    crop = RandomResizedCrop(16, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3))
+    assert crop.box(400, 20, random.Random(0)) == ((400 - 27) // 2, 0, 27, 20)
+    assert crop.box(20, 400, random.Random(0)) == (0, (400 - 27) // 2, 20, 27)

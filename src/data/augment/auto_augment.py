@@ -20,9 +20,10 @@ unknown/repeated key raises ValueError (timm skips or asserts), and
 PosterizeIncreasing at magnitude 10 keeps 0 bits (a black image, as timm with
 the Pillow it was written for; Pillow >= 10 refuses 0 bits).
 
-Randomness comes from Python's `random` module (or an injected
-`random.Random`): Python reseeds it in every forked data worker, whereas a
-forked NumPy global generator repeats the same draws in every worker.
+Randomness comes from the `random.Random` passed to each call (the training
+pipeline passes one seeded per sample, which makes it reproducible with any
+number of worker threads), else from the one given at construction, else from
+Python's `random` module.
 """
 import math
 import random
@@ -242,15 +243,14 @@ class AugmentOp:
 class RandAugment:
     """Apply `num_layers` ops drawn uniformly with replacement from `ops` to an RGB PIL image.
 
-    `rng`: a `random.Random` for reproducible tests; None = the `random` module, resolved at
-    call time so each data worker process uses its own (reseeded-at-fork) state.
+    Draws come from the call's `rng`, else the constructor's, else the `random` module.
     """
 
     def __init__(self, ops: Sequence[AugmentOp], num_layers: int = 2, rng: Optional[random.Random] = None):
         self.ops, self.num_layers, self.rng = list(ops), num_layers, rng
 
-    def __call__(self, img: Image.Image) -> Image.Image:
-        rng = random if self.rng is None else self.rng
+    def __call__(self, img: Image.Image, rng: Optional[random.Random] = None) -> Image.Image:
+        rng = rng or self.rng or random
         for op in rng.choices(self.ops, k=self.num_layers):
             img = op(img, rng)
         return img

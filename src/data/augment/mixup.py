@@ -19,7 +19,9 @@ Semantics (timm `Mixup`, as the DeiT/Conformer recipe uses it):
 - CutMix pastes the partner's box of side sqrt(1 - lam) x (H, W), centred
   uniformly and clipped at the border; lam becomes 1 - box area / image area.
 
-Randomness comes from Python's `random` module (or an injected `random.Random`).
+Randomness comes from the `random.Random` passed to the call (the training
+pipeline seeds one per batch), else the one given at construction, else
+Python's `random` module.
 """
 import random
 from typing import Optional
@@ -79,7 +81,7 @@ class Mixup:
     def active(self) -> bool:
         return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
-    def __call__(self, images: np.ndarray, labels: np.ndarray, mix: bool = True):
+    def __call__(self, images: np.ndarray, labels: np.ndarray, mix: bool = True, rng: Optional[random.Random] = None):
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
@@ -88,7 +90,7 @@ class Mixup:
         images = np.array(images, dtype=np.float32)  # a copy: mixing must read the unmixed partners
         lam = 1.0
         if mix and self.active:
-            rng = random if self.rng is None else self.rng
+            rng = rng or self.rng or random
             lam = {"batch": self._mix_batch, "pair": self._mix_pair, "elem": self._mix_elem}[self.mode](images, rng)
         return images, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
 

@@ -22,8 +22,7 @@ _ATTEMPTS = 10
 class RandomErasing:
     """`__call__(img [C, H, W] float32) -> [C, H, W] float32`; the input is never modified.
 
-    `rng`: a `random.Random` for reproducible tests; None = the `random` module, resolved at
-    call time so each data worker process uses its own (reseeded-at-fork) state.
+    Draws come from the call's `rng`, else the constructor's, else the `random` module.
     """
 
     def __init__(self, probability: float = 0.5, mode: str = "const", min_count: int = 1, max_count: int = 1,
@@ -39,8 +38,8 @@ class RandomErasing:
         self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
         self.rng = rng
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        rng = random if self.rng is None else self.rng
+    def __call__(self, img: np.ndarray, rng: Optional[random.Random] = None) -> np.ndarray:
+        rng = rng or self.rng or random
         if rng.random() > self.probability:
             return img
         img = np.array(img, dtype=np.float32)  # a copy: arrays handed over by the pipeline may be read-only
@@ -68,7 +67,7 @@ class RandomErasing:
         channels, h, w = shape
         if self.mode == "const":
             return np.zeros((channels, 1, 1), np.float32)
-        # NumPy draws the normals, seeded from `rng` so they stay fork-safe and reproducible
+        # NumPy draws the normals, seeded from `rng` so they are reproducible with it
         normal = np.random.default_rng(rng.getrandbits(64))
         return normal.standard_normal((channels, h, w) if self.mode == "pixel" else (channels, 1, 1),
                                       dtype=np.float32)
