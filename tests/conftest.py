@@ -1,8 +1,9 @@
 """Shared test setup: repository on sys.path, MindSpore in GRAPH mode on CPU, the e2e marker.
 
 The folders mirror src/ (tests/layers, data, trainer, deploy, convert, runtime; tests/dev for the
-developer tools in scripts/).  Tests that run the scripts as subprocesses or train a model carry
-`e2e`: `pytest tests -m "not e2e"` is the fast unit part, `make test` runs everything.
+developer tools in scripts/).  Tests that run the scripts as subprocesses, train a model or compile a
+full-size variant carry `e2e`: `pytest tests -m "not e2e"` is the fast unit part, `make test` runs
+everything.
 """
 import os
 import sys
@@ -15,7 +16,7 @@ sys.path.insert(0, REPO)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: end to end: runs scripts as subprocesses or trains a model")
+    config.addinivalue_line("markers", "e2e: end to end: runs scripts as subprocesses, trains, or compiles a full-size variant")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -65,6 +65,7 @@ def test_yaml_int_accepted_for_float_and_empty_string_for_none(tmp_path):
     assert args.base_lr == 1.0 and isinstance(args.base_lr, float) and args.pretrained == ""
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_help_lists_the_script_options_with_their_defaults():
     result = run_script("summary.py", "--help")
     assert result.returncode == 0
@@ -154,6 +155,7 @@ def test_missing_config_file_is_one_line(capsys):
     assert err.endswith("config file not found: /nonexistent/cfg.yaml") and "\n" not in err
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_unavailable_device_is_one_line():
     result = run_script("summary.py", "--device_target", "GPU")
     assert result.returncode == 2

@@ -56,6 +56,7 @@ def built():
 
 @pytest.mark.parametrize("name,source", [("official_p16", "official"), ("official_p32", "official"),
                                          ("mmpretrain_p16", "mmpretrain")])
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_logits_match_pytorch(built, name, source):
     net, ref, found_source = built(name)
     assert found_source == source

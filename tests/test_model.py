@@ -61,6 +61,7 @@ def _forward(net, batch, size):
     return [o.asnumpy() for o in net(x)]
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 @pytest.mark.parametrize("size", [224, 160])
 def test_tiny_output_shapes(size):
     conv, trans = _forward(create_model("conformer_tiny_patch16", num_classes=7), 1, size)
@@ -132,6 +133,7 @@ def test_med_blocks_keep_official_names_and_run():
     assert conv.shape == trans.shape == (1, 3)
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_a_config_that_sets_only_arch_is_the_official_model(tmp_path):
     from src.config import parse_args
     from src.conformer import create_model_from_config

@@ -29,6 +29,7 @@ def _ort_outputs(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_converted_official_weights_onnx_within_1e4(tmp_path):
     net, ref, _ = build_from_fixture("official_p32")
     x = ref["input"]

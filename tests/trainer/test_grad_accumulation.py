@@ -5,6 +5,7 @@ import glob
 import os
 import re
 
+import pytest
 import numpy as np
 import mindspore as ms
 from mindspore import nn
@@ -43,6 +44,7 @@ def _state(net, ema):
             **{f"ema.{name}": value for name, value in ema.state().items()}}
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_two_micro_batches_make_the_step_of_their_union_and_an_overflow_skips_it():
     rng = np.random.default_rng(0)
     images = [ms.Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32)) for _ in range(6)]
@@ -98,6 +100,7 @@ def _colour_folder(root):
     return str(root)
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_train_py_counts_optimizer_steps_and_resumes_exactly(tmp_path):
     data = _colour_folder(tmp_path / "colours")  # 70 training images
     out = ["--ckpt_root_dir", str(tmp_path / "ckpt"), "--best_ckpt_root_dir", str(tmp_path / "best"),

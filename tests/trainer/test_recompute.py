@@ -2,6 +2,7 @@
 of it (a recomputed drop-path would draw another mask for the backward pass)."""
 import os
 
+import pytest
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
@@ -22,6 +23,7 @@ ARGS = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"),
         "--is_dynamic_loss_scale", "false", "--loss_scale", "1"]
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_a_recomputed_step_has_the_same_loss_and_gradients():
     rng = np.random.default_rng(0)
     images = ms.Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))

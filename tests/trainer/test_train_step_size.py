@@ -1,6 +1,7 @@
 """The train step compiles for as many parameters as the full-size variants have (633 with BatchNorm
 statistics, all of which EMA averages): graph mode unrolls a Python loop over parameters into nested
 calls and stops at a call depth of 1000, so EMA and gradient accumulation must not loop in Python."""
+import pytest
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
@@ -26,6 +27,7 @@ class _ManyParams(nn.Cell):
         return ((total - target) ** 2).mean()
 
 
+@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 def test_ema_and_accumulation_compile_for_hundreds_of_parameters():
     net = _ManyParams()
     ema = EMA(net.get_parameters(), decay=0.5)
