@@ -2,6 +2,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from .conv2d import cpu_formulation
+
 
 class Attention(nn.Cell):
     """tokens [B, N, C] -> [B, N, C]; one fused qkv projection, softmax in float32."""
@@ -18,6 +20,12 @@ class Attention(nn.Cell):
         self.attn_drop = nn.Dropout(p=attn_drop)
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
+        # BatchMatMul's own transpose flag instead of transposing k, and the primitive rather than ops.matmul,
+        # whose backward transposes its operands: MindSpore's CPU Transpose keeps a table of 8 bytes per
+        # element for the whole run (README "Memory levers")
+        self.scores = ops.BatchMatMul(transpose_b=True)
+        self.weighted = ops.BatchMatMul()
+        self.softmax = SoftmaxLastAxis() if cpu_formulation() else ops.Softmax(-1)
 
     def attention_probs(self, x):
         """tokens [B, N, C] -> (attention weights [B, heads, N, N] before dropout, values [B, heads, N, C/heads])."""
@@ -28,12 +36,26 @@ class Attention(nn.Cell):
         # fifth of the forward), and Unstack, as fast as Split, has no ONNX exporter
         qkv = self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
-        attn = ops.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale
-        return ops.softmax(attn.astype(ms.float32), -1).astype(x.dtype), v
+        attn = self.scores(q, k) * self.scale
+        return self.softmax(attn.astype(ms.float32)).astype(x.dtype), v
 
     def construct(self, x):
         _, n, c = x.shape
         attn, v = self.attention_probs(x)
         attn = self.attn_drop(attn)
-        x = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
+        x = self.weighted(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))
+
+
+class SoftmaxLastAxis(nn.Cell):
+    """ops.softmax(x, -1) with MindSpore's backward, y * (dy - sum(dy * y)), written out so that the
+    row sums are broadcast by BroadcastTo: in MindSpore's own backward the subtraction broadcasts them
+    implicitly, which its CPU kernels run through index tables of 16 bytes per element of the attention
+    map, kept for the whole run, and several times slower (README "Memory levers")."""
+
+    def construct(self, x):
+        return ops.softmax(x, -1)
+
+    def bprop(self, x, out, dout):
+        row_sums = (dout * out).sum(-1, keepdims=True)
+        return (out * (dout - ops.broadcast_to(row_sums, out.shape)),)

@@ -128,7 +128,7 @@ class Conv2d(nn.Conv2d):
         k, s, p = self.square
         y = conv_as_matmul(x, self.weight, k, s, p)
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
+            y = ops.bias_add(y, self.bias)  # not a broadcast Add: see DropPath
         return y
 
 

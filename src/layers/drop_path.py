@@ -15,8 +15,12 @@ class DropPath(nn.Cell):
         if not self.training or self.keep_prob == 1.0:
             return x
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))
-        return x / self.keep_prob * mask
+        # timm's x / keep_prob * mask, with the scaling done on the [B, 1, ...] mask and the mask broadcast
+        # by BroadcastTo: MindSpore's CPU arithmetic kernels run an implicitly broadcast operand (and a
+        # division by a scalar) through index tables of 16 bytes per output element, kept for the whole run,
+        # and several times slower than the same op on equal shapes (README "Memory levers")
+        mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype)) * (1.0 / self.keep_prob)
+        return x * ops.broadcast_to(mask, x.shape)
 
 
 def drop_path_or_identity(drop_prob: float) -> nn.Cell:
