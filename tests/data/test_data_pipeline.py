@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import REPO
 from src.config import parse_args
 from src.data.folder import scan_image_folder
-from src.data.imagenet import DatasetError, SkippedImages, _shard_order, create_dataset
+from src.data.imagenet import (DatasetError, DecodedImages, SkippedImages, TrainTransform, _mix_batch, _Samples,
+                                _shard_order, _split_samples, create_dataset, sample_rng)
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
@@ -146,6 +147,47 @@ def test_augmented_batches_are_a_function_of_seed_epoch_and_position(data_root):
     assert all(np.array_equal(x, y) for b, c in zip(first[2:], resumed) for x, y in zip(b, c))
     for other in (batches(epoch=2), batches("--seed", "1")):
         assert not np.array_equal(first[0][0], other[0][0])
+
+
+@pytest.fixture(scope="module")
+def noise_root(tmp_path_factory):
+    """24 noise images, none unreadable: every crop, flip, RandAugment op and erasing shows in the pixels."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.RandomState(1)
+    for name in CLASSES:
+        os.makedirs(root / "train" / name)
+        for i in range(8):
+            Image.fromarray(rng.randint(0, 255, (40, 48, 3), np.uint8)).save(root / "train" / name / f"{i}.png")
+    return str(root)
+
+
+def _one_by_one(cfg, epoch, skip_batches):
+    """The training batches spelled out from the same pieces: each sample of the epoch's order loaded and
+    transformed with its own draws, a batch stacked and mixed with the draws of its first position."""
+    _, _, paths, labels = _split_samples(cfg, True)
+    first = skip_batches * cfg.batch_size
+    samples = _Samples(_shard_order(len(paths), True, cfg.seed, epoch, 0, 1)[first:], labels, first)
+    transform, mix = TrainTransform(cfg), _mix_batch(cfg, epoch)
+    batches = []
+    for start in range(0, len(samples) // cfg.batch_size * cfg.batch_size, cfg.batch_size):
+        rows = [samples[k] for k in range(start, start + cfg.batch_size)]
+        images = [transform(load_rgb(paths[i]), sample_rng(cfg.seed, epoch, int(p))) for i, _, p in rows]
+        rng = sample_rng(cfg.seed, epoch, int(rows[0][2]), what="batch")
+        batches.append(mix.mixup(np.stack(images), np.array([c for _, c, _ in rows]), mix=mix.mix, rng=rng))
+    return batches
+
+
+def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root):
+    """The tiny recipe (RandAugment, mixup/cutmix, hflip) with erasing on every image and 2 worker threads:
+    bit-identical to the plain loop, in order, also resumed after 2 batches and from the decoded store."""
+    cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2")
+    for epoch, skip, decoded in ((1, 0, None), (2, 2, DecodedImages(1))):
+        got = _epochs(create_dataset(cfg, "train", epoch=epoch, skip_batches=skip, decoded=decoded))[0]
+        expected = _one_by_one(cfg, epoch, skip)
+        assert len(got) == len(expected) == 6 - skip
+        for (image, target), (image_1, target_1) in zip(got, expected):
+            assert np.array_equal(image, image_1) and np.array_equal(target, target_1)
+    assert len(decoded.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
 
 
 def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
