@@ -260,7 +260,7 @@ class Trainer:
             signum = self.stop.agreed()
             if signum:
                 self._stop_here(signum, epoch, step, global_step, saved=bool(due_steps or due_time))
-        if micro_losses:  # a pipeline that ended inside an optimizer step (none does now: see _train_data)
+        if micro_losses:  # only a pipeline shorter than its dataset_size ends inside an optimizer step
             self.train_step.discard_accumulated()
         return losses
 
