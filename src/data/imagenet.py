@@ -9,8 +9,8 @@ CSV (`labels.py`: `path,label` rows or ImageNet's LOC_val_solution.csv); the
 same transforms, subsets and shards apply to its (path, label) list.
 
 API (what train.py / eval.py call)
-    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None,
-                   epoch=0, skip_batches=0, skipped=None, decoded=None) -> batched mindspore.dataset pipeline, columns:
+    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None, epoch=0,
+                   skip_batches=0, skipped=None, decoded=None) -> batched mindspore.dataset pipeline, columns:
         split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
         split 'val':   image float32 [B, 3, S, S], label int32 [B]
     SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration;
