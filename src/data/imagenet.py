@@ -87,7 +87,9 @@ which for small images costs more than the image work, and runs a Python call pe
 training is one random-access source whose item is a whole batch (`_TrainBatches`: load, per-image
 ops, stack, mix in one call), one hand-over per batch. Its worker threads fetch different batches
 and MindSpore returns them in index order; the per-sample generators (above) make each batch
-independent of which thread built it.
+independent of which thread built it. Memory: each of those threads queues up to 16 finished
+batches (MindSpore's fixed queue size) besides the op's own prefetch, so a consumer slower than
+the source finds about 16 x workers + 16 batches built ahead (the op chain held about 24).
 """
 import logging
 import multiprocessing
