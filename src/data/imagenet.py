@@ -9,14 +9,17 @@ CSV (`labels.py`: `path,label` rows or ImageNet's LOC_val_solution.csv); the
 same transforms, subsets and shards apply to its (path, label) list.
 
 API (what train.py / eval.py call)
-    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None,
-                   epoch=0, skip_batches=0, skipped=None) -> batched mindspore.dataset pipeline, columns:
+    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None, epoch=0,
+                   skip_batches=0, skipped=None, decoded=None) -> batched mindspore.dataset pipeline, columns:
         split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
         split 'val':   image float32 [B, 3, S, S], label int32 [B]
-    SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration.
+    SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration;
+        iterate a training pipeline through `skipped.one_line_errors(iterator)` to get a batch's
+        DatasetError as such (below).
     DatasetError(ValueError): missing or empty split folder, class folder without images, too
         many classes for `num_classes`, a subset larger than the split, fewer images than a batch,
-        a labels CSV row naming a missing file or an unknown class.
+        a labels CSV row naming a missing file or an unknown class; while iterating, a training
+        batch without one readable image.
     The pipeline's `class_names` attribute: the split's class names (index = class).
 
 One training pipeline per epoch: `create_dataset(cfg, "train", rank_id, rank_size,
@@ -55,13 +58,18 @@ scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
 batch: Mixup/CutMix + label smoothing. Eval: `preprocess.load_rgb` +
 `preprocess.eval_transform`, the implementation infer/ONNX use.
 
-Unreadable images (truncated, corrupt, not an image): each sample is decoded in a
-Python map that returns the image and an error message ('' when fine); a filter
-in the main process drops the failures, warns once per file (one line naming it)
-and counts them in `skipped`. Cost: one string column and one filter op, nothing
-when all images are fine. An epoch with k bad images is up to ceil(k / batch)
-batches shorter, while `get_dataset_size()` reports the nominal count: without
-that MindSpore would run the whole pipeline once to count what the filter keeps.
+Unreadable images (truncated, corrupt, not an image) are warned about once per file (one line
+naming it) and counted in `skipped` each time they are met. Training keeps every batch whole: an
+unreadable file's slot takes the next readable image of the same batch (cyclically) with its
+label, augmented with the slot's own draws, so an epoch has its nominal length and
+`get_dataset_size()` is exact; a batch with no readable image stops the epoch with a
+DatasetError naming its first file and why (MindSpore hands it on as a RuntimeError holding the
+traceback; `SkippedImages.one_line_errors` turns it back). Eval must not count an image twice:
+each sample is decoded in a Python map that returns the image and an error message ('' when
+fine), and a filter in the main process drops the failures. Cost: one string column and one
+filter op, nothing when all images are fine. That epoch is shorter by the dropped images, while
+`get_dataset_size()` reports the nominal count: without that MindSpore would run the whole
+pipeline once to count what the filter keeps.
 
 Why `GeneratorDataset` over our own sorted file list rather than
 `ImageFolderDataset`: the latter yields only bytes and a label, so a decode
@@ -70,13 +78,18 @@ a per-epoch seed and sharding. Sharding follows torch's DistributedSampler:
 the epoch's order is padded by wrapping around to a multiple of rank_size and
 rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
 
-Workers: `cfg.num_parallel_workers` threads per map op (capped at the CPU count,
-which MindSpore enforces). Threads, not MindSpore's worker processes: PIL
-releases the GIL while decoding and resampling, and on 2 cores threads measured
-several times faster (`scripts/bench.py --parts data`) than processes, which also start per
-pipeline and pass decoded images through shared memory). Each pipeline op costs MindSpore a
-hand-over per row, which for small images costs more than the op itself, so the per-image train
-ops run in the one decoding call (`TrainTransform`). Per-sample generators (above) are correct with either.
+Workers: `cfg.num_parallel_workers` threads (capped at the CPU count, which MindSpore enforces)
+for the training source, and for the eval map. Threads, not MindSpore's worker processes: PIL
+releases the GIL while decoding and resampling, and on 2 cores threads measured several times
+faster (`scripts/bench.py --parts data`) than processes, which also start per pipeline and pass
+decoded images through shared memory). MindSpore hands every row from one dataset op to the next,
+which for small images costs more than the image work, and runs a Python call per row per op; so
+training is one random-access source whose item is a whole batch (`_TrainBatches`: load, per-image
+ops, stack, mix in one call), one hand-over per batch. Its worker threads fetch different batches
+and MindSpore returns them in index order; the per-sample generators (above) make each batch
+independent of which thread built it. Memory: each of those threads queues up to 16 finished
+batches (MindSpore's fixed queue size) besides the op's own prefetch, so a consumer slower than
+the source finds about 16 x workers + 16 batches built ahead (the op chain held about 24).
 """
 import logging
 import multiprocessing
@@ -103,23 +116,37 @@ _PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "
 
 
 class SkippedImages:
-    """Unreadable images dropped by a pipeline: `count` (every drop, every epoch) and `paths`
-    (each file once, in order of its first drop). Each file is warned about once."""
+    """Unreadable images a pipeline replaced (train) or dropped (val): `count` (every time, every epoch)
+    and `paths` (each file once, in order of its first failure). Each file is warned about once.
+    `error`: the DatasetError of a training batch without a readable image, once one was raised
+    (see `one_line_errors`)."""
 
     def __init__(self):
         self.count = 0
         self.paths = []
+        self.error = None
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo):
         return self  # MindSpore deep-copies the pipeline to iterate it: the copies must count here
 
-    def record(self, path: str, reason: str):
+    def record(self, path: str, reason: str, action: str = "skipping"):
         with self._lock:
             self.count += 1
             if path not in self.paths:
                 self.paths.append(path)
-                log.warning("skipping unreadable image %s: %s", path, reason)
+                log.warning("%s unreadable image %s: %s", action, path, reason)
+
+    def one_line_errors(self, batches):
+        """The rows of `batches` (a training pipeline's iterator); MindSpore re-raises an exception of the
+        batch source as a RuntimeError holding its traceback, which this turns back into the one-line
+        DatasetError. Errors of the loop body that consumes the rows pass unchanged."""
+        try:
+            yield from batches
+        except RuntimeError:
+            if self.error is not None:
+                raise self.error from None
+            raise
 
 
 class DecodedImages:
@@ -213,22 +240,18 @@ def sample_rng(seed: int, epoch: int, position: int, what: str = "image") -> ran
 
 
 class _LoadImage:
-    """Map: (sample index, position) -> (transform(RGB PIL image[, rng]), '', index, position), or for an
-    unreadable file (placeholder, reason, index, position). `epoch_seed` = (seed, epoch) for a random
-    transform, called with that sample's `sample_rng`; None for a fixed one."""
+    """Map (eval): sample index -> (transform(RGB PIL image), '', index), or for an unreadable file
+    (placeholder, reason, index)."""
 
-    def __init__(self, paths: list, transform, epoch_seed: tuple = None, decoded: "DecodedImages" = None):
-        self.paths, self.transform, self.epoch_seed = paths, transform, epoch_seed
-        self.load = load_rgb if decoded is None else decoded.load
+    def __init__(self, paths: list, transform):
+        self.paths, self.transform = paths, transform
 
-    def __call__(self, index, position):
+    def __call__(self, index):
         try:
-            img = self.load(self.paths[int(index)])
+            img = load_rgb(self.paths[int(index)])
         except ImageReadError as e:
-            return _PLACEHOLDER, np.array(str(e)), index, position
-        if self.epoch_seed is None:
-            return self.transform(img), np.array(""), index, position
-        return self.transform(img, sample_rng(*self.epoch_seed, int(position))), np.array(""), index, position
+            return _PLACEHOLDER, np.array(str(e)), index
+        return self.transform(img), np.array(""), index
 
 
 class _KeepReadable:
@@ -245,14 +268,14 @@ class _KeepReadable:
 
 
 class _MixBatch:
-    """Batch map: CHW images, labels and positions of one batch -> (images [B, 3, S, S], soft targets
-    [B, K]); the mixing draws are seeded by (seed, epoch, the batch's first position)."""
+    """CHW images and labels of one batch, the position of its first sample -> (images [B, 3, S, S],
+    soft targets [B, K]); the mixing draws are seeded by (seed, epoch, that position)."""
 
     def __init__(self, mixup: Mixup, mix: bool, epoch_seed: tuple):
         self.mixup, self.mix, self.epoch_seed = mixup, mix, epoch_seed
 
-    def __call__(self, images, labels, positions, _batch_info):
-        rng = sample_rng(*self.epoch_seed, int(positions[0]), what="batch")
+    def __call__(self, images: list, labels: list, first_position: int):
+        rng = sample_rng(*self.epoch_seed, int(first_position), what="batch")
         return self.mixup(np.stack(images), np.array(labels), mix=self.mix, rng=rng)
 
 
@@ -289,6 +312,47 @@ class TrainTransform:
         return array if self.erasing is None else self.erasing(array, rng)
 
 
+class _TrainBatches:
+    """Random-access source: b -> (images float32 [B, 3, S, S], soft targets float32 [B, K]) of the b-th
+    batch of `samples`, every sample loaded and transformed with its own draws and the batch mixed in
+    this one call (module docstring, "Workers"). An unreadable file's slot takes the next readable image
+    of the batch (cyclically) and its label, transformed with the slot's own draws."""
+
+    def __init__(self, samples: _Samples, paths: list, transform: TrainTransform, mix: _MixBatch,
+                 batch_size: int, drop_remainder: bool, skipped: SkippedImages, decoded: DecodedImages = None):
+        self.samples, self.paths, self.transform, self.mix = samples, paths, transform, mix
+        self.batch_size, self.drop_remainder, self.skipped = batch_size, drop_remainder, skipped
+        self.load = load_rgb if decoded is None else decoded.load
+
+    def __len__(self):
+        full, rest = divmod(len(self.samples), self.batch_size)
+        return full + bool(rest and not self.drop_remainder)
+
+    def __getitem__(self, b):
+        start = int(b) * self.batch_size
+        rows = [self.samples[k] for k in range(start, min(start + self.batch_size, len(self.samples)))]
+        pictures, reasons = zip(*(self._read(int(index)) for index, _, _ in rows))
+        readable = [i for i, picture in enumerate(pictures) if picture is not None]
+        if not readable:
+            self.skipped.error = DatasetError(f"{self.paths[int(rows[0][0])]}: {reasons[0]}; none of the "
+                                              f"{len(rows)} images of its training batch is readable")
+            raise self.skipped.error
+        images, labels = [], []
+        for i, (_, _, position) in enumerate(rows):
+            j = i if pictures[i] is not None else min(readable, key=lambda k: (k - i) % len(rows))
+            images.append(self.transform(pictures[j], sample_rng(*self.mix.epoch_seed, int(position))))
+            labels.append(rows[j][1])
+        return self.mix(images, labels, rows[0][2])
+
+    def _read(self, index: int) -> tuple:
+        """(decoded image, ''), or (None, why) for an unreadable file, which is recorded in `skipped`."""
+        try:
+            return self.load(self.paths[index]), ""
+        except ImageReadError as e:
+            self.skipped.record(self.paths[index], str(e), action="replacing")
+            return None, str(e)
+
+
 def _split_samples(cfg, is_train: bool):
     """-> (split folder, class names, image paths, int32 class indices) after the num_samples subset;
     the split's layout (class folders, or a flat folder and a labels CSV) by `dataset` (labels.py)."""
@@ -303,12 +367,12 @@ def _split_samples(cfg, is_train: bool):
 
 
 def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, skipped: SkippedImages):
-    """Columns (image, label, position) of `samples` loaded by `load`, unreadable files dropped."""
+    """Columns (image, label) of `samples` loaded by `load`, unreadable files dropped."""
     data = ds.GeneratorDataset(samples, ["index", "label", "position"], shuffle=False, num_parallel_workers=1)
-    data = data.map(load, input_columns=["index", "position"], output_columns=["image", "error", "index", "position"],
+    data = data.map(load, input_columns=["index"], output_columns=["image", "error", "index"],
                     num_parallel_workers=workers, python_multiprocessing=_PYTHON_MULTIPROCESSING)
     data = data.filter(_KeepReadable(paths, skipped), input_columns=["error", "index"], num_parallel_workers=1)
-    return data.project(["image", "label", "position"])
+    return data.project(["image", "label"])
 
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
@@ -341,19 +405,18 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
         raise ValueError(f"skip_batches must be in [0, {batches}), got {skip_batches}")
     first = skip_batches * cfg.batch_size
     samples = _Samples(order[first:], labels, first, rank_id, rank_size)
-
+    skipped = skipped if skipped is not None else SkippedImages()
+    workers = _workers(cfg.num_parallel_workers)
     if is_train:
-        load = _LoadImage(paths, TrainTransform(cfg), epoch_seed=(cfg.seed, epoch), decoded=decoded)
+        source = _TrainBatches(samples, paths, TrainTransform(cfg), _mix_batch(cfg, epoch), cfg.batch_size,
+                               drop_remainder, skipped, decoded)
+        data = ds.GeneratorDataset(source, ["image", "label"], shuffle=False, num_parallel_workers=workers,
+                                   python_multiprocessing=_PYTHON_MULTIPROCESSING)
     else:
         load = _LoadImage(paths, partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct))
-    data = _readable_images(samples, paths, load, _workers(cfg.num_parallel_workers),
-                            skipped if skipped is not None else SkippedImages())
-    if is_train:
-        data = data.batch(cfg.batch_size, drop_remainder, per_batch_map=_mix_batch(cfg, epoch),
-                          input_columns=["image", "label", "position"], output_columns=["image", "label"],
-                          num_parallel_workers=1, python_multiprocessing=False)
-    else:
-        data = data.project(["image", "label"]).batch(cfg.batch_size, drop_remainder)
-    data.dataset_size = batches - skip_batches  # nominal (module docstring): counting would run the pipeline
+        data = _readable_images(samples, paths, load, workers, skipped).batch(cfg.batch_size, drop_remainder)
+    # train: exact (unreadable images are replaced); val: nominal, since counting what the filter keeps
+    # would run the whole pipeline once
+    data.dataset_size = batches - skip_batches
     data.class_names = classes  # index = class; [] when a labels CSV gives indices only
     return data

@@ -235,7 +235,7 @@ class Trainer:
         """Train the rest of `epoch` after its first `done` optimizer steps; returns the applied steps'
         losses (with gradient accumulation, each the mean of its micro-batches' losses)."""
         cfg, losses, step, micro_losses = self.cfg, [], done, []
-        for images, targets in self.train_data.create_tuple_iterator(num_epochs=1):
+        for images, targets in self.skipped.one_line_errors(self.train_data.create_tuple_iterator(num_epochs=1)):
             if cfg.collect_input_data and self.is_main and step == done and not micro_losses:
                 save_input_grid(images.asnumpy(), cfg.summary_root_dir, epoch)
             if len(micro_losses) < self.micro_batches - 1:
@@ -260,7 +260,7 @@ class Trainer:
             signum = self.stop.agreed()
             if signum:
                 self._stop_here(signum, epoch, step, global_step, saved=bool(due_steps or due_time))
-        if micro_losses:  # unreadable images cut the epoch inside an optimizer step: drop that step
+        if micro_losses:  # only a pipeline shorter than its dataset_size ends inside an optimizer step
             self.train_step.discard_accumulated()
         return losses
 

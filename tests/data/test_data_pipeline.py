@@ -1,5 +1,6 @@
-"""The ImageFolder pipelines on a tiny tree: columns, class order, subsets, shards, mixup switch-off
-and bad input (unreadable image skipped, missing/empty folders refused in one line)."""
+"""The ImageFolder pipelines on a tiny tree: columns, class order, subsets, shards, mixup switch-off,
+training batches equal to their samples augmented one by one, and bad input (unreadable image replaced
+in training and dropped in eval, missing/empty folders refused in one line)."""
 import logging
 import os
 
@@ -11,7 +12,8 @@ from PIL import Image
 from conftest import REPO
 from src.config import parse_args
 from src.data.folder import scan_image_folder
-from src.data.imagenet import DatasetError, SkippedImages, _shard_order, create_dataset
+from src.data.imagenet import (DatasetError, DecodedImages, SkippedImages, TrainTransform, _mix_batch, _Samples,
+                                _shard_order, _split_samples, create_dataset, sample_rng)
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
@@ -63,9 +65,9 @@ def test_train_batches_are_float_images_and_soft_targets(data_root, caplog):
     skipped = SkippedImages()
     with caplog.at_level(logging.WARNING):
         dataset = create_dataset(_cfg(data_root), "train", skipped=skipped)
-        assert dataset.get_dataset_size() == 19 // 4  # nominal: 18 good images + 1 truncated
+        assert dataset.get_dataset_size() == 19 // 4  # exact: the truncated image's slot is refilled
         (batches,) = _epochs(dataset)
-    assert len(batches) == 18 // 4
+    assert len(batches) == 19 // 4
     for image, target in batches:
         assert image.shape == (4, 3, 32, 32) and image.dtype == np.float32
         assert target.shape == (4, 1000) and target.dtype == np.float32
@@ -85,6 +87,42 @@ def test_bad_image_is_counted_every_epoch_but_warned_once(data_root, caplog):
     assert [len(e) for e in epochs] == [4, 4, 4]
     assert skipped.count == 3
     assert sum("unreadable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_unreadable_training_image_is_replaced_by_the_next_readable_one_of_its_batch(data_root, caplog):
+    # unshuffled, the truncated file is sample 12 (after apple 0-5 and mango 0-5), then come zebra 0-5
+    plain = ("--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0", "--label_smoothing", "0")
+    zebra = [_color("train", CLASSES.index("zebra"), i) for i in range(3)]
+    skipped = SkippedImages()
+    with caplog.at_level(logging.WARNING):
+        (batches,) = _epochs(create_dataset(_cfg(data_root, *plain), "train", shuffle=False, skipped=skipped))
+        (wrapped,) = _epochs(create_dataset(_cfg(data_root, *plain, "--batch_size", "13"), "train", shuffle=False,
+                                            skipped=skipped))
+    image, target = batches[3]  # samples 12-15: the truncated file, zebra 0, 1, 2
+    assert _file_ids(image) == [zebra[0], *zebra] and target[:, :3].argmax(1).tolist() == [2] * 4
+    image, target = wrapped[0]  # samples 0-12: the truncated file last, so the batch's first (apple 0) fills it
+    assert len(image) == 13 and _file_ids(image)[12] == _file_ids(image)[0] == _color("train", 1, 0)  # apple 0
+    assert target[12, :3].tolist() == [1, 0, 0]
+    assert skipped.count == 2 and len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
+
+
+def test_a_training_batch_without_a_readable_image_stops_with_one_line(tmp_path):
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "train" / name)
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / f"{i}.png")
+        (tmp_path / "train" / "b" / f"{i}.png").write_bytes(b"not a png")
+    cfg = _cfg(str(tmp_path), "--batch_size", "2")
+    skipped = SkippedImages()
+    dataset = create_dataset(cfg, "train", shuffle=False, skipped=skipped)  # batch 1: b/0, b/1
+    with pytest.raises(RuntimeError, match="none of the 2 images of its training batch is readable"):
+        _epochs(dataset)  # MindSpore's own error: a traceback
+    with pytest.raises(DatasetError) as err:
+        list(skipped.one_line_errors(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)))
+    first = os.path.join(tmp_path, "train", "b", "0.png")
+    assert str(err.value) == f"{first}: not an image file PIL can identify; none of the 2 images of its training " \
+        "batch is readable"
+    assert skipped.paths == [first, os.path.join(tmp_path, "train", "b", "1.png")]
 
 
 def test_train_normalisation_matches_the_shared_constants(data_root):
@@ -146,6 +184,47 @@ def test_augmented_batches_are_a_function_of_seed_epoch_and_position(data_root):
     assert all(np.array_equal(x, y) for b, c in zip(first[2:], resumed) for x, y in zip(b, c))
     for other in (batches(epoch=2), batches("--seed", "1")):
         assert not np.array_equal(first[0][0], other[0][0])
+
+
+@pytest.fixture(scope="module")
+def noise_root(tmp_path_factory):
+    """24 noise images, none unreadable: every crop, flip, RandAugment op and erasing shows in the pixels."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.RandomState(1)
+    for name in CLASSES:
+        os.makedirs(root / "train" / name)
+        for i in range(8):
+            Image.fromarray(rng.randint(0, 255, (40, 48, 3), np.uint8)).save(root / "train" / name / f"{i}.png")
+    return str(root)
+
+
+def _one_by_one(cfg, epoch, skip_batches):
+    """The training batches spelled out from the same pieces: each sample of the epoch's order loaded and
+    transformed with its own draws, a batch stacked and mixed with the draws of its first position."""
+    _, _, paths, labels = _split_samples(cfg, True)
+    first = skip_batches * cfg.batch_size
+    samples = _Samples(_shard_order(len(paths), True, cfg.seed, epoch, 0, 1)[first:], labels, first)
+    transform, mix = TrainTransform(cfg), _mix_batch(cfg, epoch)
+    batches = []
+    for start in range(0, len(samples) // cfg.batch_size * cfg.batch_size, cfg.batch_size):
+        rows = [samples[k] for k in range(start, start + cfg.batch_size)]
+        images = [transform(load_rgb(paths[i]), sample_rng(cfg.seed, epoch, int(p))) for i, _, p in rows]
+        rng = sample_rng(cfg.seed, epoch, int(rows[0][2]), what="batch")
+        batches.append(mix.mixup(np.stack(images), np.array([c for _, c, _ in rows]), mix=mix.mix, rng=rng))
+    return batches
+
+
+def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root):
+    """The tiny recipe (RandAugment, mixup/cutmix, hflip) with erasing on every image and 2 worker threads:
+    bit-identical to the plain loop, in order, also resumed after 2 batches and from the decoded store."""
+    cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2")
+    for epoch, skip, decoded in ((1, 0, None), (2, 2, DecodedImages(1))):
+        got = _epochs(create_dataset(cfg, "train", epoch=epoch, skip_batches=skip, decoded=decoded))[0]
+        expected = _one_by_one(cfg, epoch, skip)
+        assert len(got) == len(expected) == 6 - skip
+        for (image, target), (image_1, target_1) in zip(got, expected):
+            assert np.array_equal(image, image_1) and np.array_equal(target, target_1)
+    assert len(decoded.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
 
 
 def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
@@ -269,14 +348,14 @@ def test_random_erasing_runs_per_image_at_batch_level(data_root):
 
 
 def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
-    from src.data.imagenet import DecodedImages
     for c, name in enumerate(("a", "b")):
         os.makedirs(tmp_path / "train" / name)
         for i in range(4):
             Image.new("RGB", (8, 8), (10 + 40 * c + i, 50, 60)).save(tmp_path / "train" / name / f"{i}.png")
     (tmp_path / "train" / "b" / "bad.png").write_bytes(b"not a png")
+    # batches of 3: the 9 files sorted, so the last batch is b/2, b/3 and the unreadable file
     cfg = _cfg(str(tmp_path), "--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0",
-               "--min_crop", "1")
+               "--min_crop", "1", "--batch_size", "3")
     decoded, skipped = DecodedImages(1), SkippedImages()  # 1 MiB: all 8 images (192 bytes each)
     first = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False,
                                                                             decoded=decoded, skipped=skipped))[0]]))
@@ -288,6 +367,7 @@ def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
                                                                             decoded=decoded, skipped=skipped))[0]]))
     fresh = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False))[0]]))
     assert again == first and len(set(first)) == 8  # served from memory, each file its own colour
+    assert first[8] == first[6]  # the unreadable file's slot holds its batch's first image, b/2
     assert set(fresh) == {(200, 200, 200)}
     assert skipped.count == 2  # the unreadable file is tried (and counted) every epoch
     small = DecodedImages(0)

@@ -205,6 +205,20 @@ def test_bad_input_stops_with_one_line(tmp_path, digits):
     _one_line_error(run_script("train.py", *base, "--data_url", digits, "--resume", str(corrupt)), "corrupt.ckpt")
 
 
+def test_a_training_batch_without_a_readable_image_stops_with_one_line(tmp_path, digits):
+    data = tmp_path / "unreadable"
+    for label in range(10):  # one damaged file per class: the only batch of 10 has no readable image
+        os.makedirs(data / "train" / str(label))
+        (data / "train" / str(label) / "0.png").write_bytes(b"not a png")
+    os.symlink(os.path.join(digits, "val"), data / "val")
+    result = run_script("train.py", *SMALL, "--epochs", "1", "--batch_size", "10", "--data_url", str(data),
+                        *_outputs(tmp_path, "unreadable"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]  # after one warning per file
+    assert re.fullmatch(r"train\.py: error: .*/train/\d/0\.png: not an image file PIL can identify; none of the 10 "
+                        r"images of its training batch is readable", last), last
+
+
 def test_a_new_run_never_overwrites_existing_checkpoints(tmp_path, digits):
     ckpt_dir = tmp_path / "bad_ckpt"
     ckpt_dir.mkdir()
