@@ -96,6 +96,7 @@ import multiprocessing
 import os
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import mindspore.dataset as ds
@@ -319,10 +320,12 @@ class _TrainBatches:
     of the batch (cyclically) and its label, transformed with the slot's own draws."""
 
     def __init__(self, samples: _Samples, paths: list, transform: TrainTransform, mix: _MixBatch,
-                 batch_size: int, drop_remainder: bool, skipped: SkippedImages, decoded: DecodedImages = None):
+                 batch_size: int, drop_remainder: bool, skipped: SkippedImages, decoded: DecodedImages = None,
+                 threads: int = 1):
         self.samples, self.paths, self.transform, self.mix = samples, paths, transform, mix
         self.batch_size, self.drop_remainder, self.skipped = batch_size, drop_remainder, skipped
         self.load = load_rgb if decoded is None else decoded.load
+        self.threads = threads
 
     def __len__(self):
         full, rest = divmod(len(self.samples), self.batch_size)
@@ -331,25 +334,48 @@ class _TrainBatches:
     def __getitem__(self, b):
         start = int(b) * self.batch_size
         rows = [self.samples[k] for k in range(start, min(start + self.batch_size, len(self.samples)))]
-        pictures, reasons = zip(*(self._read(int(index)) for index, _, _ in rows))
+        slots = self._slots(rows)
+        pictures, reasons, images = zip(*slots)
         readable = [i for i, picture in enumerate(pictures) if picture is not None]
+        for (index, _, _), reason in zip(rows, reasons):
+            if reason:  # here, not in the parts: `skipped.paths` in the order of the epoch
+                self.skipped.record(self.paths[int(index)], reason, action="replacing")
         if not readable:
             self.skipped.error = DatasetError(f"{self.paths[int(rows[0][0])]}: {reasons[0]}; none of the "
                                               f"{len(rows)} images of its training batch is readable")
             raise self.skipped.error
-        images, labels = [], []
-        for i, (_, _, position) in enumerate(rows):
-            j = i if pictures[i] is not None else min(readable, key=lambda k: (k - i) % len(rows))
-            images.append(self.transform(pictures[j], sample_rng(*self.mix.epoch_seed, int(position))))
-            labels.append(rows[j][1])
+        images, labels = list(images), [label for _, label, _ in rows]
+        for i in set(range(len(rows))) - set(readable):
+            j = min(readable, key=lambda k: (k - i) % len(rows))
+            images[i] = self.transform(pictures[j], sample_rng(*self.mix.epoch_seed, int(rows[i][2])))
+            labels[i] = rows[j][1]
         return self.mix(images, labels, rows[0][2])
 
+    def _slots(self, rows: list) -> list:
+        """(decoded image or None, why unreadable, transformed image or None) per row, in order; with
+        `threads` > 1 contiguous parts of the batch in parallel, so MindSpore needs a single worker and
+        buffers as few batches ahead as one worker does."""
+        if self.threads == 1:
+            return self._part(rows)
+        size = -(-len(rows) // self.threads)
+        with ThreadPoolExecutor(self.threads) as pool:
+            return [slot for part in pool.map(self._part, [rows[i:i + size] for i in range(0, len(rows), size)])
+                    for slot in part]
+
+    def _part(self, rows: list) -> list:
+        slots = []
+        for index, _, position in rows:
+            picture, reason = self._read(int(index))
+            image = None if picture is None else self.transform(picture, sample_rng(*self.mix.epoch_seed,
+                                                                                     int(position)))
+            slots.append((picture, reason, image))
+        return slots
+
     def _read(self, index: int) -> tuple:
-        """(decoded image, ''), or (None, why) for an unreadable file, which is recorded in `skipped`."""
+        """(decoded image, ''), or (None, why) for an unreadable file."""
         try:
             return self.load(self.paths[index]), ""
         except ImageReadError as e:
-            self.skipped.record(self.paths[index], str(e), action="replacing")
             return None, str(e)
 
 
@@ -409,9 +435,8 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     workers = _workers(cfg.num_parallel_workers)
     if is_train:
         source = _TrainBatches(samples, paths, TrainTransform(cfg), _mix_batch(cfg, epoch), cfg.batch_size,
-                               drop_remainder, skipped, decoded)
-        data = ds.GeneratorDataset(source, ["image", "label"], shuffle=False, num_parallel_workers=workers,
-                                   python_multiprocessing=_PYTHON_MULTIPROCESSING)
+                               drop_remainder, skipped, decoded, threads=workers)
+        data = ds.GeneratorDataset(source, ["image", "label"], shuffle=False, num_parallel_workers=1)
     else:
         load = _LoadImage(paths, partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct))
         data = _readable_images(samples, paths, load, workers, skipped).batch(cfg.batch_size, drop_remainder)
