@@ -85,11 +85,12 @@ faster (`scripts/bench.py --parts data`) than processes, which also start per pi
 decoded images through shared memory). MindSpore hands every row from one dataset op to the next,
 which for small images costs more than the image work, and runs a Python call per row per op; so
 training is one random-access source whose item is a whole batch (`_TrainBatches`: load, per-image
-ops, stack, mix in one call), one hand-over per batch. Its worker threads fetch different batches
-and MindSpore returns them in index order; the per-sample generators (above) make each batch
-independent of which thread built it. Memory: each of those threads queues up to 16 finished
-batches (MindSpore's fixed queue size) besides the op's own prefetch, so a consumer slower than
-the source finds about 16 x workers + 16 batches built ahead (the op chain held about 24).
+ops, stack, mix in one call), one hand-over per batch. The threads split each batch into parts
+(a thread pool inside the source) rather than being MindSpore's workers of the source: each
+MindSpore worker thread queues up to 16 finished items (its fixed queue size), which for whole
+batches would hold about 16 x workers + 16 batches ahead of a slow consumer (11 GB at 8 workers,
+batch 128, 224 px); with one MindSpore worker it is about as many as the op chain held. The
+per-sample generators (above) make each image independent of which thread made it.
 """
 import logging
 import multiprocessing
@@ -353,8 +354,7 @@ class _TrainBatches:
 
     def _slots(self, rows: list) -> list:
         """(decoded image or None, why unreadable, transformed image or None) per row, in order; with
-        `threads` > 1 contiguous parts of the batch in parallel, so MindSpore needs a single worker and
-        buffers as few batches ahead as one worker does."""
+        `threads` > 1 contiguous parts of the batch in parallel (module docstring, "Workers")."""
         if self.threads == 1:
             return self._part(rows)
         size = -(-len(rows) // self.threads)
