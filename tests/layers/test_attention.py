@@ -6,6 +6,7 @@ from mindspore import nn, ops
 
 from src.layers.attention import Attention, SoftmaxLastAxis
 from src.layers.drop_path import DropPath
+from weighted_sum import WeightedSum
 
 
 class _Plain(nn.Cell):
@@ -13,24 +14,13 @@ class _Plain(nn.Cell):
         return ops.softmax(x, -1)
 
 
-class _Weighted(nn.Cell):
-    """sum(f(x) * w): its gradient is f's backward applied to an arbitrary w."""
-
-    def __init__(self, inner, w):
-        super().__init__()
-        self.inner, self.w = inner, w
-
-    def construct(self, x):
-        return (self.inner(x) * self.w).sum()
-
-
 def test_softmax_forward_and_gradient_equal_mindspores_own():
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((2, 3, 9, 9)).astype(np.float32) * 3)
     w = ms.Tensor(rng.standard_normal((2, 3, 9, 9)).astype(np.float32))
     np.testing.assert_array_equal(SoftmaxLastAxis()(x).asnumpy(), ops.softmax(x, -1).asnumpy())
-    ours = ms.grad(_Weighted(SoftmaxLastAxis(), w))(x).asnumpy()
-    theirs = ms.grad(_Weighted(_Plain(), w))(x).asnumpy()
+    ours = ms.grad(WeightedSum(SoftmaxLastAxis(), w))(x).asnumpy()
+    theirs = ms.grad(WeightedSum(_Plain(), w))(x).asnumpy()
     assert np.abs(theirs).max() > 0.1
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
 
@@ -62,7 +52,7 @@ def test_drop_path_gradient_passes_the_kept_samples_scaled():
     layer = DropPath(0.5)
     layer.set_train(True)
     x = ms.Tensor(np.random.default_rng(2).standard_normal((64, 5, 3)).astype(np.float32))
-    grad = ms.grad(_Weighted(layer, ms.Tensor(np.ones((64, 5, 3), np.float32))))(x)
+    grad = ms.grad(WeightedSum(layer, ms.Tensor(np.ones((64, 5, 3), np.float32))))(x)
     kept = np.abs(grad.asnumpy() - 2.0) < 1e-6
     dropped = grad.asnumpy() == 0
     assert (kept | dropped).all() and (kept == kept[:, :1, :1]).all()  # one decision per sample, scale 1/0.5
