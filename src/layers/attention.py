@@ -2,8 +2,6 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from .conv2d import cpu_formulation
-
 
 class Attention(nn.Cell):
     """tokens [B, N, C] -> [B, N, C]; one fused qkv projection, softmax in float32."""
@@ -25,7 +23,6 @@ class Attention(nn.Cell):
         # element for the whole run (README "Memory levers")
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted = ops.BatchMatMul()
-        self.softmax = SoftmaxLastAxis() if cpu_formulation() else ops.Softmax(-1)
 
     def attention_probs(self, x):
         """tokens [B, N, C] -> (attention weights [B, heads, N, N] before dropout, values [B, heads, N, C/heads])."""
@@ -37,7 +34,7 @@ class Attention(nn.Cell):
         qkv = self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.scores(q, k) * self.scale
-        return self.softmax(attn.astype(ms.float32)).astype(x.dtype), v
+        return ops.softmax(attn.astype(ms.float32), -1).astype(x.dtype), v
 
     def construct(self, x):
         _, n, c = x.shape
@@ -46,16 +43,3 @@ class Attention(nn.Cell):
         x = self.weighted(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))
 
-
-class SoftmaxLastAxis(nn.Cell):
-    """ops.softmax(x, -1) with MindSpore's backward, y * (dy - sum(dy * y)), written out so that the
-    row sums are broadcast by BroadcastTo: in MindSpore's own backward the subtraction broadcasts them
-    implicitly, which its CPU kernels run through index tables of 16 bytes per element of the attention
-    map, kept for the whole run, and several times slower (README "Memory levers")."""
-
-    def construct(self, x):
-        return ops.softmax(x, -1)
-
-    def bprop(self, x, out, dout):
-        row_sums = (dout * out).sum(-1, keepdims=True)
-        return (out * (dout - ops.broadcast_to(row_sums, out.shape)),)

@@ -12,7 +12,6 @@ from mindspore import nn, ops
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # Abramowitz & Stegun 7.1.26: erf(z) for z >= 0 with |error| <= 1.5e-7.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -28,20 +27,6 @@ def _erf_nonneg(z):
     return 1.0 - poly * t * ops.exp(-z * z)
 
 
-class _ErfGELU(nn.Cell):
-    """0.5 x (1 + erf(x / sqrt2)) with its derivative written out, Phi(x) + x phi(x), computed from x
-    alone: differentiating the expression instead keeps its intermediate products of the MLP's
-    widest tensor for the backward pass (README "Memory levers")."""
-
-    def construct(self, x):
-        return 0.5 * x * (1.0 + ops.erf(x * _INV_SQRT2))
-
-    def bprop(self, x, out, dout):
-        cdf = 0.5 * (1.0 + ops.erf(x * _INV_SQRT2))
-        pdf = ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
-        return (dout * (cdf + x * pdf),)
-
-
 class GELU(nn.Cell):
     """GELU with torch.nn.GELU's two modes.
 
@@ -55,7 +40,6 @@ class GELU(nn.Cell):
         super().__init__()
         self.approximate = approximate
         self.exportable = False
-        self.exact = _ErfGELU()
 
     def construct(self, x):
         if self.approximate:
@@ -65,7 +49,7 @@ class GELU(nn.Cell):
             # x * erf(x / sqrt2) is even in x, so only erf on |x| is needed (no Sign op).
             ax = ops.abs(x)
             return 0.5 * (x + ax * _erf_nonneg(ax * _INV_SQRT2))
-        return self.exact(x)
+        return 0.5 * x * (1.0 + ops.erf(x * _INV_SQRT2))
 
 
 def set_exportable(net: nn.Cell, exportable: bool = True) -> nn.Cell:
