@@ -20,7 +20,7 @@ class Attention(nn.Cell):
         self.proj_drop = nn.Dropout(p=proj_drop)
         # BatchMatMul's own transpose flag instead of transposing k, and the primitive rather than ops.matmul,
         # whose backward transposes its operands: MindSpore's CPU Transpose keeps a table of 8 bytes per
-        # element for the whole run (README "Memory levers")
+        # element for the whole run (README, Benchmark: "Peak resident memory")
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted = ops.BatchMatMul()
 
@@ -42,4 +42,3 @@ class Attention(nn.Cell):
         attn = self.attn_drop(attn)
         x = self.weighted(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))
-

@@ -183,7 +183,7 @@ class Trainer:
         whole = data.get_dataset_size() // self.micro_batches * self.micro_batches
         if whole < data.get_dataset_size():
             data = data.take(whole)
-            data.dataset_size = whole  # nominal, as create_dataset's
+            data.dataset_size = whole  # exact, as create_dataset's for train
         return data
 
     def _start(self) -> tuple:
@@ -260,7 +260,7 @@ class Trainer:
             signum = self.stop.agreed()
             if signum:
                 self._stop_here(signum, epoch, step, global_step, saved=bool(due_steps or due_time))
-        if micro_losses:  # only a pipeline shorter than its dataset_size ends inside an optimizer step
+        if micro_losses:  # a guard: the pipeline is cut to whole optimizer steps, so none is left open
             self.train_step.discard_accumulated()
         return losses
 
