@@ -51,7 +51,7 @@ QUICK_TRAIN_ARGS = ["--epochs", "1", "--train_num_samples", "-1", "--val_num_sam
 # The digits (1,437 training and 360 test images) are far fewer than the config's subsets
 DIGITS_TRAIN_ARGS = ["--train_num_samples", "-1", "--val_num_samples", "-1", "--epochs", "8"]
 # Throughput guesses for the time estimates until this run has measured its own (img/s)
-DEFAULT_RATES = {"train": 240.0, "eval": 400.0, "onnx": 1500.0}  # measured here; refined from the progress lines
+DEFAULT_RATES = {"train": 500.0, "eval": 800.0, "onnx": 5000.0}  # measured here; refined from the progress lines
 STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
 # train.py's progress line: the mean img/s of the summary is in no file train.py writes, and the
 # live estimates need it while train.py runs, before any file is written

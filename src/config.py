@@ -187,7 +187,7 @@ SCHEMA = {
         "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling", read_by=OPTIMIZER),
         "loss_scale": Option(1024, "initial (dynamic) or fixed (static) loss scale",
                              read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
-        "num_parallel_workers": Option(8, "data-loading worker processes", read_by=DATA, check=_positive,
+        "num_parallel_workers": Option(8, "data-loading threads", read_by=DATA, check=_positive,
                                        check_msg="must be > 0"),
         "start_epoch": Option(0, "epoch to start from when not resuming", read_by=TRAIN_ONLY, check=_non_negative,
                               check_msg="must be >= 0"),

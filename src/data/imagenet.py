@@ -326,7 +326,10 @@ class _TrainBatches:
         self.samples, self.paths, self.transform, self.mix = samples, paths, transform, mix
         self.batch_size, self.drop_remainder, self.skipped = batch_size, drop_remainder, skipped
         self.load = load_rgb if decoded is None else decoded.load
-        self.threads = threads
+        self.threads, self._pool = threads, None
+
+    def __getstate__(self):  # copies (MindSpore's, to iterate) start their own thread pool
+        return {**self.__dict__, "_pool": None}
 
     def __len__(self):
         full, rest = divmod(len(self.samples), self.batch_size)
@@ -357,10 +360,11 @@ class _TrainBatches:
         `threads` > 1 contiguous parts of the batch in parallel (module docstring, "Workers")."""
         if self.threads == 1:
             return self._part(rows)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="train-batches")
         size = -(-len(rows) // self.threads)
-        with ThreadPoolExecutor(self.threads) as pool:
-            return [slot for part in pool.map(self._part, [rows[i:i + size] for i in range(0, len(rows), size)])
-                    for slot in part]
+        return [slot for part in self._pool.map(self._part, [rows[i:i + size] for i in range(0, len(rows), size)])
+                for slot in part]
 
     def _part(self, rows: list) -> list:
         slots = []
