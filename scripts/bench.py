@@ -2,7 +2,7 @@
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
     .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe feed]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
@@ -23,6 +23,12 @@ distinct convolution of the model both ways, forward and forward+backward.
 401 dependent multiplications of 64 floats against a call of one, per op (with --torch_ref,
 PyTorch eager's cost per op the same way).  Times the number of kernels of a step, it is the
 step's floor that no kernel speed-up removes.
+
+`kernels` (not in the default set) times single ops of the model at the train batch, each
+alone, forward and forward+backward of its sum (scripts/kernel_cases.py: the transformer
+block's linear layer, LayerNorm, GELU, softmax, q @ k^T and head split, the CNN branch's first
+3x3 convolution and BatchNorm); with --torch_ref, each against the same op in PyTorch eager,
+interleaved: where a train step's gap to PyTorch comes from.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
 scripts/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
@@ -47,12 +53,13 @@ import time
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from scripts.bench_torch_worker import FILES  # noqa: E402
+from scripts.kernel_cases import kernel_cases  # noqa: E402
 from scripts.torch_ref import TorchWorker, check_torch_ref  # noqa: E402
 from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
@@ -63,14 +70,17 @@ from src.errors import ConformerError  # noqa: E402
 from src.deploy.export import InferenceNet, export_model, load_mindir, output_names  # noqa: E402
 from src.deploy.inference import add_ort_threads_arg, onnx_forward  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
+from src.layers.conv_block import batch_norm  # noqa: E402
+from src.layers.exportable_ops import GELU  # noqa: E402
 from src.runtime.console import run_main  # noqa: E402
 from src.runtime.device import init_context  # noqa: E402
 from src.trainer.loss import create_loss  # noqa: E402
 from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
+from src.variants import variant_hparams  # noqa: E402
 
-PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "feed")
-DEFAULT_PARTS = PARTS[:-1]  # feed needs a dataset on disk
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "kernels", "feed")
+DEFAULT_PARTS = PARTS[:-2]  # kernels: a diagnosis rather than a figure of the model; feed needs a dataset on disk
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -294,17 +304,25 @@ def conv_shapes(cfg, net) -> list:
     return shapes
 
 
-class _ConvGrads(nn.Cell):
-    def __init__(self, conv):
+class _SumGrads(nn.Cell):
+    """Forward and backward of sum(op(*inputs)): the gradients of every input and of op's weights."""
+
+    def __init__(self, op, inputs: int = 1):
         super().__init__()
-        self.conv = conv
-        self.grad = ms.grad(self._loss, grad_position=0, weights=conv.trainable_params())
+        self.op = op
+        self.grad = ms.grad(self._loss, grad_position=tuple(range(inputs)), weights=op.trainable_params() or None)
 
-    def _loss(self, x):
-        return self.conv(x).sum()
+    def _loss(self, *x):
+        return self.op(*x).sum()
 
-    def construct(self, x):
-        return self.grad(x)
+    def construct(self, *x):
+        return self.grad(*x)
+
+
+def _wait(outputs) -> None:
+    """Block until every tensor of a (nested) output is computed."""
+    for out in outputs if isinstance(outputs, (tuple, list)) else (outputs,):
+        _wait(out) if isinstance(out, (tuple, list)) else out.asnumpy()
 
 
 def bench_convs(cfg, net) -> list:
@@ -316,15 +334,91 @@ def bench_convs(cfg, net) -> list:
         for plain in (True, False):
             conv = conv2d(cin, cout, k, stride=s, padding=p, bias=False)
             conv.choose_formulation(plain)
-            grads = _ConvGrads(conv)
+            grads = _SumGrads(conv)
             conv(x), grads(x)  # MindSpore compiles a lone cell on its first *two* calls
             times[plain] = (median_time(lambda: conv(x).asnumpy(), cfg.repeats),
-                            median_time(lambda: grads(x)[0].asnumpy(), cfg.repeats))
+                            median_time(lambda: _wait(grads(x)), cfg.repeats))
         (fwd_plain, both_plain), (fwd, both) = times[True], times[False]
         rows.append({"what": f"conv {k}x{k}/{s} {cin}->{cout} @{h}x{w}", "batch": batch, "img_per_s": batch / fwd,
                      "note": f"ms fwd / fwd+bwd: Conv2D {fwd_plain * 1e3:.1f} / {both_plain * 1e3:.1f}, "
                              f"matmul {fwd * 1e3:.1f} / {both * 1e3:.1f} ({fwd_plain / fwd:.1f}x / "
                              f"{both_plain / both:.1f}x)"})
+    return rows
+
+
+class _Softmax(nn.Cell):
+    def construct(self, x):
+        return ops.softmax(x, -1)
+
+
+class _Scores(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.product = ops.BatchMatMul(transpose_b=True)  # as the attention computes q @ k^T
+
+    def construct(self, q, k):
+        return self.product(q, k)
+
+
+class _HeadSplit(nn.Cell):
+    """[B, N, 3C] -> [B, 3 * heads, N, C / heads], as the attention splits its qkv projection."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def construct(self, x):
+        n = x.shape[1]
+        return x.reshape(-1, n, 3 * self.heads, x.shape[2] // (3 * self.heads)).transpose(0, 2, 1, 3)
+
+
+def kernel_op(case: dict) -> nn.Cell:
+    """The MindSpore cell of one case of scripts/kernel_cases.py: the model's own layer or op."""
+    shape, kind = case["shape"], case["kind"]
+    if kind == "linear":
+        return nn.Dense(shape[-1], case["out"])
+    if kind == "layernorm":
+        return nn.LayerNorm((shape[-1],), epsilon=1e-6)
+    if kind == "gelu":
+        return GELU(False)
+    if kind == "softmax":
+        return _Softmax()
+    if kind == "scores":
+        return _Scores()
+    if kind == "head_split":
+        return _HeadSplit(case["heads"])
+    if kind == "conv3x3":
+        return conv2d(shape[1], shape[1], 3, padding=1)
+    return batch_norm(shape[1])
+
+
+def bench_kernels(cfg, worker=None) -> list:
+    """Each op of scripts/kernel_cases.py at the train batch, forward and forward+backward of its sum;
+    with `worker`, the same op in PyTorch eager, all four timed interleaved."""
+    rows, batch = [], cfg.train_batch
+    rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
+    for name, case in kernel_cases(variant_hparams(cfg.arch_name), cfg.image_size, batch).items():
+        rng = np.random.default_rng(cfg.seed)
+        inputs = [ms.Tensor(rng.standard_normal(case["shape"]).astype(np.float32))
+                  for _ in range(2 if case["kind"] == "scores" else 1)]
+        op = kernel_op(case)
+        op.set_train(True)  # BatchNorm normalises by the batch's statistics, as in a train step
+        grads = _SumGrads(op, len(inputs))
+        timers = {"fwd": clocked(lambda: _wait(op(*inputs))), "both": clocked(lambda: _wait(grads(*inputs)))}
+        if worker:
+            timers.update({f"torch {k}": lambda k=k: worker.seconds("kernel", batch, name=name, backward=k == "both")
+                           for k in ("fwd", "both")})
+        timers["fwd"](), timers["both"]()  # MindSpore compiles a lone cell on its first *two* calls
+        ms_ = interleaved_medians(timers, rounds)
+        row = {"what": f"kernel: {name}", "batch": batch, "img_per_s": None, "shape": list(case["shape"]),
+               "ms_fwd": ms_["fwd"] * 1e3, "ms_fwd_bwd": ms_["both"] * 1e3,
+               "note": f"MindSpore fwd {ms_['fwd'] * 1e3:.2f} ms, fwd+bwd {ms_['both'] * 1e3:.2f} ms"}
+        if worker:
+            row.update(torch_ms_fwd=ms_["torch fwd"] * 1e3, torch_ms_fwd_bwd=ms_["torch both"] * 1e3,
+                       ours_over_torch=ms_["torch both"] / ms_["both"])
+            row["note"] += (f"; PyTorch {ms_['torch fwd'] * 1e3:.2f} / {ms_['torch both'] * 1e3:.2f} ms "
+                            f"(fwd {ms_['torch fwd'] / ms_['fwd']:.2f}x); median of {rounds} interleaved")
+        rows.append(row)
     return rows
 
 
@@ -550,6 +644,12 @@ def run(cfg) -> int:
     return 0
 
 
+def bench_runtime(cfg, worker) -> list:
+    """The parts that time the runtime and its single ops rather than the model: dispatch, kernels."""
+    rows = bench_dispatch(cfg, worker) if "dispatch" in cfg.parts else []
+    return rows + (bench_kernels(cfg, worker) if "kernels" in cfg.parts else [])
+
+
 def measure(cfg, workdir: str) -> list:
     """Our rows; with --torch_ref, the official model's forward and train rows interleaved with ours
     (its worker leaves its files in `workdir` and has quit when this returns)."""
@@ -567,11 +667,10 @@ def measure(cfg, workdir: str) -> list:
                 rows += bench_deploy(cfg, net)
             if "train" in cfg.parts:
                 rows += bench_train(cfg, net, worker=worker)
-            if "dispatch" in cfg.parts:
-                rows += bench_dispatch(cfg, worker)
-    elif "dispatch" in cfg.parts:
+            rows += bench_runtime(cfg, worker)
+    elif {"dispatch", "kernels"} & set(cfg.parts):
         with start_torch_worker(cfg, workdir) if workdir else contextlib.nullcontext() as worker:
-            rows += bench_dispatch(cfg, worker)
+            rows += bench_runtime(cfg, worker)
     elif workdir:  # the worker still writes the files the numerics need
         start_torch_worker(cfg, workdir).close()
     if cpu_formulation() and {"plain", "convs"} & set(cfg.parts):

@@ -18,9 +18,10 @@ mode "serve" (bench.py; SPEC also names an output folder OUT)
   JSON command per line on stdin and answers each with one JSON line on stdout:
   `{"cmd": "forward", "batch": B}` times one eager forward (eval, torch.no_grad) of B images,
   `{"cmd": "train", "batch": B}` one train step (train mode, AdamW without decay on biases,
-  norms and cls_token, mean of both heads' cross entropies), each answered
-  `{"seconds": S}` (the call alone, timed in here); `{"cmd": "quit"}` (or the end of stdin)
-  ends it.  The caller decides which calls are warm-up and which are timed.
+  norms and cls_token, mean of both heads' cross entropies), `{"cmd": "kernel", "batch": B,
+  "name": NAME, "backward": false | true}` one op of scripts/kernel_cases.py at batch B, forward
+  alone or forward and backward of its sum, each answered `{"seconds": S}` (the call alone,
+  timed in here); `{"cmd": "quit"}` (or the end of stdin) ends it.  The caller decides which calls are warm-up and which are timed.
 mode "memory" (memory.py; SPEC also names `batch` and `steps`)
 - runs 1 + steps train steps of `batch` images (the first allocates AdamW's moments, as our
   compilation allocates ours) and prints `{"peak_mib": ..., "step_s": ...}`: the process's
@@ -37,7 +38,7 @@ import time
 PROG = "bench_torch_worker.py"
 COMMON_KEYS = ("mode", "official", "hparams", "image_size", "lr", "betas", "eps", "weight_decay", "seed")
 MODE_KEYS = {"serve": ("out_dir",), "memory": ("batch", "steps")}
-COMMANDS = ("forward", "train", "chain", "quit")
+COMMANDS = ("forward", "train", "chain", "kernel", "quit")
 ONNX_OPSET = 11  # as export.py
 FILES = {"weights": "official.pth", "onnx": "official.onnx", "numerics_input": "numerics_input.npy",
          "numerics_logits": "numerics_logits.npy"}
@@ -80,7 +81,8 @@ def read_spec(path: str) -> dict:
 
 
 def parse_command(line: str) -> tuple:
-    """(cmd, batch) of one protocol line; batch is 0 for quit (for chain: the number of ops)."""
+    """(cmd, batch, options) of one protocol line; batch is 0 for quit (for chain: the number of ops);
+    options: {"name": ..., "backward": ...} for kernel, else {}."""
     try:
         command = json.loads(line)
     except ValueError:
@@ -89,11 +91,15 @@ def parse_command(line: str) -> tuple:
     if cmd not in COMMANDS:
         raise WorkerError(f"command {line.strip()!r}: cmd must be one of {', '.join(COMMANDS)}")
     if cmd == "quit":
-        return cmd, 0
+        return cmd, 0, {}
     batch = command.get("batch")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise WorkerError(f"command {line.strip()!r}: batch must be a positive integer")
-    return cmd, batch
+    if cmd != "kernel":
+        return cmd, batch, {}
+    if not isinstance(command.get("name"), str) or not isinstance(command.get("backward"), bool):
+        raise WorkerError(f"command {line.strip()!r}: kernel needs a name (string) and backward (true or false)")
+    return cmd, batch, {"name": command["name"], "backward": command["backward"]}
 
 
 def _import_torch():
@@ -141,6 +147,7 @@ class Official:
         self.criterion = torch.nn.CrossEntropyLoss()
         self.optimizer = None  # built by the first train step, so a forward-only run allocates no moments
         self.images = {}
+        self.kernels = {}
 
     def _images(self, batch: int):
         if batch not in self.images:
@@ -183,6 +190,22 @@ class Official:
                 x = x * 1.0001
             return time.perf_counter() - start
 
+    def kernel(self, batch: int, name: str, backward: bool) -> float:
+        """One op of scripts/kernel_cases.py: forward (no_grad), or forward and backward of its sum."""
+        torch = self.torch
+        if (batch, name) not in self.kernels:
+            self.kernels[batch, name] = _kernel(torch, batch, name, self.spec)
+        op, inputs = self.kernels[batch, name]
+        if not backward:
+            with torch.no_grad():
+                start = time.perf_counter()
+                op(*inputs)
+                return time.perf_counter() - start
+        leaves = [x.detach().requires_grad_(True) for x in inputs]
+        start = time.perf_counter()
+        op(*leaves).sum().backward()
+        return time.perf_counter() - start
+
     def export(self, out: str) -> None:
         """Weights, numerics logits and torch.onnx export, before anything changes the weights."""
         torch = self.torch
@@ -197,6 +220,30 @@ class Official:
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def _kernel(torch, batch: int, name: str, spec: dict) -> tuple:
+    """(op, seeded inputs) of kernel case `name`; modules in train mode, as in a train step."""
+    from scripts.kernel_cases import kernel_cases
+    cases = kernel_cases(spec["hparams"], spec["image_size"], batch)
+    if name not in cases:
+        raise WorkerError(f"no kernel case {name!r}; known: {', '.join(cases)}")
+    case, nn = cases[name], torch.nn
+    shape, kind = case["shape"], case["kind"]
+    heads = case.get("heads", 1)
+    ops = {"linear": lambda: nn.Linear(shape[-1], case["out"]),
+           "layernorm": lambda: nn.LayerNorm(shape[-1], eps=1e-6),
+           "gelu": nn.GELU,
+           "softmax": lambda: lambda x: x.softmax(-1),
+           "scores": lambda: lambda q, k: q @ k.transpose(-2, -1),
+           "head_split": lambda: lambda x: x.reshape(shape[0], shape[1], 3 * heads, -1).permute(0, 2, 1, 3)
+           .contiguous(),
+           "conv3x3": lambda: nn.Conv2d(shape[1], shape[1], 3, padding=1, bias=False),
+           "batchnorm": lambda: nn.BatchNorm2d(shape[1], eps=1e-6)}
+    op = ops[kind]()
+    generator = torch.Generator().manual_seed(spec["seed"])
+    inputs = [torch.randn(shape, generator=generator) for _ in range(2 if kind == "scores" else 1)]
+    return op, inputs
+
+
 def serve(spec: dict, commands, answers) -> None:
     """Export, say ready, then answer `commands` (lines) on `answers` until quit or their end."""
     official = Official(spec)
@@ -207,10 +254,10 @@ def serve(spec: dict, commands, answers) -> None:
         answers.flush()
     say({"ready": f"torch {official.torch.__version__}, {official.torch.get_num_threads()} threads"})
     for line in commands:
-        cmd, batch = parse_command(line)
+        cmd, batch, options = parse_command(line)
         if cmd == "quit":
             return
-        say({"seconds": getattr(official, cmd)(batch)})
+        say({"seconds": getattr(official, cmd)(batch, **options)})
 
 
 def peak_memory(spec: dict) -> dict:

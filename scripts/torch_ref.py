@@ -61,7 +61,8 @@ def _start(python: str, spec_path: str, stdin, stdout, stderr):
 
 class TorchWorker:
     """A live worker in mode serve: `seconds("forward" | "train", batch)` is one call of the official
-    model, timed in the worker, so ours and theirs can alternate call by call."""
+    model (`seconds("kernel", batch, name=..., backward=...)` one op), timed in the worker, so ours
+    and theirs can alternate call by call."""
 
     def __init__(self, cfg, arch: str, workdir: str):
         spec_path = os.path.join(workdir, "spec.json")
@@ -103,9 +104,9 @@ class TorchWorker:
         except (BrokenPipeError, OSError):
             raise self._died(f"before {when}") from None
 
-    def seconds(self, cmd: str, batch: int) -> float:
-        when = f"{cmd} {batch}"
-        self._send({"cmd": cmd, "batch": batch}, when)
+    def seconds(self, cmd: str, batch: int, **options) -> float:
+        when = " ".join(str(v) for v in (cmd, batch, *options.values()))
+        self._send({"cmd": cmd, "batch": batch, **options}, when)
         seconds = self._receive("seconds", when)
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise TorchRefError(f"the PyTorch worker answered {seconds!r} seconds to {when}")

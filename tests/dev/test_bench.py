@@ -124,7 +124,7 @@ def test_against_the_official_pytorch_code(tmp_path):
         f"set CONFORMER_OFFICIAL to a checkout of github.com/pengzhiliang/Conformer (tried {OFFICIAL})"
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--batches", "1", "2", "--train_batch", "2", "--parts", "forward", "train",
-                        "deploy", "dispatch", "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON, "--json_out", str(out))
+                        "deploy", "dispatch", "kernels", "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON, "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())["results"]
     rows = {r["what"]: r for r in results}
@@ -144,6 +144,10 @@ def test_against_the_official_pytorch_code(tmp_path):
     assert ours_kernel["us_per_kernel"] > 0 and torch_op["us_per_kernel"] > 0
     assert torch_op["ours_over_torch"] == torch_op["us_per_kernel"] / ours_kernel["us_per_kernel"]
 
+    kernels = [r for what, r in rows.items() if what.startswith("kernel: ")]
+    assert len(kernels) == 8 and all(r["torch_ms_fwd"] > 0 and r["torch_ms_fwd_bwd"] > 0 for r in kernels)
+    assert all(r["ours_over_torch"] == r["torch_ms_fwd_bwd"] / r["ms_fwd_bwd"] for r in kernels)
+
     numerics = [r for what, r in rows.items() if what.startswith("numerics:")]
     assert len(numerics) == 3 and all(r["relative_diff"] <= 1e-4 for r in numerics), numerics
 
@@ -162,9 +166,13 @@ def test_interleaved_medians_alternate_the_order_of_the_calls():
 
 def test_worker_commands_are_checked():
     worker = _load(WORKER, "bench_torch_worker")
-    assert worker.parse_command('{"cmd": "train", "batch": 64}\n') == ("train", 64)
-    assert worker.parse_command('{"cmd": "quit"}') == ("quit", 0)
+    assert worker.parse_command('{"cmd": "train", "batch": 64}\n') == ("train", 64, {})
+    assert worker.parse_command('{"cmd": "quit"}') == ("quit", 0, {})
+    assert worker.parse_command('{"cmd": "kernel", "batch": 2, "name": "q @ k^T", "backward": true}') == \
+        ("kernel", 2, {"name": "q @ k^T", "backward": True})
     for line, message in (("forward 2", "is not JSON"), ('{"cmd": "backward", "batch": 2}', "cmd must be one of"),
+                          ('{"cmd": "kernel", "batch": 2, "name": "q @ k^T"}', "kernel needs a name"),
+                          ('{"cmd": "kernel", "batch": 2, "backward": false}', "kernel needs a name"),
                           ('{"cmd": "forward", "batch": 0}', "positive integer"),
                           ('{"cmd": "forward", "batch": "2"}', "positive integer"), ("[1]", "cmd must be one of")):
         with pytest.raises(worker.WorkerError, match=message):
@@ -255,7 +263,7 @@ def test_a_worker_that_breaks_the_protocol_or_dies_is_one_line(tmp_path):
 def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--batches", "2", "--train_batch", "2", "--parts", "forward", "plain",
-                        "convs", "dispatch", "--json_out", str(out))
+                        "convs", "dispatch", "kernels", "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["results"]
     by_name = {r["what"]: r for r in rows}
@@ -270,6 +278,49 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
     dispatch = by_name["dispatch: MindSpore GRAPH, per tiny kernel"]
     assert dispatch["us_per_kernel"] > 0 and dispatch["img_per_s"] is None
     assert f"{dispatch['us_per_kernel']:.1f} us per kernel" in dispatch["note"]
+    # each single op of the model at the train batch, alone: forward, and forward with backward
+    kernels = [r for r in rows if r["what"].startswith("kernel: ")]
+    assert [r["what"] for r in kernels] == [
+        "kernel: Linear 192->768 (fc1)", "kernel: LayerNorm 192", "kernel: GELU (MLP, 768)",
+        "kernel: softmax (attention)", "kernel: q @ k^T", "kernel: qkv split into heads",
+        "kernel: conv 3x3 8->8 @8", "kernel: BatchNorm 8 @8"]
+    assert all(r["batch"] == 2 and r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > 0 and "ours_over_torch" not in r
+               for r in kernels)
+
+
+def test_kernel_cases_have_the_shapes_of_the_models_own_layers():
+    """The cases of --parts kernels are the tensors the model computes: tiny at 224."""
+    import mindspore as ms
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from kernel_cases import kernel_cases
+    from src.conformer import create_model
+    from src.variants import variant_hparams
+    bench = _load(BENCH, "bench_script")
+    cases = kernel_cases(variant_hparams("conformer_tiny_patch16"), 224, 2)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = create_model("conformer_tiny_patch16", num_classes=10)
+    seen = {}
+
+    def record(name):
+        def hook(cell, inputs):  # returns None: a returned value would replace the inputs
+            seen.setdefault(name, tuple(inputs[0].shape))
+        return hook
+    hooks = [net.trans_1.mlp.fc1.register_forward_pre_hook(record("fc1")),
+             net.trans_1.norm1.register_forward_pre_hook(record("norm")),
+             net.trans_1.mlp.act.register_forward_pre_hook(record("gelu")),
+             net.conv_1.conv2.register_forward_pre_hook(record("conv"))]
+    net.set_train(False)
+    net(ms.Tensor(np.zeros((2, 3, 224, 224), np.float32)))
+    for hook in hooks:
+        hook.remove()
+    assert cases["Linear 384->1536 (fc1)"]["shape"] == seen["fc1"] and net.trans_1.mlp.fc1.out_channels == 1536
+    assert cases["LayerNorm 384"]["shape"] == seen["norm"] == (2, 197, 384)
+    assert cases["GELU (MLP, 1536)"]["shape"] == seen["gelu"]
+    assert cases["conv 3x3 16->16 @56"]["shape"] == seen["conv"] == (2, 16, 56, 56)
+    assert cases["softmax (attention)"]["shape"] == (2, 6, 197, 197)
+    split = bench.kernel_op(cases["qkv split into heads"])
+    q = split(ms.Tensor(np.zeros(cases["qkv split into heads"]["shape"], np.float32)))
+    assert tuple(q.shape) == (2, 18, 197, 64) and cases["q @ k^T"]["shape"] == (2, 6, 197, 64)
 
 
 def test_feed_part_times_the_configs_pipeline_the_step_and_the_fed_step(tmp_path):
