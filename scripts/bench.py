@@ -51,12 +51,15 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import mindspore as ms
-from mindspore import nn, ops
-from PIL import Image
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+from src.runtime.openmp import limit_openmp_threads  # noqa: E402
+
+limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
+
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402
+from mindspore import nn, ops  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from scripts.bench_torch_worker import FILES  # noqa: E402
 from scripts.kernel_cases import kernel_cases  # noqa: E402
@@ -73,7 +76,7 @@ from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  
 from src.layers.conv_block import batch_norm  # noqa: E402
 from src.layers.exportable_ops import GELU  # noqa: E402
 from src.runtime.console import run_main  # noqa: E402
-from src.runtime.device import init_context  # noqa: E402
+from src.runtime.device import init_context, set_graph_kernel_fusion  # noqa: E402
 from src.trainer.loss import create_loss  # noqa: E402
 from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
@@ -625,6 +628,7 @@ def run(cfg) -> int:
     if cfg.torch_ref:
         check_torch_ref(cfg.torch_ref, cfg.torch_python)
     init_context(cfg)
+    set_graph_kernel_fusion(cfg.graph_kernel_fusion)
     cfg.arch_name = canonical_arch(cfg.arch)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(tempfile.TemporaryDirectory()) if cfg.torch_ref else ""

@@ -30,7 +30,7 @@ import numpy as np
 import mindspore as ms
 
 from src.conformer import create_model_from_config
-from src.runtime.device import init_context
+from src.runtime.device import init_context, set_graph_kernel_fusion
 from src.trainer.trainer import build_train_step, mixed_precision
 
 # name -> config overrides for an optimizer step of `batch` images
@@ -80,6 +80,7 @@ def _max_rss_mib() -> float:
 def measure(cfg, steps: int) -> dict:
     """Memory and time of optimizer steps of cfg.batch_size x cfg.grad_accumulation_steps images."""
     init_context(cfg)
+    set_graph_kernel_fusion(cfg.graph_kernel_fusion)
     net = mixed_precision(create_model_from_config(cfg), cfg.amp_level)
     train_step, _, _ = build_train_step(cfg, net, steps_per_epoch=steps, rank_size=1)
     rng = np.random.default_rng(cfg.seed)

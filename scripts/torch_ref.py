@@ -8,6 +8,7 @@ import tempfile
 
 from scripts.bench_torch_worker import write_spec
 from src.errors import ConformerError
+from src.runtime.openmp import environment_for_others
 from src.variants import variant_hparams
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_worker.py")
@@ -53,10 +54,9 @@ def _last_line(path: str) -> str:
 
 
 def _start(python: str, spec_path: str, stdin, stdout, stderr):
-    # os.environ is the environment this process started with: MindSpore's native code sets
-    # OMP_NUM_THREADS=1 in the process environment, which a child would otherwise inherit and torch obey
+    # not an OMP_NUM_THREADS=1 set for MindSpore's fused kernels (src/runtime/openmp.py), which torch would obey
     return subprocess.Popen([python, WORKER, spec_path], stdin=stdin, stdout=stdout, stderr=stderr, text=True,
-                            env=dict(os.environ))
+                            env=environment_for_others())
 
 
 class TorchWorker:

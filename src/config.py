@@ -212,6 +212,9 @@ SCHEMA = {
                                           check_msg="must be > 0"),
         "recompute": Option(False, "recompute each block's activations in the backward pass instead of storing "
                                    "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN_STEP),
+        "graph_kernel_fusion": Option(False, "compile fused kernels of elementwise ops, transposes and reductions "
+                                             "(MindSpore's graph kernel fusion, AKG): less memory, a longer first "
+                                             "compile (README \"Memory levers\")", read_by=TRAIN_STEP | {BENCH}),
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",

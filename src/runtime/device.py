@@ -2,6 +2,8 @@
 
 One code path for GPU and CPU: only `device_target` differs.
 """
+import importlib.util
+import logging
 import os
 import random
 
@@ -52,6 +54,32 @@ def init_context(cfg) -> None:
     ds.config.set_seed(cfg.seed)  # MindSpore's own dataset random ops (ours draw per sample: src/data/imagenet.py)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
+
+
+def graph_kernel_cache() -> str:
+    """Where fused kernels are compiled and kept across runs: MS_COMPILER_CACHE_PATH if set, else
+    the user's cache folder (MindSpore's own default is the working directory)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("MS_COMPILER_CACHE_PATH") or os.path.join(cache, "conformer-ms", "graph_kernels")
+
+
+def set_graph_kernel_fusion(on: bool) -> None:
+    """MindSpore's graph kernel fusion (AKG) for every graph compiled after this, when `on`
+    (`graph_kernel_fusion`; README "Memory levers"). Elementwise chains, transposes and reductions
+    become compiled kernels that keep no intermediate tensors and no index tables."""
+    if not on:
+        return
+    if importlib.util.find_spec("decorator") is None:  # AKG's compiler imports it, deep inside MindSpore
+        raise DeviceError("graph_kernel_fusion needs the Python package 'decorator' (pip install decorator, "
+                          "or pip install -r requirements.txt)")
+    if os.environ.get("OMP_NUM_THREADS") is None:  # too late to set here: libgomp has read it (runtime/openmp.py)
+        logging.getLogger(__name__).warning(
+            "graph_kernel_fusion with OMP_NUM_THREADS unset: each fused kernel spins on every core; "
+            "start Python with OMP_NUM_THREADS=1")
+    cache = graph_kernel_cache()
+    os.makedirs(cache, exist_ok=True)
+    os.environ["MS_COMPILER_CACHE_PATH"] = cache  # read when the kernel compiler starts, at the first compile
+    ms.set_context(graph_kernel_flags="--opt_level=1")
 
 
 def init_distributed(cfg) -> tuple:

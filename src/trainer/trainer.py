@@ -15,7 +15,7 @@ from src.data.imagenet import DecodedImages, SkippedImages, create_dataset
 from src.errors import ConformerError
 from src.evaluate import evaluate
 from src.metrics import HEADS, format_eval_results
-from src.runtime.device import init_context, init_distributed
+from src.runtime.device import init_context, init_distributed, set_graph_kernel_fusion
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
 from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, save_input_grid
@@ -128,6 +128,7 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         init_context(cfg)
+        set_graph_kernel_fusion(cfg.graph_kernel_fusion)
         self.rank_id, self.rank_size = init_distributed(cfg)
         self.is_main = self.rank_id == 0
         self.arch = canonical_arch(cfg.arch)

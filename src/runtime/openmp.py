@@ -1,0 +1,29 @@
+"""One OpenMP thread unless the user chose otherwise: set before MindSpore is imported.
+
+MindSpore loads libgomp when it is imported, and libgomp reads OMP_NUM_THREADS (and its wait
+policy) only then. Nothing of MindSpore's own CPU kernels uses it, they run on MindSpore's thread
+pool; the kernels that graph kernel fusion compiles (`graph_kernel_fusion`, AKG) do. Left unset,
+each fused kernel starts a team on every core whose threads spin after it, beside MindSpore's
+own threads on the same cores: a train step then ran several times slower (README "Memory
+levers"). So the entry points that read `graph_kernel_fusion` call this first thing.
+
+MindSpore-free and NumPy-free on purpose (it must run before they are imported).
+"""
+import os
+
+_SET_HERE = []  # the variable this process set, which a child that is not MindSpore must not inherit
+
+
+def limit_openmp_threads() -> bool:
+    """OMP_NUM_THREADS=1 unless already set (True if set here)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return False
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _SET_HERE.append("OMP_NUM_THREADS")
+    return True
+
+
+def environment_for_others() -> dict:
+    """The environment without what `limit_openmp_threads` set: for a child process of another
+    runtime (the PyTorch worker, which would run on one thread)."""
+    return {k: v for k, v in os.environ.items() if k not in _SET_HERE}
