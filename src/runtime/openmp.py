@@ -15,11 +15,16 @@ _SET_HERE = []  # the variable this process set, which a child that is not MindS
 
 
 def limit_openmp_threads() -> bool:
-    """OMP_NUM_THREADS=1 unless already set (True if set here)."""
+    """OMP_NUM_THREADS=1 unless already set (True if set here). NumPy's OpenBLAS falls back on
+    OMP_NUM_THREADS when OPENBLAS_NUM_THREADS is unset, so that is set to what OpenBLAS would take
+    by default, every core."""
     if "OMP_NUM_THREADS" in os.environ:
         return False
     os.environ["OMP_NUM_THREADS"] = "1"
     _SET_HERE.append("OMP_NUM_THREADS")
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(os.cpu_count() or 1)
+        _SET_HERE.append("OPENBLAS_NUM_THREADS")
     return True
 
 

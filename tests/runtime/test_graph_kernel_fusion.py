@@ -48,8 +48,11 @@ def test_train_py_with_fusion_matches_the_unfused_run_and_keeps_kernels_in_the_c
 def test_openmp_threads_default_to_one_a_users_setting_is_kept_and_torch_gets_neither_of_ours(monkeypatch):
     monkeypatch.setattr(openmp, "_SET_HERE", [])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     assert openmp.limit_openmp_threads() and os.environ["OMP_NUM_THREADS"] == "1"
-    assert "OMP_NUM_THREADS" not in openmp.environment_for_others()  # the PyTorch worker keeps its own threads
+    assert os.environ["OPENBLAS_NUM_THREADS"] == str(os.cpu_count())  # NumPy keeps every core
+    others = openmp.environment_for_others()  # the PyTorch worker keeps its own threads
+    assert "OMP_NUM_THREADS" not in others and "OPENBLAS_NUM_THREADS" not in others
     monkeypatch.setattr(openmp, "_SET_HERE", [])
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert not openmp.limit_openmp_threads() and os.environ["OMP_NUM_THREADS"] == "4"
