@@ -7,11 +7,12 @@ Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 import shlex
 import sys
 
-from src.runtime.openmp import limit_openmp_threads
+from src.runtime.openmp import fusion_requested, limit_openmp_threads
 from src.trainer.allocator import limit_malloc_arenas
 
 limit_malloc_arenas()  # first: glibc fixes its arena limit when the first thread needs an arena
-limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
+if fusion_requested(sys.argv[1:]):
+    limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 from src.config import VOCABULARY, parse_args  # noqa: E402  (after the allocator setting)
 from src.runtime.console import run_main  # noqa: E402

@@ -52,9 +52,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-from src.runtime.openmp import limit_openmp_threads  # noqa: E402
+from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E402
 
-limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
+if fusion_requested(sys.argv[1:]):
+    limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402

@@ -27,9 +27,10 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-from src.runtime.openmp import limit_openmp_threads  # noqa: E402
+from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E402
 
-limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
+if fusion_requested(sys.argv[1:]):
+    limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 from scripts.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
 from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)

@@ -68,7 +68,7 @@ class Watch:  # records OMP_NUM_THREADS when mindspore is first imported, then l
             seen.append(os.environ.get("OMP_NUM_THREADS"))
         return None
 sys.meta_path.insert(0, Watch())
-sys.argv = [sys.argv[1], "--help"]
+sys.argv = [sys.argv[1], *sys.argv[2:], "--help"]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 except SystemExit:
@@ -79,11 +79,25 @@ print("OMP_NUM_THREADS at import of mindspore:", seen)
 
 @pytest.mark.parametrize("script", ["train.py", "scripts/bench.py", "scripts/memory.py"])
 def test_the_scripts_reading_fusion_set_openmp_threads_before_mindspore_is_imported(script):
-    """libgomp reads OMP_NUM_THREADS when MindSpore loads it, at import: too late after."""
+    """libgomp reads OMP_NUM_THREADS when MindSpore loads it, at import: too late after. A run
+    without fusion keeps libgomp's default."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    result = subprocess.run([sys.executable, "-c", PROBE, script], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert "OMP_NUM_THREADS at import of mindspore: ['1']" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+    for args, seen in ((["--graph_kernel_fusion", "True"], "['1']"), ([], "[None]")):
+        result = subprocess.run([sys.executable, "-c", PROBE, script, *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert f"OMP_NUM_THREADS at import of mindspore: {seen}" in result.stdout, \
+            result.stdout[-500:] + result.stderr[-2000:]
+
+
+def test_fusion_is_read_from_the_command_line_over_the_config(tmp_path):
+    fused = tmp_path / "fused.yaml"
+    fused.write_text("batch_size: 8\ngraph_kernel_fusion: True\n")
+    plain = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
+    assert openmp.fusion_requested(["--config", str(fused)]) and openmp.fusion_requested([f"--config={fused}"])
+    assert not openmp.fusion_requested(["--config", plain]) and not openmp.fusion_requested([])
+    assert openmp.fusion_requested(["--config", plain, "--graph_kernel_fusion", "true"])
+    assert not openmp.fusion_requested(["--config", str(fused), "--graph_kernel_fusion=False"])
+    assert not openmp.fusion_requested(["--config", str(tmp_path / "missing.yaml")])
 
 
 def test_fusion_without_its_compiler_dependency_is_one_line(monkeypatch):
