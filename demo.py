@@ -4,7 +4,7 @@
                    [--train_args "--epochs 1 ..."] [--no_install]
 
 Steps, each the user-facing script run exactly as the README shows it (the command is printed first):
-  1. data      scripts/fashion_mnist.py writes Fashion-MNIST (from the Debian package
+  1. data      tools/fashion_mnist.py writes Fashion-MNIST (from the Debian package
                dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) as an ImageFolder tree
                WORKDIR/data/fashion-mnist/{train,val}/<k>_<class>/<n>.png; kept when already there.
                Without it: as root with apt-get, `apt-get install -y dataset-fashion-mnist` is tried
@@ -36,12 +36,10 @@ import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, REPO)
+from src.errors import ConformerError
+from tools.fashion_mnist import DEFAULT_SRC, HOW_TO_GET, IdxError, have_source, prepare_digits, prepare_fashion_mnist
 
-from scripts.fashion_mnist import (DEFAULT_SRC, HOW_TO_GET, IdxError, have_source,  # noqa: E402
-                                    prepare_digits, prepare_fashion_mnist)
-from src.errors import ConformerError  # noqa: E402
+REPO = os.path.dirname(os.path.abspath(__file__))
 
 DEFAULT_CONFIG = os.path.join("src", "configs", "demo_cpu.yaml")
 HEARTBEAT = 30.0  # seconds of silence before demo.py prints a progress line of its own
@@ -250,7 +248,7 @@ class Demo:
         if not have_source(src) and src == DEFAULT_SRC and not self.args.no_install:
             self.try_apt_install()
         if have_source(src):
-            print(f"$ python -m scripts.fashion_mnist --out {root}"
+            print(f"$ python -m tools.fashion_mnist --out {root}"
                   + (f" --src {src}" if src != DEFAULT_SRC else "")
                   + (f" --train_per_class {per_class[0]} --val_per_class {per_class[1]}" if self.args.quick else ""),
                   flush=True)
@@ -263,7 +261,7 @@ class Demo:
         else:
             log(HOW_TO_GET.format(src=src) + "; using scikit-learn's digits instead")
             root = os.path.join(self.workdir, "data", "digits")
-            print(f"$ python -m scripts.fashion_mnist --digits --out {root}", flush=True)
+            print(f"$ python -m tools.fashion_mnist --digits --out {root}", flush=True)
             prepare_digits(root, log=lambda m: print(f"  {m}", flush=True))
             name = "scikit-learn digits"
         self.stage_times["data"] = time.time() - started

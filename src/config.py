@@ -30,7 +30,7 @@ DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml"
 TRAIN, EVAL, INFER, EXPORT = "train.py", "eval.py", "infer.py", "export.py"
 SUMMARY, VISUALIZE = "summary.py", "visualize.py"
 INFER_ONNX, EVAL_ONNX = "infer_onnx.py", "eval_onnx.py"
-BENCH, MEMORY = "scripts/bench.py", "scripts/memory.py"
+BENCH, MEMORY = "tools/bench.py", "tools/memory.py"
 SCRIPTS = (TRAIN, EVAL, INFER, EXPORT, SUMMARY, VISUALIZE, INFER_ONNX, EVAL_ONNX, BENCH, MEMORY)
 
 
@@ -63,7 +63,7 @@ def _rate(v):
 # Who reads what, from each script's call graph: init_context (src/runtime/device.py) and
 # create_model_from_config (src/conformer.py) in every script that runs MindSpore; create_dataset
 # (src/data/imagenet.py) with its train split in train.py and the benchmark's data part, its val
-# split in eval.py too; build_train_step (src/trainer/trainer.py) in train.py and scripts/memory.py.
+# split in eval.py too; build_train_step (src/trainer/trainer.py) in train.py and tools/memory.py.
 ALL = frozenset(SCRIPTS)
 MINDSPORE = ALL - {INFER_ONNX, EVAL_ONNX}  # init_context and create_model_from_config
 MODEL = MINDSPORE

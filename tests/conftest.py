@@ -1,7 +1,7 @@
 """Shared test setup: repository on sys.path, MindSpore in GRAPH mode on CPU, the e2e marker.
 
 The folders mirror src/ (tests/layers, data, trainer, deploy, convert, runtime; tests/dev for the
-developer tools in scripts/).  Tests that run the scripts as subprocesses, train a model or compile a
+developer tools in tools/).  Tests that run the scripts as subprocesses, train a model or compile a
 full-size variant carry `e2e`: `pytest tests -m "not e2e"` is the fast unit part, `make test` runs
 everything.
 """

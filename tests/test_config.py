@@ -100,7 +100,7 @@ def test_a_key_another_script_reads_is_accepted_in_the_yaml_but_not_as_a_flag(tm
 
 
 def _python_sources():
-    paths = glob.glob(os.path.join(REPO, "*.py")) + glob.glob(os.path.join(REPO, "scripts", "*.py"))
+    paths = glob.glob(os.path.join(REPO, "*.py")) + glob.glob(os.path.join(REPO, "tools", "*.py"))
     paths += glob.glob(os.path.join(REPO, "src", "**", "*.py"), recursive=True)
     return {os.path.relpath(p, REPO): open(p).read() for p in paths if not p.endswith(os.path.join("src", "config.py"))}
 

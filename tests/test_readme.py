@@ -266,7 +266,7 @@ def test_every_vocabulary_word_means_the_same_in_every_script_that_takes_it():
     # the names users already type keep working (shared/interface.md, and the old names)
     for script, option in (("eval.py", "--pretrained"), ("export.py", "--pretrained"), ("convert.py", "--out"),
                            ("convert.py", "--src"), ("train.py", "--resume"), ("infer.py", "--batch"),
-                           ("summary.py", "--batch"), ("scripts/memory.py", "--batch"), ("eval_onnx.py", "-m")):
+                           ("summary.py", "--batch"), ("tools/memory.py", "--batch"), ("eval_onnx.py", "-m")):
         assert option in python_options(script), (script, option)
     assert "--batch" not in python_options("train.py")  # an alias only where the old name existed
 

@@ -81,7 +81,7 @@ rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
 Workers: `cfg.num_parallel_workers` threads (capped at the CPU count, which MindSpore enforces)
 for the training source, and for the eval map. Threads, not MindSpore's worker processes: PIL
 releases the GIL while decoding and resampling, and on 2 cores threads measured several times
-faster (`scripts/bench.py --parts data`) than processes, which also start per pipeline and pass
+faster (`tools/bench.py --parts data`) than processes, which also start per pipeline and pass
 decoded images through shared memory). MindSpore hands every row from one dataset op to the next,
 which for small images costs more than the image work, and runs a Python call per row per op; so
 training is one random-access source whose item is a whole batch (`_TrainBatches`: load, per-image

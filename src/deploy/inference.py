@@ -67,7 +67,7 @@ def add_onnx_args(parser) -> None:
 
 
 def add_ort_threads_arg(parser) -> None:
-    """--ort_threads: of the onnxruntime scripts and scripts/bench.py."""
+    """--ort_threads: of the onnxruntime scripts and tools/bench.py."""
     parser.add_argument("--ort_threads", type=_non_negative_int, default=0,
                         help="onnxruntime intra-op threads (default: 0 = one per physical core); on a machine "
                              "busy with other work fewer can be faster")
@@ -365,7 +365,7 @@ def write_errors(path: str, errors: dict) -> None:
 
 
 def ort_session_options(threads: int = 0) -> ort.SessionOptions:
-    """The onnxruntime settings of every inference path (measured with scripts/bench.py, see the README).
+    """The onnxruntime settings of every inference path (measured with tools/bench.py, see the README).
 
     These are onnxruntime's own defaults, pinned so that a new onnxruntime cannot change them
     silently: against them, basic or extended graph optimisation, parallel execution and no

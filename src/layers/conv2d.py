@@ -24,7 +24,7 @@ This is exactly the same convolution; only float rounding differs
 Autodiff through pad/reshape/slice/concat is fast too, so no custom bprop is needed.
 1x1 unstrided convolutions keep MindSpore's own kernel, which is already a matmul.
 Zero padding is done by concatenation (`zero_pad`): ops.pad (PadV3) is much slower on
-CPU.  What each convolution gains: `python scripts/bench.py --parts convs` (README,
+CPU.  What each convolution gains: `python tools/bench.py --parts convs` (README,
 Benchmark).
 
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,

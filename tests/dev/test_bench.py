@@ -1,4 +1,4 @@
-"""scripts/bench.py --torch_ref and its PyTorch worker: refusals, the worker's torch-free part, the
+"""tools/bench.py --torch_ref and its PyTorch worker: refusals, the worker's torch-free part, the
 interleaved timing and its command protocol (with a stand-in worker), ratios, and (where an
 interpreter with torch is given) one real run against the official code.
 
@@ -21,8 +21,8 @@ from conftest import REPO, run_script
 
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
-BENCH = os.path.join(REPO, "scripts", "bench.py")
-WORKER = os.path.join(REPO, "scripts", "bench_torch_worker.py")
+BENCH = os.path.join(REPO, "tools", "bench.py")
+WORKER = os.path.join(REPO, "tools", "bench_torch_worker.py")
 TORCH_PYTHON = os.environ.get("CONFORMER_TORCH_PYTHON", sys.executable)
 OFFICIAL = os.environ.get("CONFORMER_OFFICIAL", "/tmp/official")
 SMALL = ("--device_target", "CPU", "--arch", "conformer_reduced_patch16", "--image_size", "32",
@@ -291,8 +291,7 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
 def test_kernel_cases_have_the_shapes_of_the_models_own_layers():
     """The cases of --parts kernels are the tensors the model computes: tiny at 224."""
     import mindspore as ms
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    from kernel_cases import kernel_cases
+    from tools.kernel_cases import kernel_cases
     from src.conformer import create_model
     from src.variants import variant_hparams
     bench = _load(BENCH, "bench_script")

@@ -1,4 +1,4 @@
-"""scripts/fashion_mnist.py: the idx reader and the ImageFolder writer, on tiny synthetic idx files."""
+"""tools/fashion_mnist.py: the idx reader and the ImageFolder writer, on tiny synthetic idx files."""
 import gzip
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import fashion_mnist as fm
+from tools import fashion_mnist as fm
 from src.data.folder import scan_image_folder
 
 

@@ -1,4 +1,4 @@
-"""scripts/memory.py refuses settings it cannot measure in one line, before starting any measurement
+"""tools/memory.py refuses settings it cannot measure in one line, before starting any measurement
 (a real measurement compiles a train step per variant: README "Memory levers" gives one), and with
 --torch_ref puts the PyTorch process's peak (a stand-in's here; the official code's where an
 interpreter with torch is given, see tests/dev/test_bench.py) next to ours with the ratio."""
@@ -23,7 +23,7 @@ def test_memory_script_refuses_bad_settings_in_one_line(tmp_path):
                           (["--steps", "0"], "--steps must be >= 1"),
                           (["--variants", "plain", "swap"], "invalid choice: 'swap'"),
                           (["--torch_ref", str(tmp_path)], f"--torch_ref {tmp_path}: no conformer.py")):
-        result = run_script("scripts/memory.py", "--device_target", "CPU", *args, timeout=120)
+        result = run_script("tools/memory.py", "--device_target", "CPU", *args, timeout=120)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
@@ -45,7 +45,7 @@ def test_torch_peak_sits_next_to_ours_with_the_ratio(tmp_path):
                         "    print(json.dumps({'peak_mib': 100.0, 'step_s': 0.5}))\n")
     stand_in.chmod(0o755)
     out = tmp_path / "memory.json"
-    result = run_script("scripts/memory.py", *SMALL, "--torch_ref", str(tmp_path), "--torch_python", str(stand_in),
+    result = run_script("tools/memory.py", *SMALL, "--torch_ref", str(tmp_path), "--torch_python", str(stand_in),
                         "--json_out", str(out))
     ours, theirs = _rows(result, out)
     assert theirs["peak_mib"] == 100.0 and theirs["images_per_step"] == 4
@@ -55,7 +55,7 @@ def test_torch_peak_sits_next_to_ours_with_the_ratio(tmp_path):
 
 
 def test_pool_peak_is_read_from_mindspores_exit_statistics():
-    from scripts.memory_probe import pool_peak_mib
+    from tools.memory_probe import pool_peak_mib
     line = ("[MS_RUNTIME_PROF]The dynamic memory pool total allocated mem:4096M, min addr :0, max addr: 0, peak used "
             "mem:3566M, actual peak used mem:3579M, in used mem:0M, total used by event mem:0M")
     assert pool_peak_mib("other output\n" + line + "\n") == 3579
@@ -67,7 +67,7 @@ def test_pool_peak_is_read_from_mindspores_exit_statistics():
 def test_against_the_official_pytorch_training_process(tmp_path):
     assert os.path.isfile(os.path.join(OFFICIAL, "conformer.py")), f"no checkout of the official code at {OFFICIAL}"
     out = tmp_path / "memory.json"
-    result = run_script("scripts/memory.py", *SMALL, "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON,
+    result = run_script("tools/memory.py", *SMALL, "--torch_ref", OFFICIAL, "--torch_python", TORCH_PYTHON,
                         "--json_out", str(out))
     ours, theirs = _rows(result, out)
     # a torch process holds at least the interpreter, torch and the model: well over 100 MiB

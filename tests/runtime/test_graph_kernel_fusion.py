@@ -77,7 +77,7 @@ print("OMP_NUM_THREADS at import of mindspore:", seen)
 """
 
 
-@pytest.mark.parametrize("script", ["train.py", "scripts/bench.py", "scripts/memory.py"])
+@pytest.mark.parametrize("script", ["train.py", "tools/bench.py", "tools/memory.py"])
 def test_the_scripts_reading_fusion_set_openmp_threads_before_mindspore_is_imported(script):
     """libgomp reads OMP_NUM_THREADS when MindSpore loads it, at import: too late after. A run
     without fusion keeps libgomp's default."""

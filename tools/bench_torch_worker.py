@@ -1,12 +1,12 @@
-"""PyTorch side of `scripts/bench.py --torch_ref` and `scripts/memory.py --torch_ref`: the official Conformer.
+"""PyTorch side of `tools/bench.py --torch_ref` and `tools/memory.py --torch_ref`: the official Conformer.
 
-    python scripts/bench_torch_worker.py SPEC.json
+    python tools/bench_torch_worker.py SPEC.json
 
 bench.py and memory.py start this file with --torch_python's interpreter, which needs torch
 (and the numpy torch uses), nothing of conformer-ms's requirements.  SPEC (written by
 `write_spec`) names the official checkout, the constructor arguments, the image size, the
 optimizer settings and a mode.  The worker builds the official `Conformer`
-(scripts/official_torch.py) under torch.manual_seed(seed), then:
+(tools/official_torch.py) under torch.manual_seed(seed), then:
 
 mode "serve" (bench.py; SPEC also names an output folder OUT)
 - saves its random initial weights as the official main.py does (`{"model": state_dict}`,
@@ -19,7 +19,7 @@ mode "serve" (bench.py; SPEC also names an output folder OUT)
   `{"cmd": "forward", "batch": B}` times one eager forward (eval, torch.no_grad) of B images,
   `{"cmd": "train", "batch": B}` one train step (train mode, AdamW without decay on biases,
   norms and cls_token, mean of both heads' cross entropies), `{"cmd": "kernel", "batch": B,
-  "name": NAME, "backward": false | true}` one op of scripts/kernel_cases.py at batch B, forward
+  "name": NAME, "backward": false | true}` one op of tools/kernel_cases.py at batch B, forward
   alone or forward and backward of its sum, each answered `{"seconds": S}` (the call alone,
   timed in here); `{"cmd": "quit"}` (or the end of stdin) ends it.  The caller decides which calls are warm-up and which are timed.
 mode "memory" (memory.py; SPEC also names `batch` and `steps`)
@@ -137,7 +137,7 @@ class Official:
 
     def __init__(self, spec: dict):
         self.torch = torch = _import_torch()
-        from scripts.official_torch import load_official_conformer
+        from tools.official_torch import load_official_conformer
 
         self.spec = spec
         torch.manual_seed(spec["seed"])
@@ -191,7 +191,7 @@ class Official:
             return time.perf_counter() - start
 
     def kernel(self, batch: int, name: str, backward: bool) -> float:
-        """One op of scripts/kernel_cases.py: forward (no_grad), or forward and backward of its sum."""
+        """One op of tools/kernel_cases.py: forward (no_grad), or forward and backward of its sum."""
         torch = self.torch
         if (batch, name) not in self.kernels:
             self.kernels[batch, name] = _kernel(torch, batch, name, self.spec)
@@ -222,7 +222,7 @@ class Official:
 
 def _kernel(torch, batch: int, name: str, spec: dict) -> tuple:
     """(op, seeded inputs) of kernel case `name`; modules in train mode, as in a train step."""
-    from scripts.kernel_cases import kernel_cases
+    from tools.kernel_cases import kernel_cases
     cases = kernel_cases(spec["hparams"], spec["image_size"], batch)
     if name not in cases:
         raise WorkerError(f"no kernel case {name!r}; known: {', '.join(cases)}")

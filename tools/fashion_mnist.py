@@ -1,7 +1,7 @@
 """Fashion-MNIST (or scikit-learn's digits) as an ImageFolder tree for the CPU demo.
 
-    python -m scripts.fashion_mnist --out demo_out/data/fashion-mnist [--src /usr/share/datasets/fashion-mnist]
-                                     [--train_per_class N] [--val_per_class N]
+    .venv/bin/python tools/fashion_mnist.py --out demo_out/data/fashion-mnist [--src /usr/share/datasets/fashion-mnist]
+                                              [--train_per_class N] [--val_per_class N]
 
 Reads the four idx files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
 `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`; gzipped or not) with NumPy and
@@ -33,8 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from src.errors import ConformerError
-from src.io import TEMP_PREFIX, WriteError, write_atomic
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from src.errors import ConformerError  # noqa: E402
+from src.io import TEMP_PREFIX, WriteError, write_atomic  # noqa: E402
 
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 HOW_TO_GET = ("Fashion-MNIST not found in {src}: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) "
@@ -237,7 +239,7 @@ def prepare_digits(out: str, val_fraction: float = 0.2, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.fashion_mnist", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tools/fashion_mnist.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write train/ and val/ into")
     parser.add_argument("--src", default=DEFAULT_SRC, help="folder with the idx files (default: %(default)s)")
     parser.add_argument("--train_per_class", type=int, default=-1,

@@ -1,7 +1,7 @@
 """The official PyTorch Conformer, imported from a user's checkout of pengzhiliang/Conformer.
 
 For the developer tools that compare against it (tests/fixtures/make_fidelity_fixture.py,
-scripts/bench_torch_worker.py); needs torch, which conformer-ms itself never imports.
+tools/bench_torch_worker.py); needs torch, which conformer-ms itself never imports.
 Nothing of the official code is vendored: `conformer.py` is loaded from the checkout.
 
 The official file does `from timm.models.layers import DropPath, trunc_normal_`.

@@ -1,6 +1,6 @@
 """Peak host memory of training steps under the memory levers (recompute, gradient accumulation).
 
-`measure(cfg, steps)` runs in the process it measures (scripts/memory.py starts a
+`measure(cfg, steps)` runs in the process it measures (tools/memory.py starts a
 fresh one per configuration, so no allocator pool or compiled graph of another
 configuration is counted): it builds the network and train step as train.py
 does, compiles its graphs, then runs `steps` optimizer steps on one synthetic
@@ -14,7 +14,7 @@ batch, and reads the kernel's counters of its resident memory (MiB):
   keeps its memory pool afterwards, so the peak is reached in the first step);
 - peak: VmHWM of the whole process, compiling included (what a job's memory
   limit sees).
-- pool (scripts/memory.py, `pool_peak_mib`): the peak of MindSpore's own memory
+- pool (tools/memory.py, `pool_peak_mib`): the peak of MindSpore's own memory
   pool, which holds the tensors a step allocates; the rest is host memory
   outside it (compiled graphs and kernels).
 On CPU every tensor lives in host memory, so these are the training memory. The

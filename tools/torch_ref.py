@@ -1,12 +1,12 @@
-"""The MindSpore side of --torch_ref (scripts/bench.py, scripts/memory.py): checks, the official
-constructor arguments, and the PyTorch worker process (scripts/bench_torch_worker.py) run under
+"""The MindSpore side of --torch_ref (tools/bench.py, tools/memory.py): checks, the official
+constructor arguments, and the PyTorch worker process (tools/bench_torch_worker.py) run under
 --torch_python.  Nothing here imports torch."""
 import json
 import os
 import subprocess
 import tempfile
 
-from scripts.bench_torch_worker import write_spec
+from tools.bench_torch_worker import write_spec
 from src.errors import ConformerError
 from src.runtime.openmp import environment_for_others
 from src.variants import variant_hparams

@@ -1,6 +1,6 @@
 """Soak benchmark: train.py's resident memory at the end of every epoch of a long run, at two dataset sizes.
 
-    .venv/bin/python scripts/soak.py [--config src/configs/demo_cpu.yaml] [--epochs 12] [--images 1280 5120]
+    .venv/bin/python tools/soak.py [--config src/configs/demo_cpu.yaml] [--epochs 12] [--images 1280 5120]
         [--val_images 256] [--output F] [any train.py key, e.g. --batch_size 64]
 
 For each --images count a fresh process trains as train.py does (src/trainer/trainer.py's Trainer: one

@@ -1,7 +1,7 @@
-"""The single ops that `scripts/bench.py --parts kernels` times, at a variant's train-step shapes.
+"""The single ops that `tools/bench.py --parts kernels` times, at a variant's train-step shapes.
 
 Plain Python, neither MindSpore nor torch: bench.py builds each case with MindSpore and
-scripts/bench_torch_worker.py with torch, from the same names and shapes.  The cases are the
+tools/bench_torch_worker.py with torch, from the same names and shapes.  The cases are the
 transformer block's ops at [batch, tokens, embed] and the CNN branch's first bottleneck 3x3
 convolution with its BatchNorm (a quarter of the image size, as after the stem).
 """

@@ -1,6 +1,6 @@
 """Peak memory of a training step with and without the memory levers, each in a fresh process.
 
-    .venv/bin/python scripts/memory.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
+    .venv/bin/python tools/memory.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batch_size 16] [--micro_batches 4] [--steps 1] [--variants plain recompute accumulation] [--output F]
         [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]]
 
@@ -10,10 +10,10 @@ Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (re
 allocates: activations kept for the backward pass, gradients, workspace), as MindSpore reports it when
 the process ends (MS_DEV_RUNTIME_CONF=memory_statistics:True); the rest of `peak` is host memory
 outside that pool. Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
-scripts/memory_probe.py for what is measured. Prints a table, then the results as one JSON line.
+tools/memory_probe.py for what is measured. Prints a table, then the results as one JSON line.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
-scripts/bench_torch_worker.py under --torch_python) in a fresh process of its own: the same
+tools/bench_torch_worker.py under --torch_python) in a fresh process of its own: the same
 variant, image size, dropout rates and optimizer settings, 1 + --steps AdamW train steps of
 --batch_size images; its peak is the process's ru_maxrss (like `peak`, everything from the start
 included), and each of our rows gets peak / that peak.  Measured here rather than in
@@ -32,10 +32,10 @@ from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E
 if fusion_requested(sys.argv[1:]):
     limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
-from scripts.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
+from tools.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402
 from src.config import MEMORY, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch  # noqa: E402
-from scripts.memory_probe import POOL_STATISTICS, VARIANTS, pool_peak_mib  # noqa: E402
+from tools.memory_probe import POOL_STATISTICS, VARIANTS, pool_peak_mib  # noqa: E402
 
 COLUMNS = (("variant", "variant"), ("images_per_step", "images/step"), ("micro_batch", "micro-batch"),
            ("built_mib", "built MiB"), ("compiled_mib", "compiled MiB"), ("step_mib", "step MiB"),
@@ -62,7 +62,7 @@ def _overrides(variant: str, batch: int, micro: int) -> list:
 
 
 def _child(argv: list, args) -> None:
-    from scripts.memory_probe import measure
+    from tools.memory_probe import measure
     cfg = parse_args(argv + _overrides(args.child, args.batch_size, args.micro_batches), script=MEMORY,
                      add_script_args=_script_args)
     print(json.dumps(dict(variant=args.child, **measure(cfg, args.steps))), flush=True)

@@ -1,7 +1,7 @@
 """One benchmark run on this machine: data pipeline, MindSpore forward and train step, MINDIR,
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
-    .venv/bin/python scripts/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
+    .venv/bin/python tools/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
@@ -25,13 +25,13 @@ PyTorch eager's cost per op the same way).  Times the number of kernels of a ste
 step's floor that no kernel speed-up removes.
 
 `kernels` (not in the default set) times single ops of the model at the train batch, each
-alone, forward and forward+backward of its sum (scripts/kernel_cases.py: the transformer
+alone, forward and forward+backward of its sum (tools/kernel_cases.py: the transformer
 block's linear layer, LayerNorm, GELU, softmax, q @ k^T and head split, the CNN branch's first
 3x3 convolution and BatchNorm); with --torch_ref, each against the same op in PyTorch eager,
 interleaved: where a train step's gap to PyTorch comes from.
 
 --torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
-scripts/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
+tools/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
 at the same variant and sizes: its eager forward at each batch and its train step, each timed
 interleaved call by call with ours (at least 10 rounds, order reversed every other round, so a
 slow spell of this shared machine hits both sides), each PyTorch row with the ratio
@@ -62,9 +62,9 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn, ops  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from scripts.bench_torch_worker import FILES  # noqa: E402
-from scripts.kernel_cases import kernel_cases  # noqa: E402
-from scripts.torch_ref import TorchWorker, check_torch_ref  # noqa: E402
+from tools.bench_torch_worker import FILES  # noqa: E402
+from tools.kernel_cases import kernel_cases  # noqa: E402
+from tools.torch_ref import TorchWorker, check_torch_ref  # noqa: E402
 from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
 from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa: E402
@@ -377,7 +377,7 @@ class _HeadSplit(nn.Cell):
 
 
 def kernel_op(case: dict) -> nn.Cell:
-    """The MindSpore cell of one case of scripts/kernel_cases.py: the model's own layer or op."""
+    """The MindSpore cell of one case of tools/kernel_cases.py: the model's own layer or op."""
     shape, kind = case["shape"], case["kind"]
     if kind == "linear":
         return nn.Dense(shape[-1], case["out"])
@@ -397,7 +397,7 @@ def kernel_op(case: dict) -> nn.Cell:
 
 
 def bench_kernels(cfg, worker=None) -> list:
-    """Each op of scripts/kernel_cases.py at the train batch, forward and forward+backward of its sum;
+    """Each op of tools/kernel_cases.py at the train batch, forward and forward+backward of its sum;
     with `worker`, the same op in PyTorch eager, all four timed interleaved."""
     rows, batch = [], cfg.train_batch
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
