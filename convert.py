@@ -12,14 +12,13 @@ admits tensor-rebuild and container globals (src/convert/torch_checkpoint.py).
 import argparse
 import sys
 
-import mindspore as ms
-
 from src.checkpoint import save_checkpoint_atomic
 from src.config import VOCABULARY
 from src.conformer import ARCH_NAMES, create_model, param_count_line
 from src.convert.state_dict import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.convert.torch_checkpoint import load_torch_checkpoint
 from src.runtime.console import run_main
+import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 
 def main(argv=None) -> int:

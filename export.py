@@ -14,7 +14,6 @@ import os
 import sys
 
 import numpy as np
-import mindspore as ms
 
 from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
@@ -22,6 +21,7 @@ from src.conformer import create_model_from_config, param_count_line
 from src.deploy.export import EXTENSIONS, ExportError, InferenceNet, export_model, output_names
 from src.runtime.console import run_main
 from src.runtime.device import init_context
+import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 PROG = "export.py"
 

@@ -14,7 +14,6 @@ image's embeddings (the pooled CNN feature and the class token after trans_norm)
 import sys
 
 import numpy as np
-import mindspore as ms
 
 from src.batch_padding import pad_to_batch
 from src.checkpoint import load_weights
@@ -25,6 +24,7 @@ from src.deploy.inference import InferenceError, add_data_args, add_prediction_a
 from src.inference_network import inference_network
 from src.runtime.console import run_main
 from src.runtime.device import init_context
+import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 PROG = "infer.py"
 

@@ -6,13 +6,13 @@ import sys
 import time
 
 import numpy as np
-import mindspore as ms
 
 from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, gmacs_line, param_count_line
 from src.runtime.console import run_main
 from src.runtime.device import init_context
+import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 
 def _script_args(parser):
