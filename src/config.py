@@ -9,7 +9,7 @@ Precedence: command line > YAML > schema default.  Any error (unknown key,
 wrong type, bad choice, out-of-range value, missing file) exits with status 2
 and one line naming the key and what is wrong.
 
-`python -m src.config --markdown` prints the README's key table from SCHEMA.
+`python -m src.config --markdown` prints the key table of docs/configuration.md from SCHEMA.
 """
 import argparse
 import os
@@ -81,7 +81,7 @@ EVAL_TRANSFORM = DATA | {INFER, INFER_ONNX, EVAL_ONNX}  # crop_pct
 LABELS_READERS = DATASET | {EVAL_ONNX, INFER, INFER_ONNX}
 CLASS_NAMES = DATASET | {EVAL_ONNX}
 CHECKPOINT_READERS = frozenset({TRAIN, EVAL, EXPORT, INFER, VISUALIZE, SUMMARY})
-# The words every entry point uses in one sense (README "Vocabulary"; tests/test_readme.py holds each
+# The words every entry point uses in one sense (docs/configuration.md "Vocabulary"; tests/test_readme.py holds each
 # script's --help to them).
 VOCABULARY = {
     "--checkpoint": "the checkpoint this run starts from",
@@ -201,7 +201,7 @@ SCHEMA = {
                        check=_non_negative, check_msg="must be >= 0"),
         "deterministic": Option(True, "deterministic kernels and collectives (mindspore.set_deterministic): with "
                                       "the same config, seed and device count a run ends with the same weights "
-                                      "(README \"Reproducibility\": what it costs, what stays nondeterministic "
+                                      "(docs/training.md \"Reproducibility\": what it costs, what stays nondeterministic "
                                       "on GPU)", read_by=MINDSPORE),
         "with_ema": Option(True, "keep an exponential moving average of the weights", read_by=TRAIN_STEP),
         "ema_decay": Option(0.99996, "EMA decay per step", read_by=TRAIN_STEP, check=_rate, check_msg="must be in [0, 1)"),
@@ -214,7 +214,7 @@ SCHEMA = {
                                    "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN_STEP),
         "graph_kernel_fusion": Option(False, "compile fused kernels of elementwise ops, transposes and reductions "
                                              "(MindSpore's graph kernel fusion, AKG): less memory, a longer first "
-                                             "compile (README \"Memory levers\")", read_by=TRAIN_STEP | {BENCH}),
+                                             "compile (docs/training.md \"Memory levers\")", read_by=TRAIN_STEP | {BENCH}),
     },
     "Model arguments": {
         "arch": Option("conformer_tiny_patch16", "model variant (ModelZoo aliases accepted)",
@@ -428,7 +428,7 @@ def _readers(read_by: frozenset) -> str:
 
 
 def markdown_table() -> str:
-    """The README's key table, one row per schema key, grouped by section."""
+    """The key table of docs/configuration.md, one row per schema key, grouped by section."""
     rows = ["| key | default | meaning | read by |", "| --- | --- | --- | --- |"]
     for section, options in SCHEMA.items():
         rows.append(f"| **{section}** | | | |")

@@ -1,12 +1,16 @@
-"""The README's commands are not stale: every command in a ```bash fence (the README's convention:
-bash fences are runnable, other examples use ```text or ```console) names a Makefile target, a
-script that exists and options that script accepts, and config files that exist.
+"""The documentation is not stale. In README.md and every docs/*.md: every command in a ```bash
+fence (bash fences are runnable, other examples use ```text or ```console) and every inline command
+in backticks that starts with `python`, `.venv/bin/python`, `bash scripts/` or `make` names a
+Makefile target, a script that exists and options that script accepts, and config files that
+exist; every repository path named in backticks or links exists; every relative link (and its
+#anchor) resolves.
 
 Python scripts' options come from their own `--help` (run once per script with this interpreter);
 scripts/*.sh options from their `parse_options` spec (scripts/_common.sh), and what follows `--extra`
 from the Python script the shell script runs."""
 import ast
 import functools
+import glob
 import importlib.util
 import itertools
 import os
@@ -22,10 +26,16 @@ from conftest import REPO
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
 README = os.path.join(REPO, "README.md")
+DOCS = [README] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+CONFIGURATION = os.path.join(REPO, "docs", "configuration.md")
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 REDIRECTS = {">", ">>", "<"}
 # programs a README command may run that are not this repository's (nothing of ours to check)
-EXTERNAL = {"git", "pip", "apt-get"}
+EXTERNAL = {"git", "pip", "apt-get", "head"}
+# an inline `span` that is a command: what it starts with
+INLINE_COMMAND = re.compile(r"^((python[\d.]*|\.venv/bin/python|make) \S|bash scripts/\S)")
+# folders of the repository whose paths a document may name
+REPO_DIRS = ("src", "tools", "scripts", "tests", "docs", ".ci")
 
 
 def runnable_blocks(markdown: str) -> list:
@@ -172,18 +182,158 @@ def check_command(tokens: list) -> list:
     return problems
 
 
-def readme_commands() -> list:
-    with open(README) as f:
-        return [(line, command) for line, block in runnable_blocks(f.read()) for command in commands(block)]
+def _outside_fences(markdown: str) -> str:
+    """`markdown` with every fenced block's lines blanked (line numbers kept)."""
+    kept, fenced = [], False
+    for line in markdown.splitlines():
+        if re.match(r"^\s*```", line):
+            fenced = not fenced
+            kept.append("")
+        else:
+            kept.append("" if fenced else line)
+    return "\n".join(kept)
 
 
-def test_every_readme_command_names_existing_scripts_targets_and_options():
-    found = readme_commands()
-    programs = {os.path.basename(c[0]) for _, c in found}
-    assert {"make", "python", "bash"} <= {re.sub(r"[\d.]+$", "", p) for p in programs}, programs
-    stale = [f"README.md block at line {line}: `{shlex.join(command)}`: {problem}"
+def inline_spans(markdown: str) -> list:
+    """(line number, text) of every `code span` outside fences; a span may wrap within a paragraph
+    (its line breaks read as spaces)."""
+    text = _outside_fences(markdown)
+    spans = []
+    for m in re.finditer(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", text, re.DOTALL):
+        if "\n\n" not in m.group(2):
+            spans.append((text.count("\n", 0, m.start()) + 1, " ".join(m.group(2).split())))
+    return spans
+
+
+def inline_commands(markdown: str) -> list:
+    """(line, tokens) of each command of the inline spans that are commands."""
+    return [(line, command) for line, span in inline_spans(markdown) if INLINE_COMMAND.match(span)
+            for command in commands(span)]
+
+
+def documented_commands(path: str) -> list:
+    """(line, tokens) of every command of a markdown file: its bash fences and its inline commands."""
+    with open(path) as f:
+        markdown = f.read()
+    return sorted([(line, command) for line, block in runnable_blocks(markdown) for command in commands(block)]
+                  + inline_commands(markdown))
+
+
+REPO_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./*-]*|[\w-]+\.py\b|requirements[\w-]*\.txt\b|Makefile\b|README\.md\b)"
+                       % "|".join(re.escape(d) for d in REPO_DIRS))
+
+
+def named_paths(markdown: str) -> list:
+    """(line, path) of every repository path named in an inline span: under one of REPO_DIRS, or a
+    top-level file (a bare `name.py`, requirements*.txt, Makefile, README.md)."""
+    return [(line, m.group(1).rstrip(".")) for line, span in inline_spans(markdown) for m in REPO_PATH.finditer(span)]
+
+
+def path_problems(paths: list) -> list:
+    problems = []
+    for line, path in paths:
+        found = glob.glob(os.path.join(REPO, path)) if "*" in path else os.path.exists(os.path.join(REPO, path))
+        if not found:
+            problems.append(f"line {line}: no such path in the repository: {path}")
+    return problems
+
+
+def heading_anchors(markdown: str) -> set:
+    """GitHub's anchors of the headings outside fences."""
+    anchors = set()
+    for line in _outside_fences(markdown).splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            anchors.add(re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-"))
+    return anchors
+
+
+def link_problems(markdown: str, folder: str) -> list:
+    """Problems with the relative links `[text](target)` of a markdown file in `folder`: the target
+    must exist and, when it names a #anchor of a markdown file, that heading too."""
+    problems = []
+    text = _outside_fences(markdown)
+    for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+        target = m.group(1)
+        if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        line = text.count("\n", 0, m.start()) + 1
+        path, _, anchor = target.partition("#")
+        full = os.path.normpath(os.path.join(folder, path)) if path else None
+        if full and not os.path.exists(full):
+            problems.append(f"line {line}: link to a missing file: {target}")
+            continue
+        if anchor and (full is None or full.endswith(".md")):
+            if full is None:
+                headings = heading_anchors(markdown)
+            else:
+                with open(full) as f:
+                    headings = heading_anchors(f.read())
+            if anchor not in headings:
+                problems.append(f"line {line}: link to a missing heading: {target}")
+    return problems
+
+
+def _name(path: str) -> str:
+    return os.path.relpath(path, REPO)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_name)
+def test_every_documented_command_names_existing_scripts_targets_and_options(path):
+    found = documented_commands(path)
+    stale = [f"{_name(path)} line {line}: `{shlex.join(command)}`: {problem}"
              for line, command in found for problem in check_command(command)]
     assert not stale, "\n".join(stale)
+
+
+def test_the_documents_run_the_three_kinds_of_command():
+    programs = {os.path.basename(command[0]) for path in DOCS for _, command in documented_commands(path)}
+    assert {"make", "python", "bash"} <= {re.sub(r"[\d.]+$", "", p) for p in programs}, programs
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_name)
+def test_every_named_path_and_link_exists(path):
+    with open(path) as f:
+        markdown = f.read()
+    problems = path_problems(named_paths(markdown)) + link_problems(markdown, os.path.dirname(path))
+    assert not problems, "\n".join(f"{_name(path)} {p}" for p in problems)
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    with open(README) as f:
+        readme = f.read()
+    unlinked = [_name(page) for page in DOCS[1:] if f"]({_name(page)})" not in readme]
+    assert unlinked == []
+
+
+def test_the_checkers_catch_stale_inline_commands_paths_and_links(tmp_path):
+    markdown = ("Run `python train.py --batch_sise 8`, then `make demo` and `bash scripts/run_eval_gpu.sh CFG`;\n"
+                "the `make` word alone and `python` in prose are spans too. The code is in `src/conformer.py`\n"
+                "and `src/no_such_module.py`, the tools in `tools/bench.py --parts data` and `tools/gone.py`,\n"
+                "launchers `scripts/*.sh`, `scripts/*.nope`, `eval.py` and `evaluate_all.py`.\n"
+                "A wrapped span: `python no_such_script.py\n--x 1`.\n\n"
+                "```bash\nmake test\n```\n"
+                "```text\n`tools/in_a_text_fence.py`\n```\n"
+                "# A heading\n"
+                "[ok](#a-heading) [bad anchor](#no-heading) [page](docs/x.md) [missing](docs/y.md)\n"
+                "[page anchor](docs/x.md#usage) [bad page anchor](docs/x.md#nope) [web](https://example.com/z)\n")
+    assert [command for _, command in inline_commands(markdown)] == [
+        ["python", "train.py", "--batch_sise", "8"], ["make", "demo"], ["bash", "scripts/run_eval_gpu.sh", "CFG"],
+        ["python", "no_such_script.py", "--x", "1"]]
+    problems = [p for _, command in inline_commands(markdown) for p in check_command(command)]
+    assert problems == ["train.py does not accept --batch_sise", "no script no_such_script.py"]
+    assert path_problems(named_paths(markdown)) == [
+        "line 3: no such path in the repository: src/no_such_module.py",
+        "line 3: no such path in the repository: tools/gone.py",
+        "line 4: no such path in the repository: scripts/*.nope",
+        "line 4: no such path in the repository: evaluate_all.py",
+        "line 5: no such path in the repository: no_such_script.py"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "x.md").write_text("# X\n## Usage\n```bash\n# not a heading\n```\n")
+    assert [p.rsplit(": ", 1)[1] for p in link_problems(markdown, str(tmp_path))] == [
+        "#no-heading", "docs/y.md", "docs/x.md#nope"]
+    assert heading_anchors("## Backbone features (`features_only`)\n## Faults: damaged files, full disks\n") == {
+        "backbone-features-features_only", "faults-damaged-files-full-disks"}
 
 
 def test_command_extraction_handles_continuations_chains_comments_and_env():
@@ -239,9 +389,9 @@ def option_help(help_text: str, option: str) -> str:
 
 
 def vocabulary_rows() -> list:
-    """(option, meaning, [script, ...]) of the README's Vocabulary table."""
-    with open(README) as f:
-        section = f.read().split("### Vocabulary", 1)[1].split("\n###", 1)[0]
+    """(option, meaning, [script, ...]) of the Vocabulary table of docs/configuration.md."""
+    with open(CONFIGURATION) as f:
+        section = re.split(r"\n#+ Vocabulary\n", f.read(), maxsplit=1)[1].split("\n#", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
