@@ -3,24 +3,13 @@
     python demo.py [--workdir demo_out] [--config src/configs/demo_cpu.yaml] [--src DIR] [--quick]
                    [--train_args "--epochs 1 ..."] [--no_install]
 
-Steps, each the user-facing script run exactly as the README shows it (the command is printed first):
-  1. data      tools/fashion_mnist.py writes Fashion-MNIST (from the Debian package
-               dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) as an ImageFolder tree
-               WORKDIR/data/fashion-mnist/{train,val}/<k>_<class>/<n>.png; kept when already there.
-               Without it: as root with apt-get, `apt-get install -y dataset-fashion-mnist` is tried
-               (not with --no_install); otherwise one line says how to get it and scikit-learn's
-               digits are used instead.
-  2. train     train.py --config CONFIG --data_url DATA (outputs under WORKDIR)
-  3. eval      eval.py on the whole test split (val_num_samples -1), best checkpoint
-  4. export    export.py to ONNX and to MINDIR
-  5. onnx      eval_onnx.py on the test split in onnxruntime
-  6. infer     infer.py on held-out test images (two per class, copied to WORKDIR/heldout), from the
-               checkpoint and from the MINDIR
-then a summary whose last line is `demo: Top1-Acc=0.8731 on 10000 test images in 742 s` (summed
-heads, eval.py; time from the start of step 1). While a step is silent, a line with the elapsed
-time and an estimate of what is left comes every 30 s. Outputs of an earlier demo in WORKDIR
-(checkpoints, summaries, exports, predictions, eval results) are removed first; the prepared data are kept.
---quick trains on 64 images per class for one epoch (a smoke test of the pipeline, ~3 minutes).
+Prepares the data (tools/fashion_mnist.py: Fashion-MNIST from the Debian package, installed with
+apt-get as root unless --no_install; otherwise scikit-learn's digits), then runs the user-facing
+scripts as the README shows them, each command printed first: train.py, eval.py on the whole test
+split, export.py to ONNX and MINDIR, eval_onnx.py, and infer.py on held-out images from the
+checkpoint and from the MINDIR. Ends with a summary whose last line is
+`demo: Top1-Acc=... on N test images in ... s`; a silent step gets a progress line with an estimate
+of what is left. Outputs of an earlier demo in WORKDIR are removed first, the prepared data kept.
 Exit status: 0, or that of the first step that failed (its command and last lines are shown).
 """
 import argparse
@@ -49,7 +38,7 @@ QUICK_TRAIN_ARGS = ["--epochs", "1", "--train_num_samples", "-1", "--val_num_sam
 # The digits (1,437 training and 360 test images) are far fewer than the config's subsets
 DIGITS_TRAIN_ARGS = ["--train_num_samples", "-1", "--val_num_samples", "-1", "--epochs", "8"]
 # Throughput guesses for the time estimates until this run has measured its own (img/s)
-DEFAULT_RATES = {"train": 500.0, "eval": 800.0, "onnx": 5000.0}  # measured here; refined from the progress lines
+DEFAULT_RATES = {"train": 500.0, "eval": 800.0, "onnx": 5000.0}  # refined from this run's progress lines
 STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
 # train.py's progress line: the mean img/s of the summary is in no file train.py writes, and the
 # live estimates need it while train.py runs, before any file is written

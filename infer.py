@@ -6,7 +6,7 @@
 
 DATA is one image or a folder (searched recursively).  Prints `/abs/path/img.JPEG (class: 293)`
 per image and writes {abs path: class} to --output; unreadable images are reported on stderr
-and listed in OUTPUT.errors.json.  With --val_labels CSV (README "Labels files") one more line on
+and listed in OUTPUT.errors.json.  With --val_labels CSV (docs/inference.md "Labels files") one more line on
 stderr gives the top-1 / top-5 of the images that CSV labels.  --features F.npz also writes each
 image's embeddings (the pooled CNN feature and the class token after trans_norm), from the network
 (not --mindir).

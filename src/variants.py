@@ -4,7 +4,7 @@ Plain data and arithmetic, no MindSpore: src/config.py takes its `arch` choices 
 `--help` stays fast, and `macs` counts a variant's forward multiply-accumulates from its shapes.
 src/conformer.py builds the networks from these rows.
 
-`python -m src.variants --markdown` prints the README's variant table.
+`python -m src.variants --markdown` prints the variant table of README.md.
 """
 import fnmatch
 import sys
@@ -131,7 +131,7 @@ def gmacs_line(arch: str, image_size: int = 224, num_classes: int = 1000) -> str
 
 
 def markdown_table() -> str:
-    """The README's variant table, from the registry (GMACs computed at 224)."""
+    """The variant table of README.md, from the registry (GMACs computed at 224)."""
     rows = ["| arch (ModelZoo alias) | params | GMACs @224 | ImageNet top-1 (paper) |", "| --- | --- | --- | --- |"]
     for name, row in VARIANTS.items():
         label = f"`{name}`" + (f" (`{row.alias}`)" if row.alias else "")

@@ -1,96 +1,12 @@
 """ImageFolder datasets: the official DeiT/timm training recipe and the shared eval transform.
 
-Layout: ``<data_url>/<train_dir or val_dir>/<class folder>/<image>``; images are
-found recursively in each class folder by extension (any case, see
-`preprocess.IMAGE_EXTENSIONS`). Class index = rank of the folder name in sorted
-order, the default of `mindspore.dataset.ImageFolderDataset` and torchvision.
-With `train_labels` / `val_labels` set, that split is a flat folder labelled by a
-CSV (`labels.py`: `path,label` rows or ImageNet's LOC_val_solution.csv); the
-same transforms, subsets and shards apply to its (path, label) list.
-
-API (what train.py / eval.py call)
-    create_dataset(cfg, split, rank_id=0, rank_size=1, shuffle=None, drop_remainder=None, epoch=0,
-                   skip_batches=0, skipped=None, decoded=None) -> batched mindspore.dataset pipeline, columns:
-        split 'train': image float32 [B, 3, S, S], label float32 [B, num_classes] (soft targets)
-        split 'val':   image float32 [B, 3, S, S], label int32 [B]
-    SkippedImages: pass one as `skipped`, read `.count` / `.paths` after (or during) iteration;
-        iterate a training pipeline through `skipped.one_line_errors(iterator)` to get a batch's
-        DatasetError as such (below).
-    DatasetError(ValueError): missing or empty split folder, class folder without images, too
-        many classes for `num_classes`, a subset larger than the split, fewer images than a batch,
-        a labels CSV row naming a missing file or an unknown class; while iterating, a training
-        batch without one readable image.
-    The pipeline's `class_names` attribute: the split's class names (index = class).
-
-One training pipeline per epoch: `create_dataset(cfg, "train", rank_id, rank_size,
-epoch=e)` serves epoch e. Its order is a permutation seeded by (cfg.seed, e),
-the same on every rank, so the ranks' shards partition it and a resumed run
-sees the same order; `skip_batches=k` starts it after its first k batches
-(resuming mid-epoch). From `epoch >= cfg.mixup_off_epoch` (when > 0) it does
-not mix, only smooths labels (timm's mixup_off_epoch). Iterating one pipeline
-again replays the same epoch, augmentations included. Building one rescans the
-split folder (seconds for ImageNet) and starts its workers.
-
-Reproducible augmentation: every random draw of a sample (crop, flip,
-RandAugment, erasing) comes from its own `random.Random` seeded by (seed, epoch,
-position of the sample in the epoch), and those of a batch's Mixup/CutMix from
-one seeded by (seed, epoch, position of its first sample). So the same config,
-seed and device count give the same batches whatever the number of worker
-threads and their timing, and a run resumed mid-epoch (skip_batches) sees the
-batches the uninterrupted run would have seen. (One process-wide generator, as
-MindSpore's own random ops and the `random` module are, hands its draws to
-whichever thread asks first.)
-
-Repeated augmentation (`repeated_aug: N`, N >= 2; the official recipe's default
-`--repeated-aug` with DeiT's 3 repeats): DeiT's RASampler. The epoch's permutation
-repeats every index N times in a row (i0 i0 i0 i1 i1 i1 ...), is padded by wrapping
-to a multiple of rank_size and dealt out as above, so the N copies of an image go to
-N consecutive ranks (one rank: consecutive positions of a batch), each with its own
-augmentation draws. Each rank then keeps its first floor(images // 256 * 256 /
-rank_size) indices, so an epoch has about as many samples as without repeats and
-covers only about 1/N of the distinct images. Same as DeiT except that the
-permutation is seeded by (seed, epoch) as above (DeiT: by epoch alone), and that
-fewer than 256 images, where DeiT's epoch would be empty, is refused.
-
-Train per image (timm's transforms_imagenet_train): RandomResizedCrop(image_size,
-scale (min_crop, 1), ratio (3/4, 4/3), aa_interpolation) -> horizontal flip 0.5
--> RandAugment (auto_augment) -> ImageNet normalise, CHW -> random erasing; per
-batch: Mixup/CutMix + label smoothing. Eval: `preprocess.load_rgb` +
-`preprocess.eval_transform`, the implementation infer/ONNX use.
-
-Unreadable images (truncated, corrupt, not an image) are warned about once per file (one line
-naming it) and counted in `skipped` each time they are met. Training keeps every batch whole: an
-unreadable file's slot takes the next readable image of the same batch (cyclically) with its
-label, augmented with the slot's own draws, so an epoch has its nominal length and
-`get_dataset_size()` is exact; a batch with no readable image stops the epoch with a
-DatasetError naming its first file and why (MindSpore hands it on as a RuntimeError holding the
-traceback; `SkippedImages.one_line_errors` turns it back). Eval must not count an image twice:
-each sample is decoded in a Python map that returns the image and an error message ('' when
-fine), and a filter in the main process drops the failures. Cost: one string column and one
-filter op, nothing when all images are fine. That epoch is shorter by the dropped images, while
-`get_dataset_size()` reports the nominal count: without that MindSpore would run the whole
-pipeline once to count what the filter keeps.
-
-Why `GeneratorDataset` over our own sorted file list rather than
-`ImageFolderDataset`: the latter yields only bytes and a label, so a decode
-failure could not name its file, and its sampler cannot combine a fixed subset,
-a per-epoch seed and sharding. Sharding follows torch's DistributedSampler:
-the epoch's order is padded by wrapping around to a multiple of rank_size and
-rank r takes every rank_size-th sample from r (ceil(N / rank_size) each).
-
-Workers: `cfg.num_parallel_workers` threads (capped at the CPU count, which MindSpore enforces)
-for the training source, and for the eval map. Threads, not MindSpore's worker processes: PIL
-releases the GIL while decoding and resampling, and on 2 cores threads measured several times
-faster (`tools/bench.py --parts data`) than processes, which also start per pipeline and pass
-decoded images through shared memory). MindSpore hands every row from one dataset op to the next,
-which for small images costs more than the image work, and runs a Python call per row per op; so
-training is one random-access source whose item is a whole batch (`_TrainBatches`: load, per-image
-ops, stack, mix in one call), one hand-over per batch. The threads split each batch into parts
-(a thread pool inside the source) rather than being MindSpore's workers of the source: each
-MindSpore worker thread queues up to 16 finished items (its fixed queue size), which for whole
-batches would hold about 16 x workers + 16 batches ahead of a slow consumer (11 GB at 8 workers,
-batch 128, 224 px); with one MindSpore worker it is about as many as the op chain held. The
-per-sample generators (above) make each image independent of which thread made it.
+`create_dataset(cfg, split, rank_id, rank_size, ..., epoch=e, skip_batches=k)` returns a batched
+pipeline (train: image float32 [B, 3, S, S] and soft-target labels [B, num_classes]; val: image
+and int32 labels [B]) whose order, shards and every augmentation draw are a function of (seed,
+epoch, position), so a resumed run sees the batches of the uninterrupted one; `SkippedImages`
+counts unreadable files and `DatasetError` names a bad folder, CSV row or batch in one line. How
+it works (sampling, repeated augmentation, unreadable images, why threads and whole-batch items):
+docs/development.md "How it works: the data pipeline".
 """
 import logging
 import multiprocessing
@@ -114,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
-_PYTHON_MULTIPROCESSING = False  # threads: measured faster (module docstring, "Workers")
+_PYTHON_MULTIPROCESSING = False  # threads: PIL releases the GIL (docs/development.md, the data pipeline)
 
 
 class SkippedImages:
@@ -200,7 +116,7 @@ def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, r
                  repeats: int = 0) -> np.ndarray:
     """This rank's sample indices for `epoch`: all ranks draw the same permutation from (seed, epoch),
     pad it by wrapping to a multiple of rank_size and take every rank_size-th from rank_id.
-    repeats >= 2: DeiT's RASampler instead (module docstring, "Repeated augmentation")."""
+    repeats >= 2: DeiT's RASampler instead (docs/development.md, the data pipeline)."""
     order = np.random.default_rng([seed, epoch]).permutation(num) if shuffle else np.arange(num)
     if repeats:
         return _repeated_shard(order, repeats, rank_id, rank_size)
@@ -317,7 +233,7 @@ class TrainTransform:
 class _TrainBatches:
     """Random-access source: b -> (images float32 [B, 3, S, S], soft targets float32 [B, K]) of the b-th
     batch of `samples`, every sample loaded and transformed with its own draws and the batch mixed in
-    this one call (module docstring, "Workers"). An unreadable file's slot takes the next readable image
+    this one call (docs/development.md, the data pipeline). An unreadable file's slot takes the next readable image
     of the batch (cyclically) and its label, transformed with the slot's own draws."""
 
     def __init__(self, samples: _Samples, paths: list, transform: TrainTransform, mix: _MixBatch,
@@ -357,7 +273,7 @@ class _TrainBatches:
 
     def _slots(self, rows: list) -> list:
         """(decoded image or None, why unreadable, transformed image or None) per row, in order; with
-        `threads` > 1 contiguous parts of the batch in parallel (module docstring, "Workers")."""
+        `threads` > 1 contiguous parts of the batch in parallel (docs/development.md, the data pipeline)."""
         if self.threads == 1:
             return self._part(rows)
         if self._pool is None:
@@ -408,8 +324,12 @@ def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, s
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
                    epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None,
                    decoded: DecodedImages = None):
-    """Batched pipeline of `split` ('train' or 'val') for `epoch`; see the module docstring.
+    """Batched pipeline of `split` ('train' or 'val') for `epoch` (columns: see the module docstring).
 
+    One training pipeline serves one epoch; iterating it again replays that epoch. skip_batches: start
+    after the first k batches (resuming mid-epoch). skipped: a SkippedImages that counts the unreadable
+    images met (read `.count` / `.paths`; iterate through `skipped.one_line_errors(iterator)` to get a
+    batch's DatasetError as such). The pipeline's `class_names`: the split's names (index = class).
     shuffle / drop_remainder: None = True for train, False for val. decoded: where to keep decoded
     images across the pipelines of a run (pass the same one each epoch); None = decode every time.
     Only the decoded image is kept, never an augmented one, so the batches are the same either way.

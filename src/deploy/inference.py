@@ -365,7 +365,7 @@ def write_errors(path: str, errors: dict) -> None:
 
 
 def ort_session_options(threads: int = 0) -> ort.SessionOptions:
-    """The onnxruntime settings of every inference path (measured with tools/bench.py, see the README).
+    """The onnxruntime settings of every inference path (tools/bench.py measures them; docs/export.md).
 
     These are onnxruntime's own defaults, pinned so that a new onnxruntime cannot change them
     silently: against them, basic or extended graph optimisation, parallel execution and no

@@ -20,7 +20,7 @@ class Attention(nn.Cell):
         self.proj_drop = nn.Dropout(p=proj_drop)
         # BatchMatMul's own transpose flag instead of transposing k, and the primitive rather than ops.matmul,
         # whose backward transposes its operands: MindSpore's CPU Transpose keeps a table of 8 bytes per
-        # element for the whole run (README, Benchmark: "Peak resident memory")
+        # element for the whole run (docs/benchmark.md "Memory")
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted = ops.BatchMatMul()
 
@@ -29,8 +29,8 @@ class Attention(nn.Cell):
         n = x.shape[1]
         # batch kept as -1 so that no batch size is baked into the exported graph
         # heads split by Split, not by slicing qkv[0], qkv[1], qkv[2] of a [3, B, heads, N, d] tensor:
-        # MindSpore's CPU StridedSlice on that 5-D tensor is several times slower (at tiny@224 it was a
-        # fifth of the forward), and Unstack, as fast as Split, has no ONNX exporter
+        # MindSpore's CPU StridedSlice on that 5-D tensor is several times slower, and Unstack, as fast
+        # as Split, has no ONNX exporter
         qkv = self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.scores(q, k) * self.scale

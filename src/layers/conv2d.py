@@ -24,8 +24,7 @@ This is exactly the same convolution; only float rounding differs
 Autodiff through pad/reshape/slice/concat is fast too, so no custom bprop is needed.
 1x1 unstrided convolutions keep MindSpore's own kernel, which is already a matmul.
 Zero padding is done by concatenation (`zero_pad`): ops.pad (PadV3) is much slower on
-CPU.  What each convolution gains: `python tools/bench.py --parts convs` (README,
-Benchmark).
+CPU.  What each convolution gains: `python tools/bench.py --parts convs` (docs/benchmark.md).
 
 GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
 ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an

@@ -18,8 +18,7 @@ class DropPath(nn.Cell):
         # timm's x / keep_prob * mask, with the scaling done on the [B, 1, ...] mask and the mask broadcast
         # by BroadcastTo: MindSpore's CPU arithmetic kernels run an implicitly broadcast operand (and a
         # division by a scalar) through index tables of 16 bytes per output element, kept for the whole run,
-        # and several times slower than the same op on equal shapes
-        # (README, Benchmark: "Peak resident memory")
+        # and several times slower than the same op on equal shapes (docs/benchmark.md "Memory")
         mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype)) * (1.0 / self.keep_prob)
         return x * ops.broadcast_to(mask, x.shape)
 

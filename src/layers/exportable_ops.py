@@ -1,8 +1,8 @@
 """Small ops written so that they match PyTorch exactly *and* export to ONNX/MINDIR.
 
-MindSpore's exporter rejects `MaxPool(pad_mode='pad')`, `ops.pad`, nearest
-`ops.interpolate` and `Erf` (see shared/README.md, measured with MindSpore 2.10),
-so each op here is rebuilt from primitives that do export.  None of them bakes the
+MindSpore 2.10's exporter rejects `MaxPool(pad_mode='pad')`, `ops.pad`, nearest
+`ops.interpolate` and `Erf` (tests/deploy/test_onnx_export.py exports the network built from
+these), so each op here is rebuilt from primitives that do export.  None of them bakes the
 batch size into a constant: every reshape keeps the batch dimension as -1, so an
 exported graph can be given a dynamic batch dimension.
 """

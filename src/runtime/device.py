@@ -28,7 +28,7 @@ def init_context(cfg) -> None:
 
     Parameter init draws from NumPy's global RNG, so all generators are seeded:
     every rank then starts from identical weights. `deterministic` asks MindSpore for
-    deterministic kernels and collectives (README "Reproducibility"); it is set before
+    deterministic kernels and collectives (docs/training.md "Reproducibility"); it is set before
     init_distributed creates the communication group, as MindSpore requires, and only
     once per process (MindSpore refuses a second setting).
     """
@@ -65,7 +65,7 @@ def graph_kernel_cache() -> str:
 
 def set_graph_kernel_fusion(on: bool) -> None:
     """MindSpore's graph kernel fusion (AKG) for every graph compiled after this, when `on`
-    (`graph_kernel_fusion`; README "Memory levers"). Elementwise chains, transposes and reductions
+    (`graph_kernel_fusion`; docs/training.md "Memory levers"). Elementwise chains, transposes and reductions
     become compiled kernels that keep no intermediate tensors and no index tables."""
     if not on:
         return

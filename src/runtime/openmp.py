@@ -4,8 +4,8 @@ MindSpore loads libgomp when it is imported, and libgomp reads OMP_NUM_THREADS (
 policy) only then. Nothing of MindSpore's own CPU kernels uses it, they run on MindSpore's thread
 pool; the kernels that graph kernel fusion compiles (`graph_kernel_fusion`, AKG) do. Left unset,
 each fused kernel starts a team on every core whose threads spin after it, beside MindSpore's
-own threads on the same cores: a train step then ran several times slower (README "Memory
-levers"). So the entry points that read `graph_kernel_fusion` call this first thing.
+own threads on the same cores, and a train step runs several times slower (docs/training.md
+"Memory levers"). So the entry points that read `graph_kernel_fusion` call this first thing.
 
 MindSpore-free and NumPy-free on purpose (it must run before they are imported).
 """
@@ -17,8 +17,8 @@ _SET_HERE = []  # the variable this process set, which a child that is not MindS
 def fusion_requested(argv) -> bool:
     """Whether a run with these arguments turns graph_kernel_fusion on: `--graph_kernel_fusion V` (or
     `=V`), else the key in the `--config` YAML; read before MindSpore and the config system are
-    imported, so only for this one boolean. Runs without fusion keep libgomp's default: with
-    OMP_NUM_THREADS=1 the demo's training measured 2-3 % slower."""
+    imported, so only for this one boolean. Runs without fusion keep libgomp's default, which
+    trains faster than OMP_NUM_THREADS=1 without fusion."""
     args = list(argv)
     for i, arg in enumerate(args):
         if arg.startswith("--graph_kernel_fusion"):

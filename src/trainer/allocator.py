@@ -3,8 +3,8 @@
 glibc gives each thread that allocates concurrently its own arena, up to 8 per core. Training
 runs many allocating threads (MindSpore's kernel and pipeline threads, the data workers, a new
 set of pipeline threads every epoch), and memory freed in one arena is not reused by the others
-nor returned to the system while anything in its heap is live: resident memory then crept up
-every epoch (README "Memory over a long run" has the figures with and without). The limit is set
+nor returned to the system while anything in its heap is live: resident memory then creeps up
+every epoch (tools/soak.py measures it; docs/benchmark.md). The limit is set
 with mallopt, which glibc reads only until a second arena is first needed: so before anything
 starts threads (importing NumPy or MindSpore does), i.e. first thing in train.py. A
 MALLOC_ARENA_MAX in the environment is left as the user set it. Elsewhere than glibc: nothing.

@@ -5,8 +5,8 @@ the schedule is fixed before training and resumes with the optimizer state.
 
 Every schedule is per step (s = 0 .. epochs * steps_per_epoch - 1).  The
 official recipe (timm's CosineLRScheduler driven per epoch by DeiT/Conformer
-main.py) changed the lr once per epoch; issue #4 asks for per-step updates,
-which follow the same curve without the epoch-long plateaus.
+main.py) changes the lr once per epoch; per-step updates follow the same curve
+without the epoch-long plateaus.
 
 - Warm-up (all schedules): for s < W = warmup_length * steps_per_epoch,
   lr = warmup_lr + (base_lr - warmup_lr) * s / W, so step W is the first at base_lr.

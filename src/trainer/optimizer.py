@@ -1,12 +1,12 @@
 """Optimizers of the recipe: AdamW with torch semantics, plus momentum and SGD.
 
-Every optimizer takes the whole per-step learning-rate array (schedulers.py)
+Every optimizer takes the whole per-step learning-rate array (lr_schedule.py)
 and reads entry `global_step` of it at each update, so the schedule lives in
 the graph and needs no host-side callback.  Parameters are split in two groups
 by the timm rule: no weight decay on 1-D parameters (biases, LayerNorm and
 BatchNorm gamma/beta), on `*.bias`, and on `cls_token`.
 
-Why our own AdamW instead of a MindSpore one (measured on MindSpore 2.10 CPU):
+Why our own AdamW instead of a MindSpore one (MindSpore 2.10):
 - `nn.AdamWeightDecay` has no bias correction, so its first steps are ~3x
   (0.1 / sqrt(0.001)) larger than torch/timm AdamW: training would not match the recipe.
 - `mindspore.experimental.optim.AdamW` matches torch, but it takes its lr from

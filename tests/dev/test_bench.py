@@ -4,7 +4,7 @@ interpreter with torch is given) one real run against the official code.
 
 The PyTorch run needs torch, a dev-only dependency: CONFORMER_TORCH_PYTHON names an interpreter that
 has it (default: this one; the test skips when it cannot import torch) and CONFORMER_OFFICIAL a
-checkout of github.com/pengzhiliang/Conformer (default: /tmp/official, as in the README).
+checkout of github.com/pengzhiliang/Conformer (default: /tmp/official, as in docs/benchmark.md).
 """
 import importlib.util
 import json

@@ -1,5 +1,5 @@
 """tools/memory.py refuses settings it cannot measure in one line, before starting any measurement
-(a real measurement compiles a train step per variant: README "Memory levers" gives one), and with
+(a real measurement compiles a train step per variant: docs/benchmark.md "Memory" gives one), and with
 --torch_ref puts the PyTorch process's peak (a stand-in's here; the official code's where an
 interpreter with torch is given, see tests/dev/test_bench.py) next to ours with the ratio."""
 import json

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 STEPS, EPOCHS = 6, 2
 # the recipe's augmentations on (RandAugment, random erasing, Mixup/CutMix, flip, crop) and the YAML's
 # num_parallel_workers (8, capped to the CPU count: 2 threads per map here); no drop path, whose
-# in-graph generator a resumed process restarts (README "Reproducibility")
+# in-graph generator a resumed process restarts (docs/training.md "Reproducibility")
 ARGS = ["--config", os.path.join(REPO, "src", "configs", "conformer_tiny.yaml"), "--device_target", "CPU",
         "--arch", "conformer_reduced_patch16", "--image_size", "32", "--num_classes", "10", "--drop_path", "0",
         "--repeated_aug", "0", "--warmup_length", "1", "--batch_size", "8", "--epochs", str(EPOCHS),
