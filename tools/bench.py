@@ -6,39 +6,12 @@ onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with r
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
-compiles there) and img/s is batch / median time (`median_time`, or `interleaved_medians` where
-two runtimes are compared).  Weights are seeded random ones: speed does not depend on their
-values.  Prints a table, then the results as one JSON line.
-
-`feed` (not in the default set) reads the config's own training set (data_url, train_dir,
-train_num_samples, cache_decoded_mib) and times, in --repeats interleaved rounds (at least 3, order
-reversed every other round), its training pipeline alone, the train step on one fixed batch, and
-the train step fed by that pipeline as train.py feeds it: whether the data keeps up with the step.
-
-On CPU, `plain` repeats the forward and train rows with every convolution as MindSpore's own
-Conv2D op (the model before its CPU formulation, src/layers/conv2d.py), and `convs` times each
-distinct convolution of the model both ways, forward and forward+backward.
-
-`dispatch` measures what one kernel costs the runtime regardless of its size: a GRAPH call of
-401 dependent multiplications of 64 floats against a call of one, per op (with --torch_ref,
-PyTorch eager's cost per op the same way).  Times the number of kernels of a step, it is the
-step's floor that no kernel speed-up removes.
-
-`kernels` (not in the default set) times single ops of the model at the train batch, each
-alone, forward and forward+backward of its sum (tools/kernel_cases.py: the transformer
-block's linear layer, LayerNorm, GELU, softmax, q @ k^T and head split, the CNN branch's first
-3x3 convolution and BatchNorm); with --torch_ref, each against the same op in PyTorch eager,
-interleaved: where a train step's gap to PyTorch comes from.
-
---torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
-tools/bench_torch_worker.py under --torch_python, kept alive for the forward and train rows)
-at the same variant and sizes: its eager forward at each batch and its train step, each timed
-interleaved call by call with ours (at least 10 rounds, order reversed every other round, so a
-slow spell of this shared machine hits both sides), each PyTorch row with the ratio
-ours / PyTorch; onnxruntime on its torch.onnx export against our ONNX of the same weights
-(converted by src/convert/state_dict.py), interleaved the same way, as their few-percent difference
-needs; and the numerics of those weights: MindSpore, our ONNX in onnxruntime and PyTorch on the
-same images.
+compiles there), img/s is batch / median time (`median_time`, or `interleaved_medians` where two
+runtimes are compared, order reversed every other round so a slow spell of a shared machine hits
+both sides), and weights are seeded random ones (speed does not depend on their values). Prints a
+table, then the results as one JSON line. What each part measures and what --torch_ref adds (the
+official PyTorch Conformer, run by tools/bench_torch_worker.py under --torch_python):
+docs/benchmark.md.
 """
 import argparse
 import contextlib

@@ -1,37 +1,11 @@
 """Every convolution of the model, and the one place where CPU and GPU part ways.
 
-`conv2d(...)` builds a `Conv2d`: an `nn.Conv2d` with PyTorch's explicit padding and
-the same `weight`/`bias` parameters, so official checkpoints load unchanged.
-
-Why a CPU formulation: on CPU MindSpore 2.10 hands every k x k (k > 1) or strided
-convolution to oneDNN in plain NCHW layout, where it picks a slow generic kernel, while
-a 1x1 unstrided convolution or a matmul runs at the machine's matmul rate.  So on CPU a
-k x k / stride s convolution is computed as
-
-  1. zero padding, then space-to-depth by s (a reshape/transpose): the stride-s
-     k x k convolution becomes a stride-1 ceil(k/s) x ceil(k/s) one over C*s*s
-     channels, with the weight zero-padded and rearranged the same way;
-  2. the map is flattened to rows of the padded width, so each kernel offset
-     (i, j) is one *contiguous* slice of length out_h * padded_w starting at
-     i * padded_w + j (2-D window slices are as slow as the convolution itself);
-  3. the slices are concatenated (im2col) and multiplied by the weight as one
-     1x1 convolution over the columns (a batched matmul of a 2-D weight would
-     broadcast the weight over the batch); the padded-width columns that wrap
-     around are cut.
-
-This is exactly the same convolution; only float rounding differs
-(tests/layers/test_conv2d.py checks forward and all gradients against the plain op).
-Autodiff through pad/reshape/slice/concat is fast too, so no custom bprop is needed.
-1x1 unstrided convolutions keep MindSpore's own kernel, which is already a matmul.
-Zero padding is done by concatenation (`zero_pad`): ops.pad (PadV3) is much slower on
-CPU.  What each convolution gains: `python tools/bench.py --parts convs` (docs/benchmark.md).
-
-GPU (cuDNN) and exported graphs keep the plain `Conv2D` op: cuDNN is fast at it,
-ONNX Runtime and MindSpore Lite have their own tuned convolution kernels, and an
-exported file must not depend on where it was exported.  `set_plain_convs`
-switches a model to the plain op for export (src/deploy/export.py).  The price:
-a MINDIR run by MindSpore on CPU (`infer.py --mindir`) has the plain op's speed;
-onnxruntime is the fast CPU deploy path.
+`conv2d(...)` builds a `Conv2d`: an `nn.Conv2d` with PyTorch's explicit padding and the same
+`weight`/`bias` parameters, so official checkpoints load unchanged. On CPU, where MindSpore hands
+k x k and strided convolutions to a slow generic oneDNN kernel, it computes the same convolution as
+space-to-depth, contiguous shifted slices and one 1x1 convolution over the columns; GPU and
+exported graphs keep the plain `Conv2D` op (`set_plain_convs`, used by src/deploy/export.py). How
+and why: docs/model.md "How it works: the CPU convolution".
 """
 import mindspore as ms
 from mindspore import nn, ops

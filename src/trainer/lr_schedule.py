@@ -1,28 +1,10 @@
 """Learning-rate schedules as one array with an entry per optimizer step.
 
-The optimizer indexes the array with its own step counter (optimizer.py), so
-the schedule is fixed before training and resumes with the optimizer state.
-
-Every schedule is per step (s = 0 .. epochs * steps_per_epoch - 1).  The
-official recipe (timm's CosineLRScheduler driven per epoch by DeiT/Conformer
-main.py) changes the lr once per epoch; per-step updates follow the same curve
-without the epoch-long plateaus.
-
-- Warm-up (all schedules): for s < W = warmup_length * steps_per_epoch,
-  lr = warmup_lr + (base_lr - warmup_lr) * s / W, so step W is the first at base_lr.
-- cosine_lr: after warm-up, lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * t)) / 2
-  with t = (s - W) / (total - W): base_lr at step W, and min_lr would be
-  reached at step `total`, just after the last update (timm's formula with the
-  warm-up as a prefix, evaluated per step).
-- step_lr: base_lr * lr_gamma ** (epoch // lr_adjust): a staircase.
-- multistep_lr: base_lr * lr_gamma ** (epoch_f / lr_adjust) with the fractional
-  epoch epoch_f = s / steps_per_epoch: the ModelZoo schedule of that name, which
-  decays smoothly and passes lr_gamma ** k at epochs k * lr_adjust (there is no
-  milestone list in the config, so a staircase would duplicate step_lr).
-- exp_lr: base_lr * lr_gamma ** epoch_f (smooth; lr_gamma ** e at epoch e).
-- constant_lr: base_lr.
-The decaying schedules count epochs from 0, so a decay "at epoch 30" happens at
-epoch 30 whatever the warm-up; they are not floored at min_lr (cosine's end value).
+The optimizer indexes the array with its own step counter (optimizer.py), so the schedule is fixed
+before training and resumes with the optimizer state. Every schedule is per step, with a linear
+warm-up as a prefix; the official recipe (timm's CosineLRScheduler driven per epoch) changes the lr
+once per epoch, and per-step updates follow the same curve without the epoch-long plateaus. The
+formulas: docs/training.md "Learning-rate schedules".
 """
 import numpy as np
 
