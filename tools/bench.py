@@ -568,7 +568,7 @@ def add_ratios(cfg, rows: list) -> None:
         if r["what"] in ("MINDIR GraphCell", "onnxruntime") and r["batch"] in forward:
             r["vs_mindspore"] = r["img_per_s"] / forward[r["batch"]]
     fast = {(r["what"], r["batch"]): r["img_per_s"] for r in rows}
-    for r in rows:  # the model before its CPU formulation, relative to the model now
+    for r in rows:  # the model with the plain Conv2D op, relative to the CPU formulation
         if r["what"].endswith(PLAIN) and fast.get((r["what"][:-len(PLAIN)], r["batch"])):
             r["vs_mindspore"] = r["img_per_s"] / fast[(r["what"][:-len(PLAIN)], r["batch"])]
     ours = {(r["what"], r["batch"]): r["img_per_s"] for r in rows}
