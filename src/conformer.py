@@ -128,9 +128,21 @@ class Conformer(nn.Cell):
         x, x_t = self.forward_features(x)
         return x.mean(axis=(2, 3)), self.trans_norm(x_t)[:, 0]
 
-    def construct(self, x):
-        conv_features, trans_features = self.forward_embeddings(x)
+    def forward_head(self, embeddings):
+        """`forward_embeddings`' output -> (conv_logits, trans_logits).
+
+        Unlike timm's `forward_head`, pooling and trans_norm are not part of it: the embeddings are an
+        output of their own (`--features`), so a caller needing both runs the heads on them.
+        """
+        conv_features, trans_features = embeddings
         return self.conv_cls_head(conv_features), self.trans_cls_head(trans_features)
+
+    def get_classifier(self) -> tuple:
+        """(conv head, transformer head): the two nn.Dense classifiers, as timm's `get_classifier`."""
+        return self.conv_cls_head, self.trans_cls_head
+
+    def construct(self, x):
+        return self.forward_head(self.forward_embeddings(x))
 
 
 FEATURE_INDICES = (0, 1, 2, 3, 4)  # stride-4/8/16/32 CNN maps, then the transformer tokens
@@ -245,7 +257,7 @@ def param_count_line(net: Conformer, arch: str) -> str:
     official = VARIANTS[arch].params
     if official is None:
         return f"{text} (not an official variant)"
-    per_class = net.conv_cls_head.in_channels + net.trans_cls_head.in_channels + 2
+    per_class = sum(head.in_channels + 1 for head in net.get_classifier())
     at_1000 = n_params + (1000 - classes) * per_class
     if at_1000 == official:
         return f"{text} ({at_1000:,} at 1000 classes, as the official model)"

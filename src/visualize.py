@@ -91,7 +91,7 @@ def explain(net, image: Image.Image, image_size: int, patch_size: int) -> dict:
     finally:
         recorder.remove()
     cls = int(np.argmax(conv_logits + trans_logits))
-    head = net.conv_cls_head
+    head, _ = net.get_classifier()
     cam = class_activation_map(recorder.fmap, head.weight.asnumpy(), head.bias.asnumpy(), cls)
     rollout = attention_rollout(recorder.attentions)
     return {"class": cls, "conv_logits": conv_logits, "cam": cam, "rollout": rollout,

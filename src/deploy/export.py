@@ -62,8 +62,8 @@ class InferenceNet(nn.Cell):
             if self.with_heads:
                 return logits, conv_logits, trans_logits
             return logits
-        conv_features, trans_features = self.net.forward_embeddings(images)
-        conv_logits, trans_logits = self.net.conv_cls_head(conv_features), self.net.trans_cls_head(trans_features)
+        conv_features, trans_features = embeddings = self.net.forward_embeddings(images)
+        conv_logits, trans_logits = self.net.forward_head(embeddings)
         logits = conv_logits + trans_logits
         if self.with_heads:
             return logits, conv_logits, trans_logits, conv_features, trans_features
