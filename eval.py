@@ -11,19 +11,20 @@ The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (
 import sys
 
 from src.checkpoint import load_weights
-from src.config import add_checkpoint_arg, parse_args, start_weights
+from src.config import add_checkpoint_arg, add_results_file_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import create_dataset
-from src.evaluate import evaluate
-from src.inference_network import inference_network
-from src.metrics import RESULTS_FILE_HELP, format_eval_results, results_record, write_results
+from src.inference.evaluate import evaluate
+from src.inference.metrics import format_eval_results
+from src.inference.network import inference_network
+from src.inference.results_file import results_record, write_results
 from src.runtime.console import run_main
 from src.runtime.device import init_context
 
 
 def _script_args(parser):
     add_checkpoint_arg(parser, "its weights are evaluated (default: --pretrained)")
-    parser.add_argument("--results_file", default="", help=RESULTS_FILE_HELP)
+    add_results_file_arg(parser)
     parser.add_argument("--use_ema", action="store_true",
                         help="evaluate the EMA weights (ema.*) of a training checkpoint instead of its raw weights")
 
@@ -35,7 +36,7 @@ def main() -> int:
     load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
     print(param_count_line(net, cfg.arch), flush=True)
     data = create_dataset(cfg, "val")
-    results = evaluate(inference_network(net, cfg.amp_level, cfg.tta), data)
+    results = evaluate(inference_network(net, cfg.amp_level), data, cfg.tta)
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, data.class_names))
     print(format_eval_results(results["sum"]))

@@ -10,9 +10,12 @@ the config's data_url/val_dir is used.  Images get eval.py's preprocessing (src/
 import os
 import sys
 
-from src.config import parse_args
-from src.deploy.inference import InferenceError, add_data_args, add_onnx_args, evaluate, onnx_forward, with_tta
-from src.metrics import RESULTS_FILE_HELP, results_record, write_results
+from src.config import add_results_file_arg, parse_args
+from src.deploy.onnx_inference import add_onnx_args, onnx_forward
+from src.inference.evaluate_images import evaluate_images
+from src.inference.images import InferenceError, add_data_args
+from src.inference.results_file import results_record, write_results
+from src.inference.tta import with_tta
 from src.runtime.console import run_main
 
 PROG = "eval_onnx.py"
@@ -24,9 +27,7 @@ def _script_args(parser):
     add_onnx_args(parser)
     # heads and loss only from a model exported with --export_heads: the default export outputs the
     # summed logits alone, and eval.py's loss is the mean of the heads' cross entropies
-    parser.add_argument("--results_file", default="",
-                        help=RESULTS_FILE_HELP.replace("the printed lines are", "the printed line is") +
-                        " (conv, transformer and loss only from a model exported with --export_heads)")
+    add_results_file_arg(parser, onnx=True)
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
         raise InferenceError(f"dataset folder not found: {cfg.data}")
     forward = with_tta(onnx_forward(cfg.onnx_path, cfg.ort_device or cfg.device_target, cfg.image_size,
                                     cfg.ort_threads, heads=True), cfg.tta)
-    results = evaluate(cfg, PROG, forward)
+    results = evaluate_images(cfg, PROG, forward)
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, results["class_names"]))
     print(f"eval results: {results['printed']}")

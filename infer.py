@@ -13,15 +13,15 @@ image's embeddings (the pooled CNN feature and the class token after trans_norm)
 """
 import sys
 
-import numpy as np
-
-from src.batch_padding import pad_to_batch
 from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
-from src.deploy.export import InferenceNet, load_mindir
-from src.deploy.inference import InferenceError, add_data_args, add_prediction_args, logits_of, predict, with_tta
-from src.inference_network import inference_network
+from src.deploy.export import load_mindir
+from src.inference.heads import logits_of
+from src.inference.images import InferenceError, add_data_args
+from src.inference.network import InferenceNet, inference_network, numpy_forward
+from src.inference.predict import add_prediction_args, predict
+from src.inference.tta import with_tta
 from src.runtime.console import run_main
 from src.runtime.device import init_context
 import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
@@ -56,18 +56,13 @@ def _network_forward(cfg, batch_size: int):
     load_weights(net, start_weights(cfg))
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
-    # float32: under amp_level an output may come out in float16
-    if cfg.features:  # (logits, conv features, transformer features)
-        # the features are the heads' inputs, which FlipTTA does not expose: the flip is averaged outside
-        # the graph, as infer_onnx.py does (the heads are linear: the same logits either way)
+    if cfg.features:  # (logits, conv features, transformer features): AMP around InferenceNet, whose
+        # forward_embeddings an O2/O3 wrapper would hide
         outputs = inference_network(InferenceNet(net, with_features=True), cfg.amp_level)
-        forward = pad_to_batch(lambda images: tuple(o.asnumpy().astype(np.float32, copy=False)
-                                                    for o in outputs(ms.Tensor(images))), batch_size)
-        return with_tta(forward, cfg.tta)
-    summed = InferenceNet(inference_network(net, cfg.amp_level, cfg.tta))
-    summed.set_train(False)
-    return pad_to_batch(lambda images: summed(ms.Tensor(images)).asnumpy().astype(np.float32, copy=False),
-                        batch_size)
+    else:  # the heads come out of AMP in float32 and are summed there, as eval.py sums them
+        outputs = InferenceNet(inference_network(net, cfg.amp_level))
+        outputs.set_train(False)
+    return with_tta(numpy_forward(outputs, batch_size), cfg.tta)
 
 
 def _build_forward(cfg):

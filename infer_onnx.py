@@ -11,7 +11,10 @@ The ONNX file has a dynamic batch; --image_size must be the one it was exported 
 import sys
 
 from src.config import parse_args
-from src.deploy.inference import add_data_args, add_onnx_args, add_prediction_args, onnx_forward, predict, with_tta
+from src.deploy.onnx_inference import add_onnx_args, onnx_forward
+from src.inference.images import add_data_args
+from src.inference.predict import add_prediction_args, predict
+from src.inference.tta import with_tta
 from src.runtime.console import run_main
 
 PROG = "infer_onnx.py"

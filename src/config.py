@@ -103,6 +103,17 @@ def add_output_arg(parser, what: str, *aliases: str, default: str = "") -> None:
     parser.add_argument("--output", *aliases, default=default, help=f"{VOCABULARY['--output']}: {what}")
 
 
+def add_results_file_arg(parser, onnx: bool = False) -> None:
+    """--results_file of eval.py and eval_onnx.py (written by src/inference/results_file.py)."""
+    printed = "the printed line is" if onnx else "the printed lines are"
+    heads = " (conv, transformer and loss only from a model exported with --export_heads)" if onnx else ""
+    parser.add_argument("--results_file", default="", help=(
+        "also write the results as JSON to this file (atomically): {\"num_images\": N, \"summed\": {\"top1\", "
+        "\"top5\", \"loss\"}, \"conv\": {...}, \"transformer\": {...}, \"per_class_top1\": [...], "
+        "\"confusion_matrix\": [[...]], \"class_names\": [...]}, and with matplotlib the confusion matrix as "
+        f"R_confusion.png beside it; {printed} the same with or without it{heads}"))
+
+
 def start_weights(cfg) -> str:
     """The weights a non-training run loads: --checkpoint, else pretrained."""
     return cfg.checkpoint or cfg.pretrained

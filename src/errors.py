@@ -9,3 +9,9 @@ class they had before (ValueError, RuntimeError, ...) so `except ValueError` sti
 
 class ConformerError(Exception):
     """A problem in the input, the options or the environment, described in one line."""
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (MindSpore and onnxruntime write pages)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -44,8 +44,9 @@ from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa
 from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
-from src.deploy.export import InferenceNet, export_model, load_mindir, output_names  # noqa: E402
-from src.deploy.inference import add_ort_threads_arg, onnx_forward  # noqa: E402
+from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
+from src.inference.network import InferenceNet  # noqa: E402
+from src.deploy.onnx_inference import add_ort_threads_arg, onnx_forward  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
 from src.layers.conv_block import batch_norm  # noqa: E402
 from src.layers.exportable_ops import GELU  # noqa: E402

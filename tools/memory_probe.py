@@ -31,7 +31,8 @@ import mindspore as ms
 
 from src.conformer import create_model_from_config
 from src.runtime.device import init_context, set_graph_kernel_fusion
-from src.trainer.trainer import build_train_step, mixed_precision
+from src.inference.amp import mixed_precision
+from src.trainer.trainer import build_train_step
 
 # name -> config overrides for an optimizer step of `batch` images
 VARIANTS = {

@@ -24,9 +24,9 @@ import mindspore as ms
 from mindspore import nn
 from onnx import numpy_helper
 
-from src.deploy.inference import FEATURE_OUTPUTS, first_line
+from src.deploy.onnx_inference import FEATURE_OUTPUTS
 from src.deploy.onnx_cleanup import clean_graph
-from src.errors import ConformerError
+from src.errors import ConformerError, first_line
 from src.io import staging_folder
 from src.layers.conv2d import set_plain_convs
 from src.layers.exportable_ops import set_exportable
@@ -42,32 +42,6 @@ _ONNX_TRACE_BATCH = 13
 
 class ExportError(ConformerError, RuntimeError):
     """An export that cannot be done or did not come out right (one line)."""
-
-
-class InferenceNet(nn.Cell):
-    """images -> summed logits (the official inference output); with_heads adds both heads' logits,
-    with_features the embeddings: the pooled CNN feature [B, 4C] and the class token after trans_norm
-    [B, E] (the two heads' inputs)."""
-
-    def __init__(self, net: nn.Cell, with_heads: bool = False, with_features: bool = False):
-        super().__init__()
-        self.net = net
-        self.with_heads = with_heads
-        self.with_features = with_features
-
-    def construct(self, images):
-        if not self.with_features:
-            conv_logits, trans_logits = self.net(images)
-            logits = conv_logits + trans_logits
-            if self.with_heads:
-                return logits, conv_logits, trans_logits
-            return logits
-        conv_features, trans_features = embeddings = self.net.forward_embeddings(images)
-        conv_logits, trans_logits = self.net.forward_head(embeddings)
-        logits = conv_logits + trans_logits
-        if self.with_heads:
-            return logits, conv_logits, trans_logits, conv_features, trans_features
-        return logits, conv_features, trans_features
 
 
 def output_names(with_heads: bool, with_features: bool = False) -> tuple:

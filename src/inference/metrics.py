@@ -1,5 +1,5 @@
 """Validation metrics of the two-head model: per head and for the summed logits, whose confusion
-matrix also gives the per-class top-1; and the --results_file JSON / PNG of eval.py and eval_onnx.py.
+matrix also gives the per-class top-1.
 
 Counts are exact: correct predictions and per-image losses are summed in
 numpy over every batch (the last, partial one included) and divided by the
@@ -7,15 +7,9 @@ number of images at the end.  The official engine.py reports the loss as a
 mean of per-batch means, which weights a short last batch more; per image is
 the exact mean.  NumPy only: the onnxruntime scripts count with it too.
 """
-import io
-import json
-import os
-
 import numpy as np
 
-from src.io import write_atomic
-
-HEADS = ("sum", "conv", "trans")  # summed logits (the model's prediction), then each head
+from src.inference.heads import HEADS
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -98,102 +92,3 @@ def format_eval_results(metrics: dict) -> str:
                "Top1-Acc": round(float(metrics["Top1-Acc"]), 6),
                "Top5-Acc": round(float(metrics["Top5-Acc"]), 6)}
     return f"eval results: {rounded}"
-
-
-RESULTS_FILE_HELP = ("also write the results as JSON to this file (atomically): {\"num_images\": N, "
-                     "\"summed\": {\"top1\", \"top5\", \"loss\"}, \"conv\": {...}, \"transformer\": {...}, "
-                     "\"per_class_top1\": [...], \"confusion_matrix\": [[...]], \"class_names\": [...]}, and "
-                     "with matplotlib the confusion matrix as R_confusion.png beside it; the printed lines "
-                     "are the same with or without it")
-_RESULTS_KEYS = (("summed", "sum"), ("conv", "conv"), ("transformer", "trans"))
-LABELLED_CELLS = 30  # up to this many classes the PNG names every class and prints every count
-
-
-def results_record(results: dict, class_names=None) -> dict:
-    """`evaluate`'s (or EvalCounts') result as the --results_file JSON, unrounded (the printed line
-    rounds).  A head missing from `results` (eval_onnx.py on a model exported without heads) and a
-    missing Loss are left out rather than written as a guess.  per_class_top1[c] is the top-1 of the
-    images of true class c (null for a class without images); class_names when the data has them."""
-    record = {"num_images": int(results["num_images"])}
-    for name, head in _RESULTS_KEYS:
-        if head in results:
-            m = results[head]
-            record[name] = {"top1": float(m["Top1-Acc"]), "top5": float(m["Top5-Acc"]),
-                            **({"loss": float(m["Loss"])} if "Loss" in m else {})}
-    confusion = results.get("confusion")
-    if confusion is not None:
-        totals = confusion.sum(axis=1)
-        record["per_class_top1"] = [float(hit / total) if total else None
-                                    for hit, total in zip(np.diag(confusion), totals)]
-        record["confusion_matrix"] = confusion.astype(int).tolist()
-    if class_names:
-        record["class_names"] = list(class_names)
-    return record
-
-
-def _json_text(value, depth: int = 0) -> str:
-    """JSON indented like json.dumps(indent=2), except that a list of numbers stays on one line: a
-    1000-class confusion matrix is then 1000 lines, not a million."""
-    pad, inner = "  " * depth, "  " * (depth + 1)
-    if isinstance(value, dict) and value:
-        items = [f"{inner}{json.dumps(key)}: {_json_text(v, depth + 1)}" for key, v in value.items()]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
-        return "[\n" + ",\n".join(inner + _json_text(v, depth + 1) for v in value) + f"\n{pad}]"
-    return json.dumps(value)
-
-
-def confusion_png_path(results_file: str) -> str:
-    """R.json -> R_confusion.png, beside it."""
-    return os.path.splitext(results_file)[0] + "_confusion.png"
-
-
-def write_results(path: str, record: dict) -> None:
-    """Write the --results_file JSON atomically, then (with matplotlib) its confusion-matrix PNG."""
-    write_atomic(path, _json_text(record) + "\n")
-    if "confusion_matrix" in record:
-        plot_confusion(confusion_png_path(path), np.array(record["confusion_matrix"]),
-                       record.get("class_names"), record["summed"]["top1"], record["num_images"])
-
-
-def plot_confusion(path: str, confusion: np.ndarray, class_names, top1: float, num_images: int) -> bool:
-    """The confusion matrix as a PNG (atomically): each row divided by its image count, so the
-    diagonal is each class's top-1.  Up to LABELLED_CELLS classes every cell shows its count and the
-    axes name the classes; beyond, only the colours (1000 classes are 1000 pixel rows).  Returns
-    False without matplotlib, which is optional (the JSON has every number)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    k = len(confusion)
-    totals = confusion.sum(axis=1, keepdims=True)
-    fractions = confusion / np.maximum(totals, 1)
-    small = k <= LABELLED_CELLS
-    side = max(5.0, 0.35 * k + 2.5) if small else 12.0
-    # large: at least one pixel per class (nearest, not averaged away) and a square-root colour scale,
-    # so that one confused image among 50 is still visible
-    dpi = 100 if small else max(100, int(np.ceil(k / (0.7 * side))))
-    norm = matplotlib.colors.Normalize(0.0, 1.0) if small else matplotlib.colors.PowerNorm(0.5, 0.0, 1.0)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    shown = ax.imshow(fractions, cmap="Blues", norm=norm, interpolation="nearest")
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class's images")
-    if small:
-        names = [str(n) for n in class_names[:k]] if class_names and len(class_names) >= k else \
-            [str(i) for i in range(k)]
-        ax.set_xticks(range(k), names, rotation=90)
-        ax.set_yticks(range(k), names)
-        for (row, col), count in np.ndenumerate(confusion):
-            if count:
-                ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if fractions[row, col] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix of the summed logits: {num_images} images, {k} classes, top-1 {top1:.4f}")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue(), mode="wb")
-    return True

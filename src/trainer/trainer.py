@@ -13,8 +13,10 @@ from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weigh
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset
 from src.errors import ConformerError
-from src.evaluate import evaluate
-from src.metrics import HEADS, format_eval_results
+from src.inference.amp import mixed_precision
+from src.inference.evaluate import evaluate
+from src.inference.heads import HEADS
+from src.inference.metrics import format_eval_results
 from src.runtime.device import init_context, init_distributed, set_graph_kernel_fusion
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
@@ -97,19 +99,6 @@ def validation_weights(net, ema) -> list:
     """What is evaluated and kept as best: the EMA weights when EMA is on, else the raw ones."""
     values = ema.state() if ema is not None else {p.name: p.asnumpy() for p in net.get_parameters()}
     return [{"name": name, "data": ms.Tensor(value)} for name, value in values.items()]
-
-
-def mixed_precision(net, amp_level: str):
-    """`net` under MindSpore's AMP level O0-O3 (float16; BatchNorm and the loss stay float32).
-
-    O1 maps to MindSpore's "auto" level: its "O1" rewrites the network's Python source,
-    which fails on functional ops such as ops.cat and would rebuild the network under
-    new parameter names; "auto" casts per operator from the same white list, which is
-    also what torch.autocast (the official recipe's AMP) does.
-    """
-    if amp_level == "O0":
-        return net
-    return ms.amp.auto_mixed_precision(net, "auto" if amp_level == "O1" else amp_level)
 
 
 def weights_fingerprint(net) -> str:

@@ -15,7 +15,8 @@ from PIL import Image
 from conftest import REPO, run_script
 from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
-from src.deploy.export import InferenceNet, export_model, output_names
+from src.deploy.export import export_model, output_names
+from src.inference.network import InferenceNet
 
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
 
@@ -393,7 +394,7 @@ def test_flip_tta_in_infer_infer_onnx_and_eval_onnx_is_the_mean_over_the_mirror(
     averaged, as two passes of the network computed here give (infer.py averages inside the graph,
     the onnxruntime scripts around the session)."""
     from src.data.preprocess import eval_transform, load_rgb
-    from src.deploy.inference import softmax
+    from src.inference.predict import softmax
     paths = sorted(str(p) for p in dataset.rglob("*.*"))
     images = np.stack([eval_transform(load_rgb(p), 32, 0.875) for p in paths])
     net = create_model(ARCH, num_classes=4)

@@ -16,8 +16,9 @@ import eval_onnx
 import infer_onnx
 from src.config import parse_args
 from src.conformer import create_model
-from src.deploy.export import InferenceNet, export_model, output_names
-from src.deploy.inference import onnx_forward
+from src.deploy.export import export_model, output_names
+from src.inference.network import InferenceNet
+from src.deploy.onnx_inference import onnx_forward
 from src.deploy.onnx_cleanup import clean_graph
 from src.layers.exportable_ops import GELU
 from src.layers.fcu import FCUUp

@@ -111,7 +111,8 @@ def test_metrics_in_a_read_only_folder_name_the_file_and_keep_the_earlier_rows(t
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    from src.deploy.export import InferenceNet, export_model
+    from src.deploy.export import export_model
+    from src.inference.network import InferenceNet
     root = tmp_path_factory.mktemp("model")
     net = create_model(ARCH, num_classes=4)
     ckpt = str(root / "reduced.ckpt")

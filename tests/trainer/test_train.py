@@ -249,7 +249,7 @@ def test_checkpoint_keeper_keeps_the_newest_and_the_best(tmp_path):
 @pytest.mark.parametrize("level", ["O1", "O2", "O3"])
 def test_amp_levels_train_on_cpu(level):
     from src.trainer.loss import create_loss
-    from src.trainer.trainer import mixed_precision
+    from src.inference.amp import mixed_precision
     net = mixed_precision(create_model("conformer_reduced_patch16", num_classes=4), level)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
     step = TrainOneStep(NetWithLoss(net, create_loss()), optimizer, loss_scale=1024.0, dynamic_loss_scale=True,
