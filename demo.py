@@ -26,6 +26,7 @@ import threading
 import time
 
 from src.errors import ConformerError
+from src.inference.heads import HEADS
 from tools.fashion_mnist import DEFAULT_SRC, HOW_TO_GET, IdxError, have_source, prepare_digits, prepare_fashion_mnist
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +58,7 @@ def read_json(path: str, what: str):
         raise DemoError(f"{path}: cannot read {what}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def read_results(path: str, heads=("summed", "conv", "transformer"), keys=("top1", "top5", "loss")) -> dict:
+def read_results(path: str, heads=HEADS, keys=("top1", "top5", "loss")) -> dict:
     """A --results_file of eval.py / eval_onnx.py, checked to hold what the summary prints."""
     results = read_json(path, "the results file")
     try:
@@ -91,7 +92,7 @@ def summary_lines(facts: dict, files: dict, stage_times: dict, train_rate: float
     train_count, n_test, arch, per_epoch, val_images, truth ({held-out path: label}); `files`:
     summary_dir, best_json, eval_json, onnx_json, pred_ckpt, pred_mindir, onnx_path, mindir_path."""
     heads = read_results(files["eval_json"])
-    onnx = read_results(files["onnx_json"], heads=("summed",), keys=("top1", "top5"))
+    onnx = read_results(files["onnx_json"], heads=HEADS[:1], keys=("top1", "top5"))
     by_ckpt = read_json(files["pred_ckpt"], "infer.py's predictions")
     by_mindir = read_json(files["pred_mindir"], "infer.py's predictions")
     truth = facts["truth"]
@@ -105,7 +106,7 @@ def summary_lines(facts: dict, files: dict, stage_times: dict, train_rate: float
              f"{facts['data']} ({stage_times['data']:.0f} s)",
              f"  train.py    {facts['arch']}, {epochs} epoch(s) x {facts['per_epoch']} images, {train_rate:.1f} img/s "
              f"({stage_times['train']:.0f} s with per-epoch validation on {facts['val_images']} images)"]
-    for name, key in (("summed heads", "summed"), ("conv head", "conv"), ("transformer head", "transformer")):
+    for name, key in zip(("summed heads", "conv head", "transformer head"), HEADS):
         res = heads[key]
         lines.append(f"  eval.py     {name:17s} Top1-Acc {res['top1']:.4f}  Top5-Acc {res['top5']:.4f}  "
                      f"Loss {res['loss']:.4f}")

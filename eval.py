@@ -39,9 +39,9 @@ def main() -> int:
     results = evaluate(inference_network(net, cfg.amp_level), data, cfg.tta)
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, data.class_names))
-    print(format_eval_results(results["sum"]))
+    print(format_eval_results(results["summed"]))
     print(f"conv head: {format_eval_results(results['conv'])}")
-    print(f"transformer head: {format_eval_results(results['trans'])}")
+    print(f"transformer head: {format_eval_results(results['transformer'])}")
     print(f"({results['num_images']} images)")
     return 0
 

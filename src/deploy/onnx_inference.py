@@ -83,8 +83,8 @@ def onnx_forward(path: str, device: str, image_size: int, threads: int = 0, head
         results = session.run(None, {image_input.name: images})
         logits = heads_of([r for i, r in enumerate(results) if i not in feature_at])  # the features are no head
         if features:
-            return (logits["sum"], *(results[i] for i in feature_at))
-        return logits if heads else logits["sum"]
+            return (logits["summed"], *(results[i] for i in feature_at))
+        return logits if heads else logits["summed"]
     forward.session = session  # for inspection (tests, benchmarks)
     return forward
 

@@ -13,7 +13,7 @@ def evaluate(net, dataset, tta: str = "") -> dict:
     """Loss, top-1 and top-5 accuracy over a dataset yielding (images float32, labels int32), and the
     confusion matrix of the summed logits: `EvalCounts.results()` with both heads; `tta` as the config's.
 
-    The "sum" entry ranks conv + trans logits and, as the official evaluate does, its Loss is the mean
+    The "summed" entry ranks conv + trans logits and, as the official evaluate does, its Loss is the mean
     of the two heads' cross entropies (not the cross entropy of the summed logits).  Data parallel
     training validates the whole set on every rank (src/trainer/trainer.py), so these counts are
     complete on each rank and are not all-reduced.

@@ -27,16 +27,16 @@ def evaluate_images(cfg, prog: str, forward) -> dict:
     errors, counts = {}, EvalCounts()
     for batch_paths, images in image_batches(sorted(labels), cfg.batch_size, cfg, errors, prog):
         heads = forward(images)
-        if heads["sum"].shape[1] < num_classes:
+        if heads["summed"].shape[1] < num_classes:
             raise InferenceError(f"{cfg.val_labels or cfg.data} has {num_classes} classes, the model predicts "
-                                 f"{heads['sum'].shape[1]}")
-        counts.add([labels[p] for p in batch_paths], heads["sum"], heads.get("conv"), heads.get("trans"))
+                                 f"{heads['summed'].shape[1]}")
+        counts.add([labels[p] for p in batch_paths], heads["summed"], heads.get("conv"), heads.get("transformer"))
     if not counts.num_images:
         raise InferenceError(f"none of the {len(labels)} images in {cfg.data} could be read")
     skipped = f", skipped {len(errors)} unreadable" if errors else ""
     print(f"{prog}: evaluated {counts.num_images} images in {len(classes) or num_classes} classes{skipped}",
           file=sys.stderr)
     results = counts.results()
-    results["printed"] = {k: round(results["sum"][k], 6) for k in ("Top1-Acc", "Top5-Acc")}
+    results["printed"] = {k: round(results["summed"][k], 6) for k in ("Top1-Acc", "Top5-Acc")}
     results["class_names"] = classes
     return results

@@ -36,14 +36,14 @@ class EvalCounts:
     predicted = argmax, ties to the lower index as in `topk_correct`, so its trace is the top-1 hits).
 
     Every entry is a sum over images, so the counts of disjoint shards add up to those of the whole;
-    `results()` divides once at the end.  Heads: "sum" always; "conv" / "trans" when given (then the
+    `results()` divides once at the end.  Heads: "summed" always; "conv" / "transformer" when given (then the
     Loss too: the mean of the two heads' cross entropies, as the official evaluate reports it).
     """
 
     def __init__(self):
         self.num_images = 0
         self.correct = {}
-        self.loss = {"conv": 0.0, "trans": 0.0}
+        self.loss = {"conv": 0.0, "transformer": 0.0}
         self.confusion = None
         self.has_heads = None
 
@@ -52,20 +52,20 @@ class EvalCounts:
         heads = conv is not None and trans is not None
         if self.has_heads is None:
             self.has_heads = heads
-        logits = {"sum": summed, **({"conv": conv, "trans": trans} if self.has_heads else {})}
+        logits = {"summed": summed, **({"conv": conv, "transformer": trans} if self.has_heads else {})}
         for head, values in logits.items():
             for k in (1, 5):
                 self.correct[head, k] = self.correct.get((head, k), 0) + topk_correct(values, labels, k)
         if self.has_heads:
             self.loss["conv"] += cross_entropy_per_image(conv, labels).sum()
-            self.loss["trans"] += cross_entropy_per_image(trans, labels).sum()
+            self.loss["transformer"] += cross_entropy_per_image(trans, labels).sum()
         if self.confusion is None:
             self.confusion = np.zeros((summed.shape[1],) * 2, np.int64)
         np.add.at(self.confusion, (labels, np.argmax(summed, axis=1)), 1)
         self.num_images += len(labels)
 
     def results(self) -> dict:
-        """{"sum": m, "conv": m, "trans": m (with heads), "num_images": N, "confusion": [K, K] int64}
+        """{"summed": m, "conv": m, "transformer": m (with heads), "num_images": N, "confusion": [K, K] int64}
         with m = {"Loss" (with heads), "Top1-Acc", "Top5-Acc"}."""
         if self.num_images == 0:
             raise ValueError("evaluate: the dataset yielded no images")
@@ -73,16 +73,16 @@ class EvalCounts:
         results = {head: {"Top1-Acc": self.correct[head, 1] / n, "Top5-Acc": self.correct[head, 5] / n}
                    for head in HEADS if (head, 1) in self.correct}
         if self.has_heads:
-            results["sum"]["Loss"] = float((self.loss["conv"] + self.loss["trans"]) / 2 / n)
+            results["summed"]["Loss"] = float((self.loss["conv"] + self.loss["transformer"]) / 2 / n)
             results["conv"]["Loss"] = float(self.loss["conv"] / n)
-            results["trans"]["Loss"] = float(self.loss["trans"] / n)
+            results["transformer"]["Loss"] = float(self.loss["transformer"] / n)
         results["num_images"] = n
         results["confusion"] = self.confusion
         return results
 
 
 def format_eval_results(metrics: dict) -> str:
-    """The ModelZoo log line for one entry of `evaluate`'s result, e.g. results["sum"]:
+    """The ModelZoo log line for one entry of `evaluate`'s result, e.g. results["summed"]:
     "eval results: {'Loss': 1.4204, 'Top1-Acc': 0.731066, 'Top5-Acc': 0.90621}".
 
     Loss is rounded to 4 decimals and accuracies to 6, then printed as Python prints

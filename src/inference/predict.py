@@ -135,7 +135,7 @@ def _check_labels_fit(source: str, labels: list, num_classes: int) -> None:
 def _accuracy_line(counts, num_known: int, source: str) -> str:
     if counts.num_images == 0:
         return f"none of the {num_known} images in {source} was among those labelled"
-    m = counts.results()["sum"]
+    m = counts.results()["summed"]
     return (f"against {source}: {{'Top1-Acc': {round(m['Top1-Acc'], 6)}, 'Top5-Acc': {round(m['Top5-Acc'], 6)}}} "
             f"({counts.num_images} of its {num_known} images)")
 

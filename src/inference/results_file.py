@@ -6,10 +6,8 @@ import os
 import numpy as np
 
 from src.confusion_plot import plot_confusion
+from src.inference.heads import HEADS
 from src.io import write_atomic
-
-_RESULTS_KEYS = (("summed", "sum"), ("conv", "conv"), ("transformer", "trans"))
-
 
 def results_record(results: dict, class_names=None) -> dict:
     """`evaluate`'s (or EvalCounts') result as the --results_file JSON, unrounded (the printed line
@@ -17,10 +15,10 @@ def results_record(results: dict, class_names=None) -> dict:
     missing Loss are left out rather than written as a guess.  per_class_top1[c] is the top-1 of the
     images of true class c (null for a class without images); class_names when the data has them."""
     record = {"num_images": int(results["num_images"])}
-    for name, head in _RESULTS_KEYS:
+    for head in HEADS:
         if head in results:
             m = results[head]
-            record[name] = {"top1": float(m["Top1-Acc"]), "top5": float(m["Top5-Acc"]),
+            record[head] = {"top1": float(m["Top1-Acc"]), "top5": float(m["Top5-Acc"]),
                             **({"loss": float(m["Loss"])} if "Loss" in m else {})}
     confusion = results.get("confusion")
     if confusion is not None:

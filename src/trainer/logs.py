@@ -14,7 +14,12 @@ import numpy as np
 from PIL import Image
 
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from src.inference.heads import HEADS
 from src.io import write_atomic
+
+
+_OLD_COLUMNS = {f"{old}_{k}": f"{new}_{k}" for old, new in (("sum", "summed"), ("trans", "transformer"))
+                for k in ("top1", "top5")}
 
 
 def _format_duration(seconds: float) -> str:
@@ -75,7 +80,9 @@ class MetricsLog:
         if not os.path.isfile(self.csv_path):
             return []
         with open(self.csv_path, newline="") as f:
-            return list(csv.DictReader(f))
+            rows = list(csv.DictReader(f))
+        # a file of a run from before the head names were those of src/inference/heads.py is continued
+        return [{_OLD_COLUMNS.get(key, key): value for key, value in row.items()} for row in rows]
 
     def append(self, row: dict, steps: list = ()) -> None:
         """Add an epoch's row; `steps`: LossLog.points() of the run so far, for the curves."""
@@ -106,7 +113,7 @@ class MetricsLog:
         # the epoch means at each epoch's last step: points on the steps' axis
         ax_loss.plot(epoch_ends, [float(r["train_loss"]) for r in self.rows], "o-", label="train loss (epoch mean)")
         ax_loss.plot(epoch_ends, [float(r["val_loss"]) for r in self.rows], "s-", label="val loss")
-        for head in ("sum", "conv", "trans"):
+        for head in HEADS:
             ax_acc.plot(epochs, [float(r[f"{head}_top1"]) for r in self.rows], "o-", label=f"top-1 {head}")
         ax_acc.xaxis.get_major_locator().set_params(integer=True)
         for ax, xlabel, title in ((ax_loss, "step", "loss"), (ax_lr, "step", "learning rate"),

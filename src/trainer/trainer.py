@@ -279,10 +279,10 @@ class Trainer:
         label = "EMA " if self.ema is not None else ""
         for head in HEADS:
             print(f"epoch {epoch + 1} {label}{head}: {format_eval_results(results[head])}", flush=True)
-        self.keeper.offer_best(weights, results["sum"]["Top1-Acc"], epoch)
+        self.keeper.offer_best(weights, results["summed"]["Top1-Acc"], epoch)
         row = {"epoch": epoch + 1, "global_step": self._global_step(),
                "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": current_lr(self.optimizer), "val_loss": results["sum"]["Loss"],
+               "lr": current_lr(self.optimizer), "val_loss": results["summed"]["Loss"],
                "skipped_steps": int(self.train_step.skipped_steps.asnumpy()), "skipped_images": self.skipped.count}
         for head in HEADS:
             row[f"{head}_top1"] = results[head]["Top1-Acc"]

@@ -8,7 +8,7 @@ import pytest
 import demo
 
 METRICS_HEADER = ("epoch,global_step,train_loss,lr,val_loss,skipped_steps,skipped_images,"
-                  "sum_top1,sum_top5,conv_top1,conv_top5,trans_top1,trans_top5")
+                  "summed_top1,summed_top5,conv_top1,conv_top5,transformer_top1,transformer_top5")
 
 
 def _outputs(tmp_path):

@@ -9,6 +9,7 @@ from mindspore import nn
 
 from src.conformer import create_model
 from src.inference.evaluate import evaluate
+from src.inference.heads import HEADS
 from src.inference.metrics import cross_entropy_per_image, format_eval_results, topk_correct
 
 
@@ -63,11 +64,11 @@ def test_evaluate_counts_every_image_exactly():
     results = evaluate(net, dataset)  # batches of 2, 2 and 1: the last, partial one counts
     assert not net.training and results["num_images"] == 5
     assert results["conv"]["Top1-Acc"] == 2 / 5 and results["conv"]["Top5-Acc"] == 4 / 5
-    assert results["trans"]["Top1-Acc"] == 3 / 5 and results["trans"]["Top5-Acc"] == 4 / 5
-    assert results["sum"]["Top1-Acc"] == 4 / 5 and results["sum"]["Top5-Acc"] == 5 / 5
+    assert results["transformer"]["Top1-Acc"] == 3 / 5 and results["transformer"]["Top5-Acc"] == 4 / 5
+    assert results["summed"]["Top1-Acc"] == 4 / 5 and results["summed"]["Top5-Acc"] == 5 / 5
     assert results["conv"]["Loss"] == pytest.approx(_ce(CONV), rel=1e-6)
-    assert results["trans"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
-    assert results["sum"]["Loss"] == pytest.approx((_ce(CONV) + _ce(TRANS)) / 2, rel=1e-6)  # official rule
+    assert results["transformer"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
+    assert results["summed"]["Loss"] == pytest.approx((_ce(CONV) + _ce(TRANS)) / 2, rel=1e-6)  # official rule
 
 
 class _Recording:
@@ -94,11 +95,11 @@ def test_evaluate_runs_the_net_at_one_batch_size_and_counts_only_real_images():
         net = _Recording(_LogitsFromImages())
         results[batch] = evaluate(net, dataset.batch(batch))
         assert net.batch_sizes == [batch] * (-(-5 // batch))  # 2, 2, 2 (not 2, 2, 1); 5
-    for head in ("sum", "conv", "trans"):  # the losses are summed in another order: equal up to rounding
+    for head in HEADS:  # the losses are summed in another order: equal up to rounding
         assert results[2][head] == pytest.approx(results[5][head], rel=1e-12)
     assert results[2]["num_images"] == 5
-    assert results[2]["sum"]["Top1-Acc"] == 4 / 5 and results[2]["conv"]["Top1-Acc"] == 2 / 5
-    assert results[2]["trans"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
+    assert results[2]["summed"]["Top1-Acc"] == 4 / 5 and results[2]["conv"]["Top1-Acc"] == 2 / 5
+    assert results[2]["transformer"]["Loss"] == pytest.approx(_ce(TRANS), rel=1e-6)
 
 
 def test_evaluate_on_reduced_conformer():
@@ -110,7 +111,7 @@ def test_evaluate_on_reduced_conformer():
     dataset = ds.NumpySlicesDataset((images, labels), column_names=["image", "label"], shuffle=False).batch(4)
     results = evaluate(net, dataset)
     assert results["num_images"] == 6
-    for head in ("sum", "conv", "trans"):
+    for head in HEADS:
         assert results[head]["Top5-Acc"] == 1.0  # top-5 of 4 classes always holds the label
         assert results[head]["Top1-Acc"] in {n / 6 for n in range(7)}
         assert 0 < results[head]["Loss"] < 20

@@ -16,7 +16,7 @@ LR_GREEN = (44, 160, 44)  # matplotlib's tab:green, the lr panel's line and noth
 
 def _row(epoch, step):
     return {"epoch": epoch, "global_step": step, "train_loss": 2.0 / epoch, "val_loss": 2.2 / epoch,
-            "sum_top1": 0.2 * epoch, "conv_top1": 0.1 * epoch, "trans_top1": 0.15 * epoch}
+            "summed_top1": 0.2 * epoch, "conv_top1": 0.1 * epoch, "transformer_top1": 0.15 * epoch}
 
 
 def _lr_panel_pixels(png) -> int:
@@ -47,6 +47,17 @@ def test_metrics_png_draws_the_per_step_lr_only_when_there_are_steps(tmp_path):
         without.append(_row(epoch, 5 * epoch))
     assert _lr_panel_pixels(tmp_path / "a" / "metrics.png") > 100
     assert _lr_panel_pixels(tmp_path / "b" / "metrics.png") == 0
+
+
+def test_metrics_log_continues_a_file_with_the_old_head_columns(tmp_path):
+    (tmp_path / "metrics.csv").write_text("epoch,global_step,train_loss,val_loss,sum_top1,conv_top1,trans_top1\n"
+                                          "1,5,2.0,2.2,0.2,0.1,0.15\n")
+    MetricsLog(str(tmp_path)).append(_row(2, 10))
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(_row(2, 10))
+    assert [(r["epoch"], r["summed_top1"], r["transformer_top1"]) for r in rows] == [("1", "0.2", "0.15"),
+                                                                                     ("2", "0.4", "0.3")]
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,8 @@ def test_best_checkpoints_and_best_json_survive_a_full_disk(tmp_path):
 
 def test_metrics_in_a_read_only_folder_name_the_file_and_keep_the_earlier_rows(tmp_path):
     disk = tmp_path / "summary"
-    row = {"epoch": 1, "global_step": 5, "train_loss": 1.0, "val_loss": 1.0, "sum_top1": 0.1, "conv_top1": 0.1,
-           "trans_top1": 0.1}
+    row = {"epoch": 1, "global_step": 5, "train_loss": 1.0, "val_loss": 1.0, "summed_top1": 0.1, "conv_top1": 0.1,
+           "transformer_top1": 0.1}
     with small_disk(disk, 1 << 20) as read_only:
         log = MetricsLog(str(disk))
         log.append(row)

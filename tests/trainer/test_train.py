@@ -53,20 +53,20 @@ def test_training_learns_real_digits(tmp_path, digits):
     rows = _metrics(tmp_path / "run_summary")
     assert len(rows) == 5
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.2
-    assert float(rows[-1]["sum_top1"]) >= 0.4  # 10 classes: chance is 0.1
-    assert re.search(r"epoch 5 EMA sum: eval results: \{'Loss': [\d.]+, 'Top1-Acc': [\d.]+, 'Top5-Acc': [\d.]+\}",
+    assert float(rows[-1]["summed_top1"]) >= 0.4  # 10 classes: chance is 0.1
+    assert re.search(r"epoch 5 EMA summed: eval results: \{'Loss': [\d.]+, 'Top1-Acc': [\d.]+, 'Top5-Acc': [\d.]+\}",
                      result.stdout)
     assert re.search(r"epoch 1/5 step 5/10 loss [\d.]+ lr [\d.e+-]+ img/s [\d.]+ ETA \d+:\d\d:\d\d", result.stdout)
     assert os.path.isfile(tmp_path / "run_summary" / "loss.csv")
     assert (tmp_path / "run_summary" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "run_best" / "best.json") as f:
         best = json.load(f)
-    assert sorted(best.values()) == sorted(float(r["sum_top1"]) for r in rows)[-len(best):]
+    assert sorted(best.values()) == sorted(float(r["summed_top1"]) for r in rows)[-len(best):]
     # the best checkpoint holds only model weights, and evaluates to the recorded top-1
     evaluated = run_script("eval.py", *EVAL_SMALL, "--data_url", digits, "--pretrained", max(best, key=best.get))
     assert evaluated.returncode == 0, evaluated.stderr
     top1 = float(re.search(r"^eval results: .*'Top1-Acc': ([\d.]+)", evaluated.stdout, re.M).group(1))
-    assert top1 == pytest.approx(max(float(r["sum_top1"]) for r in rows), abs=1e-6)
+    assert top1 == pytest.approx(max(float(r["summed_top1"]) for r in rows), abs=1e-6)
 
 
 def test_kill_9_then_resume_continues_at_the_next_step(tmp_path, digits):
