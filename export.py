@@ -18,7 +18,8 @@ import numpy as np
 from src.checkpoint import load_weights
 from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
-from src.deploy.export import EXTENSIONS, ExportError, export_model, output_names
+from src.deploy.export import ExportError, export_model, output_names
+from src.deploy.formats import EXTENSIONS
 from src.inference.network import InferenceNet
 from src.runtime.console import run_main
 from src.runtime.device import init_context

@@ -19,8 +19,15 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from .variants import ARCH_NAMES  # MindSpore-free: `--help` stays fast
+# the allowed choices come from the modules that implement them, all MindSpore-free: `--help` stays fast
+from .data.augment.auto_augment import INTERPOLATIONS
+from .data.augment.mixup import MODES as MIXUP_MODES
+from .data.augment.random_erasing import MODES as ERASING_MODES
+from .deploy.formats import FORMATS
 from .errors import ConformerError
+from .inference.tta import TTA_MODES
+from .trainer.lr_schedule import SCHEDULES
+from .variants import ARCH_NAMES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "src", "configs", "conformer_tiny.yaml")
@@ -148,15 +155,15 @@ SCHEMA = {
     "Augmentations": {
         "auto_augment": Option("rand-m9-mstd0.5-inc1", "timm RandAugment policy string; '' or none = off", read_by=TRAIN_DATA),
         "aa_interpolation": Option("bicubic", "interpolation of RandomResizedCrop and RandAugment",
-                                   read_by=TRAIN_DATA, choices=("bilinear", "bicubic", "nearest")),
-        "re_mode": Option("pixel", "random erasing fill", read_by=TRAIN_DATA, choices=("const", "rand", "pixel")),
+                                   read_by=TRAIN_DATA, choices=tuple(INTERPOLATIONS)),
+        "re_mode": Option("pixel", "random erasing fill", read_by=TRAIN_DATA, choices=ERASING_MODES),
         "re_prob": Option(0.25, "random erasing probability", read_by=TRAIN_DATA, check=_probability, check_msg="must be in [0, 1]"),
         "re_count": Option(1, "random erasing boxes per image", read_by=TRAIN_DATA, check=_positive, check_msg="must be > 0"),
         "cutmix": Option(1.0, "CutMix alpha (0 = off)", read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
         "mixup": Option(0.8, "Mixup alpha (0 = off)", read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
         "mixup_prob": Option(1.0, "probability of applying mixup or cutmix to a batch",
                              read_by=TRAIN_DATA, check=_probability, check_msg="must be in [0, 1]"),
-        "mixup_mode": Option("batch", "mixup granularity", read_by=TRAIN_DATA, choices=("batch", "pair", "elem")),
+        "mixup_mode": Option("batch", "mixup granularity", read_by=TRAIN_DATA, choices=MIXUP_MODES),
         "mixup_off_epoch": Option(0.0, "epoch after which mixup/cutmix stop (0 = never)",
                                   read_by=TRAIN_DATA, check=_non_negative, check_msg="must be >= 0"),
         "switch_prob": Option(0.5, "probability of cutmix instead of mixup when both are on",
@@ -182,7 +189,7 @@ SCHEMA = {
         "min_lr": Option(1.0e-5, "final learning rate of the cosine schedule",
                          read_by=TRAIN_STEP, check=_non_negative, check_msg="must be >= 0"),
         "lr_scheduler": Option("cosine_lr", "learning-rate schedule, stepped per iteration",
-                               read_by=TRAIN_STEP, choices=("cosine_lr", "step_lr", "multistep_lr", "exp_lr", "constant_lr")),
+                               read_by=TRAIN_STEP, choices=SCHEDULES),
         "lr_adjust": Option(30, "step size in epochs of step_lr/multistep_lr",
                             read_by=TRAIN_STEP, check=_positive, check_msg="must be > 0"),
         "lr_gamma": Option(0.97, "decay factor of step_lr/multistep_lr/exp_lr",
@@ -233,7 +240,7 @@ SCHEMA = {
         "amp_level": Option("O0", "float16 mixed precision of training and of eval.py / infer.py's network "
                                   "(an exported file keeps its own)", read_by=TRAIN_STEP | {EVAL, INFER},
                             choices=("O0", "O1", "O2", "O3")),
-        "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=("MINDIR", "ONNX", "AIR")),
+        "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=FORMATS),
         "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
                                              "size re-initialised); the other scripts load it when no --checkpoint "
                                              "is given ('' = none)",
@@ -255,7 +262,7 @@ SCHEMA = {
                                              "False = 'same' padding (ModelZoo)", read_by=MODEL),
         "tta": Option("", "test-time augmentation: '' = none; 'flip' = average the logits (each head's) of the "
                           "image and its horizontal mirror", read_by=frozenset({EVAL, INFER, EVAL_ONNX, INFER_ONNX}),
-                      choices=("", "flip")),
+                      choices=TTA_MODES),
     },
     "Hardware setup": {
         "device_id": Option(0, "device index", read_by=MINDSPORE, check=_non_negative,

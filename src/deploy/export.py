@@ -25,14 +25,13 @@ from mindspore import nn
 from onnx import numpy_helper
 
 from src.deploy.onnx_inference import FEATURE_OUTPUTS
+from src.deploy.formats import EXTENSIONS
 from src.deploy.onnx_cleanup import clean_graph
 from src.errors import ConformerError, first_line
 from src.io import staging_folder
 from src.layers.conv2d import set_plain_convs
 from src.layers.exportable_ops import set_exportable
 
-FORMATS = ("MINDIR", "ONNX", "AIR")
-EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 INPUT_NAME = "images"
 BATCH_DIM = "batch"
 # The ONNX trace batch: a value that is no other dimension of a Conformer at the usual sizes

@@ -37,7 +37,7 @@ from src.data.preprocess import IMAGENET_MEAN
 LEVEL_DENOM = 10.0  # magnitudes are on timm's 0..10 scale
 # geometric ops fill uncovered pixels with the dataset mean, as timm's create_transform sets img_mean
 FILL = tuple(min(255, round(255 * float(m))) for m in IMAGENET_MEAN)  # (124, 116, 104)
-INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 RANDOM_INTERPOLATION = (Image.BILINEAR, Image.BICUBIC)  # timm's 'random': one drawn per op application
 _TRANSLATE_PCT = 0.45  # TranslateRel: fraction of the image side at magnitude 10 (timm's translate_pct)
 _SOLARIZE_ADD_THRESHOLD = 128
