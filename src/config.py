@@ -1,11 +1,12 @@
-"""One config for every script: YAML file -> defaults, command line -> overrides.
+"""One config for every script: YAML file (over its base recipe) -> defaults, command line -> overrides.
 
 `SCHEMA` is the single list of options (the ModelZoo users' contract in
 shared/interface.md plus our extensions).  Each YAML key must be in it, with a
 value of the schema's type.  Each key records the scripts that read it
 (`read_by`); in those it becomes a `--key` option typed the same way, and the
 other scripts accept it in the YAML only (one file serves every script).
-Precedence: command line > YAML > schema default.  Any error (unknown key,
+A YAML may name a base recipe (`base: FILE`, relative to its folder) whose keys it overrides.
+Precedence: command line > YAML > its base (> the base's base ...) > schema default.  Any error (unknown key,
 wrong type, bad choice, out-of-range value, missing file) exits with status 2
 and one line naming the key and what is wrong.
 
@@ -126,7 +127,7 @@ def start_weights(cfg) -> str:
     return cfg.checkpoint or cfg.pretrained
 
 
-# Defaults are the shipped ImageNet recipe's (a test holds them equal to src/configs/conformer_*.yaml)
+# Defaults are the shipped ImageNet recipe's (a test holds them equal to src/configs/_base_imagenet.yaml)
 # and the official numerics, so a YAML that sets only `arch` is the official model and recipe.
 SCHEMA = {
     "Dataset": {
@@ -336,8 +337,12 @@ def _validate(key: str, value):
         raise ConfigError(f"{key}: {value!r} {opt.check_msg}")
 
 
-def load_yaml(path: str) -> dict:
-    """Read and check a config file; every problem is one ConfigError line naming the file."""
+BASE_KEY = "base"  # a config's base recipe: a YAML file (path relative to the config's folder) it overrides
+
+
+def load_yaml(path: str, _inheriting: tuple = ()) -> dict:
+    """Read and check a config file, over its `base:` recipe if it names one (itself checked the same
+    way, and free to name its own base); every problem is one ConfigError line naming the file."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -349,7 +354,7 @@ def load_yaml(path: str) -> dict:
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value")
-    cfg = {}
+    cfg = _load_base(path, data.pop(BASE_KEY), _inheriting) if BASE_KEY in data else {}
     for key, value in data.items():
         if key not in OPTIONS:
             raise ConfigError(f"{path}: unknown key {key!r}")
@@ -359,6 +364,18 @@ def load_yaml(path: str) -> dict:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     return cfg
+
+
+def _load_base(path: str, base, inheriting: tuple) -> dict:
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY}: expected the path of a YAML file, got {base!r}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), base))
+    chain = inheriting + (os.path.abspath(path),)
+    if base_path in chain:
+        raise ConfigError(f"{path}: {BASE_KEY}: {base} is already in the chain of bases ({' -> '.join(chain)})")
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"{path}: {BASE_KEY}: file not found: {base_path}")
+    return load_yaml(base_path, chain)
 
 
 def _parse_bool(text: str) -> bool:

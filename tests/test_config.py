@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_script
-from src.config import EVAL, OPTIONS, SCHEMA, SCRIPTS, SUMMARY, TRAIN, load_yaml, parse_args, script_keys
+from src.config import BASE_KEY, EVAL, OPTIONS, SCHEMA, SCRIPTS, SUMMARY, TRAIN, load_yaml, parse_args, script_keys
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "src", "configs", "*.yaml")))
 TINY = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
@@ -20,11 +20,17 @@ def _write(tmp_path, text):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_shipped_configs_carry_every_key_in_schema_order(path):
+def test_shipped_configs_carry_every_key_in_schema_order_and_variants_only_what_differs(path):
     with open(path) as f:
-        keys = list(yaml.safe_load(f))
-    assert keys == list(OPTIONS)
+        raw = yaml.safe_load(f)
     cfg = load_yaml(path)
+    assert list(cfg) == list(OPTIONS)  # with its base recipe's keys, in the base's order
+    if BASE_KEY in raw:  # a variant: its base first, its arch, then only the keys whose value it changes
+        assert list(raw)[0] == BASE_KEY and "arch" in raw
+        base = load_yaml(os.path.join(os.path.dirname(path), raw[BASE_KEY]))
+        assert [key for key in raw if key not in (BASE_KEY, "arch") and raw[key] == base[key]] == []
+    else:
+        assert list(raw) == list(OPTIONS)
     # the shipped configs give the official numerics, not the ModelZoo's approximations
     assert cfg["disable_approximate_gelu"] is True and cfg["use_pytorch_maxpool"] is True
 
@@ -58,6 +64,32 @@ def test_precedence_cli_over_yaml_over_schema(tmp_path):
     assert args.beta == [0.8, 0.9]
     assert args.epochs == SCHEMA["Network training config"]["epochs"].default  # schema default
     assert parse_args(["--config", path, "--beta", "0.5", "0.6"]).beta == [0.5, 0.6]
+
+
+def test_a_base_recipe_is_overridden_by_its_variant_and_the_cli(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text("batch_size: 32\nbase_lr: 0.5\nepochs: 7\n")
+    (tmp_path / "recipes" / "mid.yaml").write_text("base: base.yaml\nepochs: 9\nseed: 3\n")  # a base of its own
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: recipes/mid.yaml\nbase_lr: 0.25\n")  # relative to the variant's folder
+    args = parse_args(["--config", str(variant), "--seed", "4"])
+    assert (args.batch_size, args.base_lr, args.epochs, args.seed) == (32, 0.25, 9, 4)  # base, variant, mid, CLI
+    assert args.warmup_length == OPTIONS["warmup_length"].default  # set nowhere: the schema default
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"v.yaml": "base: missing.yaml\n"}, "v.yaml: base: file not found: "),
+    ({"v.yaml": "base: b.yaml\n", "b.yaml": "batch_sise: 3\n"}, "b.yaml: unknown key 'batch_sise'"),
+    ({"v.yaml": "base: b.yaml\n", "b.yaml": "base: v.yaml\n"}, "b.yaml: base: v.yaml is already in the chain"),
+    ({"v.yaml": "base: [b.yaml]\n"}, "v.yaml: base: expected the path of a YAML file, got ['b.yaml']"),
+])
+def test_base_errors_name_the_file_in_one_line(tmp_path, capsys, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", str(tmp_path / "v.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and "\n" not in err
 
 
 def test_yaml_int_accepted_for_float_and_empty_string_for_none(tmp_path):
