@@ -84,6 +84,20 @@ def test_features_map_and_tokens_shapes():
     assert tokens.shape == (2, 1 + 4 * 6, 192)  # class token + (H/16)(W/16) patches
 
 
+def test_head_api_is_the_two_dense_heads_on_the_embeddings():
+    net = create_model("conformer_reduced_patch16", num_classes=3)
+    net.set_train(False)
+    conv_head, trans_head = net.get_classifier()
+    assert [p.name for p in conv_head.get_parameters()] == ["conv_cls_head.weight", "conv_cls_head.bias"]
+    assert [p.name for p in trans_head.get_parameters()] == ["trans_cls_head.weight", "trans_cls_head.bias"]
+    embeddings = tuple(np.random.default_rng(0).standard_normal((2, n)).astype(np.float32)
+                       for n in (conv_head.in_channels, trans_head.in_channels))
+    logits = net.forward_head(tuple(ms.Tensor(e) for e in embeddings))
+    for got, embedding, head in zip(logits, embeddings, (conv_head, trans_head)):
+        by_hand = embedding @ head.weight.asnumpy().T + head.bias.asnumpy()
+        np.testing.assert_allclose(got.asnumpy(), by_hand, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_init_is_official():
     net = create_model("conformer_tiny_patch16")
     params = net.parameters_dict()
