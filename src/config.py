@@ -229,6 +229,11 @@ SCHEMA = {
                                              "batch_size x this x devices); LR schedule and steps count "
                                              "optimizer steps", read_by=TRAIN_STEP, check=_positive,
                                           check_msg="must be > 0"),
+        "max_nonfinite_steps": Option(100, "stop the run with an error after N consecutive optimizer steps "
+                                           "with non-finite gradients (each is skipped and halves a dynamic loss "
+                                           "scale, which reaches its floor of 1 from loss_scale in log2(loss_scale) "
+                                           "steps); 0 = never stop",
+                                      read_by=TRAIN_ONLY, check=_non_negative, check_msg="must be >= 0"),
         "recompute": Option(False, "recompute each block's activations in the backward pass instead of storing "
                                    "them (less memory, ~1 more forward pass; random ops are kept)", read_by=TRAIN_STEP),
         "graph_kernel_fusion": Option(False, "compile fused kernels of elementwise ops, transposes and reductions "
@@ -288,8 +293,11 @@ SCHEMA = {
         "summary_loss_collect_freq": Option(20, "training loss and lr recorded in loss.csv (and plotted in "
                                                 "metrics.png) every N steps; 1 = every step",
                                             read_by=TRAIN_ONLY, check=_positive, check_msg="must be > 0"),
+        "tensorboard": Option(True, "also write TensorBoard event files to summary_root_dir (`tensorboard --logdir "
+                                    "SUMMARY_ROOT_DIR`; needs the optional package tensorboardX)", read_by=TRAIN_ONLY),
         "model_postfix": Option(0, "suffix of checkpoint file names", read_by=TRAIN_ONLY),
-        "collect_input_data": Option(False, "record input images in the summary", read_by=TRAIN_ONLY),
+        "collect_input_data": Option(False, "record each epoch's first training batch as an image grid in "
+                                                "summary_root_dir (PNG, and in TensorBoard)", read_by=TRAIN_ONLY),
         "dump_graph": Option(False, "save MindSpore IR graphs to summary_root_dir", read_by=MINDSPORE),
     },
 }
@@ -453,7 +461,23 @@ def parse_args(argv=None, description: str = "", add_script_args: Optional[Calla
             _validate(key, getattr(args, key))
         except ConfigError as e:
             parser.error(f"--{e}")
+    args.explicit_keys = _explicit_keys(parser, argv, keys, yaml_cfg, known.config)
     return args
+
+
+def _explicit_keys(parser, argv: list, keys: list, yaml_cfg: dict, config: str) -> dict:
+    """{key: where the user set it}: the command line, or a --config given on it (not the default
+    config); the keys a checkpoint's settings may fill in are the others (src/checkpoint_settings.py)."""
+    wanted = {*keys, "config"}
+    for action in parser._actions:  # pylint: disable=protected-access  (argparse has no public handle)
+        if action.dest in wanted:
+            action.default = argparse.SUPPRESS  # absent from the result unless given
+    given = vars(parser.parse_args(argv))
+    origin = {"config": "the command line"} if "config" in given else {}
+    if "config" in given:
+        origin.update({key: f"--config {config}" for key in yaml_cfg if key in keys})
+    origin.update({key: "the command line" for key in keys if key in given})
+    return origin
 
 
 def _readers(read_by: frozenset) -> str:

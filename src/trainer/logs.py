@@ -160,8 +160,8 @@ class LossLog:
             write_atomic(self.path, "\n".join([self.HEADER] + self.lines) + "\n")
 
 
-def save_input_grid(images, summary_dir: str, epoch: int) -> None:
-    """The first training batch of an epoch as summary_dir/inputs_e<epoch>.png (augmentations visible)."""
+def input_grid(images) -> np.ndarray:
+    """A batch of eval-normalised NCHW images as one HWC uint8 picture, a near-square grid."""
     pixels = images.transpose(0, 2, 3, 1) * IMAGENET_STD + IMAGENET_MEAN
     pixels = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
     columns = int(np.ceil(np.sqrt(len(pixels))))
@@ -170,6 +170,12 @@ def save_input_grid(images, summary_dir: str, epoch: int) -> None:
     grid = np.zeros((rows * h, columns * w, 3), np.uint8)
     for i, image in enumerate(pixels):
         grid[i // columns * h:(i // columns + 1) * h, i % columns * w:(i % columns + 1) * w] = image
+    return grid
+
+
+def save_input_grid(grid: np.ndarray, summary_dir: str, epoch: int) -> None:
+    """The first training batch of an epoch (`input_grid`) as summary_dir/inputs_e<epoch>.png
+    (augmentations visible)."""
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
     write_atomic(os.path.join(summary_dir, f"inputs_e{epoch + 1:04d}.png"), buffer.getvalue(), mode="wb")

@@ -52,6 +52,8 @@ class _ScaledLoss(nn.Cell):
 # Prefix of the gradient-accumulation buffers: left out of checkpoints, which are only written between
 # optimizer steps, where the buffers are zero.
 ACCUMULATED = "accumulated"
+# a log value, not state: left out of training checkpoints
+GRAD_NORM = "grad_norm"
 
 # Per-parameter updates go through HyperMap, not Python loops: graph mode unrolls a loop into nested
 # calls, and the ~460 gradients of the full-size variants exceed its call depth limit of 1000.
@@ -101,6 +103,7 @@ class _AccumulateGrads(nn.Cell):
 
 class TrainOneStep(nn.Cell):
     """(images, targets) -> (loss, applied, loss_scale); `applied` is False for a skipped step.
+    `grad_norm` holds the last step's global gradient norm (unscaled, before clipping) for the logs.
 
     With accumulation_steps N > 1, call `accumulate(images, targets)` (-> loss) for the first N-1
     micro-batches of each optimizer step and the cell itself for the last.
@@ -122,6 +125,7 @@ class TrainOneStep(nn.Cell):
         self.clip_grad_norm = clip_grad_norm
         self.ema = ema
         self.skipped_steps = ms.Parameter(ms.Tensor(0, ms.int32), name="skipped_steps", requires_grad=False)
+        self.grad_norm = ms.Parameter(ms.Tensor(0.0, ms.float32), name=GRAD_NORM, requires_grad=False)
         self.grad_reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=device_num,
                                                        group=GlobalComm.WORLD_COMM_GROUP)
                              if device_num > 1 else nn.Identity())
@@ -153,8 +157,9 @@ class TrainOneStep(nn.Cell):
         overflow = ops.logical_not(finite)
         unscale = 1.0 / (scale * self.accumulation_steps)
         factor = unscale
+        norm = ops.sqrt(square_sum) * unscale
+        loss = ops.depend(loss, ops.assign(self.grad_norm, norm))
         if self.clip_grad_norm > 0:  # ops.clip_by_global_norm's rule: g * clip / max(norm, clip)
-            norm = ops.sqrt(square_sum) * unscale
             factor = unscale * self.clip_grad_norm / ops.maximum(norm, self.clip_grad_norm)
         grads = self.hyper_map(ops.partial(_scale_by, factor), grads)
         if finite:

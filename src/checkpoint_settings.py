@@ -1,0 +1,72 @@
+"""The settings a checkpoint carries so that it can be used alone, and how a script's config takes them.
+
+train.py writes them into every checkpoint (one JSON text entry, `checkpoint_entry`): the model's
+config keys (`MODEL_KEYS`: variant, classes, resolution, numerics, eval crop) and the class names.
+eval.py, export.py, infer.py and visualize.py read them back through `apply_checkpoint_settings`: a
+key neither an explicitly given --config nor the command line sets takes the checkpoint's value; a
+key set to another value keeps it with one warning line, except arch and num_classes, whose
+conflict is an error naming both values (the weights could not load).
+"""
+import json
+import sys
+
+from src.config import ConfigError
+from src.variants import canonical_arch
+
+ENTRY = "run_settings"
+MODEL_KEYS = ("arch", "num_classes", "image_size", "disable_approximate_gelu", "use_pytorch_maxpool",
+              "amp_level", "crop_pct")
+MUST_MATCH = ("arch", "num_classes")  # another value builds a model the weights do not fit
+
+
+def checkpoint_entry(cfg, class_names) -> dict:
+    """{ENTRY: JSON text} for a checkpoint's append_dict."""
+    settings = {key: getattr(cfg, key) for key in MODEL_KEYS}
+    settings["arch"] = canonical_arch(settings["arch"])
+    settings["class_names"] = list(class_names)
+    return {ENTRY: json.dumps(settings)}
+
+
+def read_settings(path: str) -> dict:
+    """The settings train.py stored in the checkpoint at `path` ({} for a file that has none: a
+    converted or foreign checkpoint, a PyTorch .pth); the file is read and its CRC checked by
+    src/checkpoint.py's reader, whose one-line errors pass through."""
+    from src.checkpoint import read_checkpoint, weights_format  # MindSpore: only when a checkpoint is read
+    if weights_format(path) == "torch":
+        return {}
+    text = read_checkpoint(path).get(ENTRY)
+    return json.loads(text) if isinstance(text, str) else {}
+
+
+def _same(key: str, a, b) -> bool:
+    return canonical_arch(a) == canonical_arch(b) if key == "arch" else a == b
+
+
+def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
+    """Fill `cfg`'s model keys from the checkpoint at `path` (see the module docstring); prints one line
+    on stderr saying where the settings came from.  Returns the checkpoint's settings ({} if none)."""
+    settings = read_settings(path) if path else {}
+    explicit = getattr(cfg, "explicit_keys", {})
+    config = f"--config {cfg.config}" if "config" in explicit else f"the default config {cfg.config}"
+    taken = []
+    for key in MODEL_KEYS:
+        if key not in settings or not hasattr(cfg, key):  # a key this script does not read
+            continue
+        value, ours = settings[key], getattr(cfg, key)
+        if key not in explicit:
+            setattr(cfg, key, value)
+            taken.append(f"{key}={value}")
+        elif not _same(key, ours, value):
+            clash = f"{key} {ours!r} (from {explicit[key]}) but {path} was trained with {value!r}"
+            if key in MUST_MATCH:
+                raise ConfigError(f"{clash}: its weights do not fit that model; leave {key} unset to use "
+                                  "the checkpoint's")
+            print(f"{prog}: warning: {clash}; using {ours!r}", file=sys.stderr, flush=True)
+    if not settings:
+        source = f"{config} and the command line ({path or 'no checkpoint'} records no settings)"
+    elif taken:
+        source = f"{path} ({', '.join(taken)}); the rest from {config} and the command line"
+    else:
+        source = f"{config} and the command line (all agree with {path})"
+    print(f"{prog}: model settings from {source}", file=sys.stderr, flush=True)
+    return settings
