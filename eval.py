@@ -11,6 +11,7 @@ The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (
 import sys
 
 from src.checkpoint import load_weights
+from src.checkpoint_settings import apply_checkpoint_settings
 from src.config import add_checkpoint_arg, add_results_file_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.data.imagenet import create_dataset
@@ -31,6 +32,7 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    apply_checkpoint_settings(cfg, start_weights(cfg), "eval.py")
     init_context(cfg)
     net = create_model_from_config(cfg)
     load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)

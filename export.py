@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from src.checkpoint import load_weights
+from src.checkpoint_settings import apply_checkpoint_settings
 from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.deploy.export import ExportError, export_model, output_names
@@ -49,6 +50,7 @@ def _check_air(cfg) -> None:
 
 def main() -> int:
     cfg = parse_args(script="export.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
     default_name = cfg.arch + EXTENSIONS[cfg.file_format]
     path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
     _check_air(cfg)

@@ -14,6 +14,7 @@ image's embeddings (the pooled CNN feature and the class token after trans_norm)
 import sys
 
 from src.checkpoint import load_weights
+from src.checkpoint_settings import apply_checkpoint_settings
 from src.config import add_checkpoint_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
 from src.deploy.export import load_mindir
@@ -75,6 +76,8 @@ def _build_forward(cfg):
 
 def main() -> int:
     cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    if not cfg.mindir:
+        apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
     if cfg.features and cfg.mindir:
         raise InferenceError("--features reads the embeddings from the network: give a --checkpoint instead of "
                              "--mindir (or export ONNX with --export_features and use infer_onnx.py --features)")

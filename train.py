@@ -17,13 +17,15 @@ if fusion_requested(sys.argv[1:]):
 from src.config import VOCABULARY, parse_args  # noqa: E402  (after the allocator setting)
 from src.runtime.console import run_main  # noqa: E402
 from src.trainer.signals import Interrupted  # noqa: E402
-from src.trainer.trainer import Trainer  # noqa: E402
+from src.trainer.trainer import AUTO, Trainer  # noqa: E402
 
 
 def _script_args(parser):
     parser.add_argument("--checkpoint", "--resume", dest="resume", default="",
                         help=f"{VOCABULARY['--checkpoint']}: training continues from this training checkpoint "
-                             "(weights, optimizer, EMA, loss scale, position)")
+                             "(weights, optimizer, EMA, loss scale, position); 'auto' = the newest intact one in "
+                             "ckpt_root_dir, or a fresh start when there is none (re-run the same command after a "
+                             "preemption)")
 
 
 def resume_command(argv: list, checkpoint: str) -> str:
@@ -46,7 +48,8 @@ def main() -> int:
         trainer.fit()
     except Interrupted as stop:
         if trainer.is_main:
-            print(f"train.py: {stop}; checkpoint {stop.path}; resume with: {resume_command(sys.argv, stop.path)}",
+            resume = AUTO if cfg.resume == AUTO else stop.path  # `auto`: the same command line resumes
+            print(f"train.py: {stop}; checkpoint {stop.path}; resume with: {resume_command(sys.argv, resume)}",
                   file=sys.stderr, flush=True)
         else:
             print(f"rank {trainer.rank_id}/{trainer.rank_size}: {stop}", file=sys.stderr, flush=True)

@@ -7,7 +7,8 @@ weights; the transformer panel is the class token's attention rollout (src/visua
 """
 import sys
 
-from src.config import add_checkpoint_arg, add_output_arg, parse_args
+from src.checkpoint_settings import apply_checkpoint_settings
+from src.config import add_checkpoint_arg, add_output_arg, parse_args, start_weights
 from src.runtime.console import run_main
 from src.visualize import run
 
@@ -22,6 +23,7 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="visualize.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
     print(run(cfg))
     return 0
 

@@ -44,8 +44,11 @@ def _same(key: str, a, b) -> bool:
 
 def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
     """Fill `cfg`'s model keys from the checkpoint at `path` (see the module docstring); prints one line
-    on stderr saying where the settings came from.  Returns the checkpoint's settings ({} if none)."""
-    settings = read_settings(path) if path else {}
+    on stderr saying where the settings came from (none without a `path`).  Returns the checkpoint's
+    settings ({} if none)."""
+    if not path:
+        return {}
+    settings = read_settings(path)
     explicit = getattr(cfg, "explicit_keys", {})
     config = f"--config {cfg.config}" if "config" in explicit else f"the default config {cfg.config}"
     taken = []
@@ -59,11 +62,11 @@ def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
         elif not _same(key, ours, value):
             clash = f"{key} {ours!r} (from {explicit[key]}) but {path} was trained with {value!r}"
             if key in MUST_MATCH:
-                raise ConfigError(f"{clash}: its weights do not fit that model; leave {key} unset to use "
-                                  "the checkpoint's")
+                raise ConfigError(f"{clash}: its weights do not fit that model; leave {key} unset (no "
+                                  "--config, or one without it) to use the checkpoint's")
             print(f"{prog}: warning: {clash}; using {ours!r}", file=sys.stderr, flush=True)
     if not settings:
-        source = f"{config} and the command line ({path or 'no checkpoint'} records no settings)"
+        source = f"{config} and the command line ({path} records none)"
     elif taken:
         source = f"{path} ({', '.join(taken)}); the rest from {config} and the command line"
     else:

@@ -6,6 +6,7 @@ checkpoint still intact.  Only rank 0 writes (`enabled=False` on other ranks).
 """
 import json
 import os
+import re
 
 from src.checkpoint import save_checkpoint_atomic
 from src.io import TEMP_PREFIX, WriteError, remove_quietly, write_json_atomic
@@ -16,8 +17,10 @@ class CheckpointKeeper:
     best by validation top-1 in `best_dir`, indexed in best_dir/best.json."""
 
     def __init__(self, ckpt_dir: str, best_dir: str, prefix: str, keep: int, best_num: int,
-                 enabled: bool = True):
+                 enabled: bool = True, meta: dict = None):
+        """`meta`: entries every checkpoint carries (the run's settings, src/checkpoint_settings.py)."""
         self.ckpt_dir, self.best_dir, self.prefix = ckpt_dir, best_dir, prefix
+        self.meta = dict(meta or {})
         self.keep, self.best_num, self.enabled = keep, best_num, enabled
         self._index_path = os.path.join(best_dir, "best.json")
         if enabled:
@@ -45,6 +48,21 @@ class CheckpointKeeper:
         paths = [os.path.join(self.ckpt_dir, n) for n in names]
         return sorted(paths, key=os.path.getmtime)
 
+    def current_path(self, epoch: int, global_step: int) -> str:
+        """The name of the current checkpoint after `global_step` in `epoch` (0-based)."""
+        return os.path.join(self.ckpt_dir, f"{self.prefix}-e{epoch + 1:04d}-s{global_step:08d}.ckpt")
+
+    def newest_first(self) -> list:
+        """[(epoch, global_step, path)] of the current checkpoints on disk, the furthest position first: by
+        the position in the name, which every node of a shared folder sees alike (unlike modification times)."""
+        pattern = re.compile(re.escape(self.prefix) + r"-e(\d{4,})-s(\d{8,})\.ckpt")
+        found = []
+        for path in self._existing_current():
+            match = pattern.fullmatch(os.path.basename(path))
+            if match:
+                found.append((int(match.group(1)) - 1, int(match.group(2)), path))
+        return sorted(found, key=lambda entry: entry[:2], reverse=True)
+
     def _read_best_index(self) -> dict:
         if not os.path.isfile(self._index_path):
             return {}
@@ -56,10 +74,10 @@ class CheckpointKeeper:
         position in the epoch; prunes the oldest beyond `keep`."""
         if not self.enabled:
             return ""
-        path = os.path.join(self.ckpt_dir, f"{self.prefix}-e{epoch + 1:04d}-s{global_step:08d}.ckpt")
+        path = self.current_path(epoch, global_step)
         try:
             save_checkpoint_atomic(train_state, path,
-                                   append_dict=dict(extra, epoch=epoch, step_in_epoch=step_in_epoch))
+                                   append_dict=dict(self.meta, **extra, epoch=epoch, step_in_epoch=step_in_epoch))
         except WriteError as e:
             last = self.last_complete()
             raise WriteError(path, e.cause, f"the last complete checkpoint, {last}, is untouched" if last
@@ -88,7 +106,7 @@ class CheckpointKeeper:
         path = os.path.join(self.best_dir, f"{self.prefix}-best-e{epoch + 1:04d}-top1-{top1:.4f}.ckpt")
         intact = "the earlier best checkpoints and best.json are untouched"
         try:
-            save_checkpoint_atomic(weights, path, append_dict={"epoch": epoch, "top1": float(top1)})
+            save_checkpoint_atomic(weights, path, append_dict=dict(self.meta, epoch=epoch, top1=float(top1)))
         except WriteError as e:
             raise WriteError(path, e.cause, intact) from None
         best = dict(self._best, **{path: float(top1)})

@@ -40,7 +40,7 @@ class Interrupted(Exception):
         return 128 + self.signum  # what the shell reports for a process the signal ended (143, 130)
 
 
-class _SumOverRanks(nn.Cell):
+class SumOverRanks(nn.Cell):
     """A small vector summed over the ranks, in a graph (GRAPH mode); SUM of float32 because the CPU
     AllReduce supports nothing else."""
 
@@ -59,7 +59,7 @@ class StopRequest:
         self.prog, self.rank_size, self.announce = prog, rank_size, announce
         self.signum = 0
         self._saved = None
-        self._sum = _SumOverRanks() if rank_size > 1 else None
+        self._sum = SumOverRanks() if rank_size > 1 else None
 
     def install(self) -> "StopRequest":
         if threading.current_thread() is not threading.main_thread():

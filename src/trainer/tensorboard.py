@@ -8,6 +8,7 @@ written through src/io.py: they are append-only logs whose every record carries 
 killed mid-write leaves complete records and at most a torn last one, which TensorBoard skips; a
 file replaced by rename would also hide new records from a TensorBoard that has the old one open.
 """
+import os
 import sys
 
 from src.metrics import HEADS
@@ -35,7 +36,9 @@ class TensorBoardLog:
             print(f"train.py: TensorBoard event files are not written: tensorboardX is not installed "
                   f"({INSTALL_HINT}; or set tensorboard: False)", file=sys.stderr, flush=True)
             return
-        self.writer = SummaryWriter(logdir=summary_dir, purge_step=first_step, flush_secs=30)
+        # the pid: two starts within one second would otherwise open the same file name
+        self.writer = SummaryWriter(logdir=summary_dir, purge_step=first_step, flush_secs=30,
+                                    filename_suffix=f".{os.getpid()}")
 
     def hyper_parameters(self, config: dict, config_text: str) -> None:
         """The resolved configuration: in the HPARAMS tab (linked to the validation curves) and as text."""

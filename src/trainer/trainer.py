@@ -4,12 +4,14 @@ train.py only parses the config and calls `Trainer(cfg).fit()`.  Only rank 0
 prints and writes; every rank trains and validates.
 """
 import hashlib
+import sys
 import time
 
 import numpy as np
 import mindspore as ms
 
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
+from src.checkpoint_settings import checkpoint_entry
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset
 from src.errors import ConformerError
@@ -20,13 +22,15 @@ from src.inference.metrics import format_eval_results
 from src.runtime.device import init_context, init_distributed, set_graph_kernel_fusion
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
-from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, save_input_grid
+from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, input_grid, save_input_grid
 from src.trainer.loss import create_loss
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.optimizer import create_optimizer, current_lr
 from src.trainer.recompute import recompute_blocks
-from src.trainer.signals import Interrupted, StopRequest
-from src.trainer.train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
+from src.trainer.run_record import config_yaml, resolved_config, write_run_record
+from src.trainer.signals import Interrupted, StopRequest, SumOverRanks
+from src.trainer.tensorboard import TensorBoardLog
+from src.trainer.train_one_step import ACCUMULATED, GRAD_NORM, NetWithLoss, TrainOneStep
 
 # Entries of a training checkpoint that describe the position, not parameters (the global step is
 # the optimizer's own `global_step` parameter, which the LR schedule is indexed by). Positions count
@@ -35,10 +39,16 @@ from src.trainer.train_one_step import ACCUMULATED, NetWithLoss, TrainOneStep
 POSITION_KEYS = ("epoch", "step_in_epoch")
 # The schedule comes from the config of the resumed run (it may extend the epochs).
 NOT_RESTORED = ("learning_rate",)
+# --checkpoint auto: the newest intact checkpoint in ckpt_root_dir, or a fresh start
+AUTO = "auto"
 
 
 class TrainingError(ConformerError, RuntimeError):
     """A problem reported to the user in one line."""
+
+
+class DivergedError(TrainingError):
+    """max_nonfinite_steps consecutive steps with non-finite gradients."""
 
 
 def build_train_step(cfg, net, steps_per_epoch: int, rank_size: int):
@@ -60,7 +70,7 @@ def training_state(train_step) -> list:
     """What a training checkpoint holds: every parameter of the train step but the (zero) gradient
     accumulation buffers."""
     return [{"name": p.name, "data": p} for p in train_step.get_parameters()
-            if not p.name.startswith(ACCUMULATED + ".")]
+            if not p.name.startswith(ACCUMULATED + ".") and p.name != GRAD_NORM]
 
 
 def restore(train_step, path: str, params: dict = None) -> dict:
@@ -75,7 +85,8 @@ def restore(train_step, path: str, params: dict = None) -> dict:
     if any(k not in params for k in POSITION_KEYS):
         raise CheckpointError(f"{path}: has no training position (epoch/step): resume needs a checkpoint "
                               "written by train.py; use --pretrained for weights only")
-    state = {k: v for k, v in params.items() if k not in POSITION_KEYS and k not in NOT_RESTORED}
+    state = {k: v for k, v in params.items()
+             if k not in POSITION_KEYS and k not in NOT_RESTORED and not isinstance(v, str)}
     for p in train_step.get_parameters():
         if p.name in state and tuple(state[p.name].shape) != tuple(p.shape):
             raise CheckpointError(f"{path}: {p.name!r} has shape {tuple(state[p.name].shape)}, "
@@ -121,17 +132,22 @@ class Trainer:
         self.rank_id, self.rank_size = init_distributed(cfg)
         self.is_main = self.rank_id == 0
         self.arch = canonical_arch(cfg.arch)
-        self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state else "")
-        # read (and its CRC checked) before the data and the graph are built: a bad file fails at once
-        self.resume_state = read_training_checkpoint(self.resume_from) if self.resume_from else None
         self.keeper = CheckpointKeeper(cfg.ckpt_root_dir, cfg.best_ckpt_root_dir, f"{self.arch}_{cfg.model_postfix}",
                                        cfg.ckpt_keep_num, cfg.best_ckpt_num, enabled=self.is_main)
+        if cfg.resume == AUTO:
+            self.resume_from, self.resume_state = self._newest_intact_checkpoint()
+        else:
+            self.resume_from = cfg.resume or (cfg.pretrained if cfg.pretrained and not cfg.exclude_epoch_state
+                                              else "")
+            # read (and its CRC checked) before the data and the graph are built: a bad file fails at once
+            self.resume_state = read_training_checkpoint(self.resume_from) if self.resume_from else None
         if self.keeper.has_checkpoints() and not self.resume_from:
             raise TrainingError(f"{cfg.ckpt_root_dir} or {cfg.best_ckpt_root_dir} already holds checkpoints named "
                                 f"{self.arch}_{cfg.model_postfix}-*: continue them with --resume CKPT, or choose "
                                 "another ckpt_root_dir/best_ckpt_root_dir or model_postfix")
         self.net = self._build_net()
         self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
+        self.keeper.meta.update(checkpoint_entry(cfg, self.val_data.class_names))
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
         self.decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
         self.micro_batches = cfg.grad_accumulation_steps
@@ -145,9 +161,44 @@ class Trainer:
         self.eval_net = create_model_from_config(cfg)
         self.metrics_log = MetricsLog(cfg.summary_root_dir, enabled=self.is_main)
         self.loss_log = LossLog(cfg.summary_root_dir, cfg.summary_loss_collect_freq, enabled=self.is_main)
-        self.progress = ProgressLogger(cfg.epochs, self.steps_per_epoch,
-                                       cfg.batch_size * self.micro_batches * self.rank_size,
+        self.global_batch = cfg.batch_size * self.micro_batches * self.rank_size
+        self.progress = ProgressLogger(cfg.epochs, self.steps_per_epoch, self.global_batch,
                                        cfg.print_loss_every, enabled=self.is_main)
+        self.tensorboard = None  # opened once the first step is known (a resumed run purges from there on)
+        self.nonfinite, self.last_good = 0, ""  # the current run of steps with non-finite gradients
+        if self.is_main:
+            write_run_record(cfg, sys.argv, self.rank_size, self.resume_from)
+
+    def _newest_intact_checkpoint(self) -> tuple:
+        """--checkpoint auto: (path, its entries) of the newest readable checkpoint of this run in
+        ckpt_root_dir, or ("", None).  Rank 0 chooses (a damaged file is reported and the one before it
+        tried) and the others take its choice through a collective: every rank then reads the same file,
+        whatever each node's view of the folder."""
+        choice, params = (-1, 0), None
+        if self.is_main:
+            for epoch, global_step, path in self.keeper.newest_first():
+                try:
+                    params = read_training_checkpoint(path)
+                except CheckpointError as e:
+                    print(f"train.py: --checkpoint auto: {e}; trying the one before it", file=sys.stderr, flush=True)
+                    continue
+                choice = (epoch, global_step)
+                break
+        if self.rank_size > 1:
+            # float32 sums (the CPU AllReduce's only type) are exact below 2**24: the step goes in two halves
+            mine = np.array([choice[0] + 1, choice[1] // 4096, choice[1] % 4096] if self.is_main else [0, 0, 0],
+                            np.float32)
+            agreed = SumOverRanks()(ms.Tensor(mine)).asnumpy().astype(np.int64)
+            choice = (int(agreed[0]) - 1, int(agreed[1]) * 4096 + int(agreed[2]))
+            if not self.is_main:
+                chosen = self.keeper.current_path(*choice) if choice[0] >= 0 else "a fresh start"
+                print(f"rank {self.rank_id}/{self.rank_size}: --checkpoint auto: rank 0 chose {chosen}", flush=True)
+        if choice[0] < 0:
+            self._print(f"--checkpoint auto: no intact checkpoint of {self.keeper.prefix} in {self.cfg.ckpt_root_dir}: "
+                        "starting fresh")
+            return "", None
+        path = self.keeper.current_path(*choice)
+        return path, params if params is not None else read_training_checkpoint(path)
 
     def _print(self, text: str) -> None:
         if self.is_main:
@@ -200,19 +251,24 @@ class Trainer:
             self._fit()
         finally:
             self.stop.uninstall()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def _fit(self) -> None:
         start_epoch, done = self._start()
+        self._open_tensorboard()
         self.last_save = time.time()
         for epoch in range(start_epoch, self.cfg.epochs):
+            started = time.perf_counter()
             if epoch != 0 or done:
                 self.train_data = self._train_data(epoch, done)
             losses = self._train_epoch(epoch, done)
+            trained = (self.steps_per_epoch - done) * self.global_batch / max(time.perf_counter() - started, 1e-9)
             done = 0
             self.keeper.save_current(training_state(self.train_step), epoch, self.steps_per_epoch,
                                      self._global_step(), {"seed": self.cfg.seed})
             self.last_save = time.time()
-            self._validate(epoch, losses)
+            self._validate(epoch, losses, trained, started)
             signum = self.stop.agreed()
             if signum:  # arrived during the epoch-end checkpoint or validation: that checkpoint is the position
                 raise Interrupted(signum, self.keeper.last_complete(),
@@ -221,13 +277,40 @@ class Trainer:
         print(f"rank {self.rank_id}/{self.rank_size}: weights fingerprint {weights_fingerprint(self.net)}",
               flush=True)
 
+    def _open_tensorboard(self) -> None:
+        """Event files from the first step this process trains (earlier ones' points from there on are
+        dropped); a fresh run also records its hyper-parameters."""
+        first = self._global_step() + 1 if self.resume_from else 0
+        self.tensorboard = TensorBoardLog(self.cfg.summary_root_dir, self.cfg.summary_loss_collect_freq, first,
+                                          enabled=self.is_main and self.cfg.tensorboard)
+        if not self.resume_from:
+            self.tensorboard.hyper_parameters(resolved_config(self.cfg), config_yaml(self.cfg, " ".join(sys.argv)))
+
+    def _count_nonfinite(self, applied: bool, epoch: int, step: int) -> None:
+        """Stop after max_nonfinite_steps steps in a row with non-finite gradients (the same on every
+        rank: the check is on the reduced gradients)."""
+        if applied:
+            self.nonfinite = 0
+            return
+        if self.nonfinite == 0:
+            self.last_good = self.keeper.last_complete()
+        self.nonfinite += 1
+        limit = self.cfg.max_nonfinite_steps
+        if limit and self.nonfinite >= limit:
+            self.loss_log.flush()  # the losses recorded so far: they show the divergence
+            where = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written"
+            raise DivergedError(f"training diverged: {self.nonfinite} steps in a row had non-finite gradients, up to "
+                                f"{self._position(epoch, step)}; {where} (max_nonfinite_steps {limit})")
+
     def _train_epoch(self, epoch: int, done: int) -> list:
         """Train the rest of `epoch` after its first `done` optimizer steps; returns the applied steps'
         losses (with gradient accumulation, each the mean of its micro-batches' losses)."""
         cfg, losses, step, micro_losses = self.cfg, [], done, []
         for images, targets in self.skipped.one_line_errors(self.train_data.create_tuple_iterator(num_epochs=1)):
             if cfg.collect_input_data and self.is_main and step == done and not micro_losses:
-                save_input_grid(images.asnumpy(), cfg.summary_root_dir, epoch)
+                grid = input_grid(images.asnumpy())
+                save_input_grid(grid, cfg.summary_root_dir, epoch)
+                self.tensorboard.input_grid(grid, self._global_step() + 1)
             if len(micro_losses) < self.micro_batches - 1:
                 micro_losses.append(self.train_step.accumulate(images, targets))
                 continue
@@ -239,17 +322,23 @@ class Trainer:
                 losses.append(loss)
             global_step = self._global_step()
             lr = current_lr(self.optimizer)
-            self.progress.step(epoch, step, loss, lr, int(self.train_step.skipped_steps.asnumpy()))
+            skipped = int(self.train_step.skipped_steps.asnumpy())
+            self.progress.step(epoch, step, loss, lr, skipped)
             self.loss_log.record(global_step, epoch, loss, lr)
+            self.tensorboard.step(global_step, loss, lr, float(self.train_step.scale_sense.asnumpy()), skipped,
+                                  float(self.train_step.grad_norm.asnumpy()))
+            self._count_nonfinite(bool(applied.asnumpy()), epoch, step)
             due_steps = cfg.ckpt_save_every_step and global_step % cfg.ckpt_save_every_step == 0
             due_time = cfg.ckpt_save_every_seconds and time.time() - self.last_save >= cfg.ckpt_save_every_seconds
-            if (due_steps or due_time) and step < self.steps_per_epoch:  # the epoch end saves anyway
+            # the epoch end saves anyway; none inside a run of non-finite steps, which could prune the good ones
+            saved = bool(due_steps or due_time) and step < self.steps_per_epoch and not self.nonfinite
+            if saved:
                 self.keeper.save_current(training_state(self.train_step), epoch, step, global_step,
                                          {"seed": cfg.seed})
                 self.last_save = time.time()
             signum = self.stop.agreed()
             if signum:
-                self._stop_here(signum, epoch, step, global_step, saved=bool(due_steps or due_time))
+                self._stop_here(signum, epoch, step, global_step, saved=saved)
         if micro_losses:  # a guard: the pipeline is cut to whole optimizer steps, so none is left open
             self.train_step.discard_accumulated()
         return losses
@@ -266,11 +355,13 @@ class Trainer:
         else:
             path = self.keeper.save_current(training_state(self.train_step), epoch, step, global_step,
                                             {"seed": self.cfg.seed})
+        self.loss_log.flush()  # the steps since the last epoch end are in the checkpoint: their losses too
         self.stop.barrier()
         raise Interrupted(signum, path, self._position(epoch, step))
 
-    def _validate(self, epoch: int, losses: list) -> None:
-        """Evaluate the EMA (or raw) weights; log them, keep them if among the best."""
+    def _validate(self, epoch: int, losses: list, images_per_second: float, started: float) -> None:
+        """Evaluate the EMA (or raw) weights; log them, keep them if among the best.  `images_per_second`:
+        the epoch's training speed; `started`: its perf_counter start."""
         weights = validation_weights(self.net, self.ema)
         ms.load_param_into_net(self.eval_net, {w["name"]: ms.Parameter(w["data"], name=w["name"]) for w in weights})
         results = evaluate(self.eval_net, self.val_data)
@@ -289,3 +380,5 @@ class Trainer:
             row[f"{head}_top5"] = results[head]["Top5-Acc"]
         self.loss_log.flush()
         self.metrics_log.append(row, self.loss_log.points())
+        self.tensorboard.epoch(row["global_step"], results, row["train_loss"], images_per_second,
+                               time.perf_counter() - started)

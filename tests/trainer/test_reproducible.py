@@ -1,11 +1,16 @@
 """Reproducible training, end to end: the same config and seed end with bit-identical training state
 (weights, optimizer moments, EMA, BatchNorm statistics, loss scale) with several data worker threads
 and the full augmentation recipe; so does a run stopped by a real SIGTERM and then killed -9, each
-time resumed from the checkpoint it left.
+time resumed from the checkpoint it left; and so does the same command with `--checkpoint auto`
+re-run after each of two SIGTERMs, whose TensorBoard curves then hold each step once.
 
 One module fixture trains: A and B uninterrupted; C stopped by SIGTERM in epoch 1, resumed, killed
--9 in epoch 2 and resumed from its last periodic checkpoint."""
+-9 in epoch 2 and resumed from its last periodic checkpoint; D, the same command line three times
+(`--checkpoint auto`), stopped by SIGTERM in epoch 1 and in epoch 2, its newest checkpoint damaged
+before the last start."""
+import csv
 import glob
+import json
 import os
 import re
 import shlex
@@ -18,7 +23,8 @@ import pytest
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
-from src.config import parse_args
+from event_files import read_events
+from src.config import load_yaml, parse_args
 from src.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
@@ -53,6 +59,16 @@ def _read_until(proc, prefix):
             return seen
     proc.wait()
     raise AssertionError("".join(seen) + proc.stderr.read())
+
+
+def _sigterm_after(args, line_prefix):
+    """Start train.py, SIGTERM it once `line_prefix` is printed; -> its stdout, stderr (status 143)."""
+    proc = _start(args)
+    seen = _read_until(proc, line_prefix)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    return "".join(seen) + out, err
 
 
 def _final_state(root, name):
@@ -96,12 +112,36 @@ def runs(tmp_path_factory):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {newest}: epoch 2, step {step + 1}" in resumed.stdout
     done["C"] = resumed.stdout
+
+    # D: one command line, started three times; TensorBoard every step, with the input grids
+    auto = [*base, *_outputs(root, "D"), "--checkpoint", "auto", "--summary_loss_collect_freq", "1",
+            "--collect_input_data", "True"]
+    out, _ = _sigterm_after(auto, f"epoch 1/{EPOCHS} step 2/{STEPS}")
+    assert "--checkpoint auto: no intact checkpoint" in out and "starting fresh" in out
+    out, _ = _sigterm_after(auto, f"epoch 2/{EPOCHS} step 3/{STEPS}")
+    assert re.search(r"resumed from \S+-e0001-s0000000[23]\.ckpt: epoch 1, step [34]", out), out
+    # the newest checkpoint damaged (a flipped byte): the third start reports it and takes the one before
+    checkpoints = sorted(glob.glob(str(root / "D" / "ckpt" / "*.ckpt")))
+    newest, before = checkpoints[-1], checkpoints[-2]
+    os.chmod(newest, 0o644)
+    with open(newest, "r+b") as f:
+        f.seek(os.path.getsize(newest) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    final = run_script("train.py", *auto)
+    assert final.returncode == 0, final.stderr[-2000:]
+    (line,) = [line for line in final.stderr.splitlines() if "--checkpoint auto" in line]
+    assert line.startswith(f"train.py: --checkpoint auto: {newest}: ") and line.endswith("; trying the one before it")
+    assert f"resumed from {before}:" in final.stdout
+    done["D"] = final.stdout
     return root, done
 
 
 def _assert_identical(a: dict, b: dict):
     assert sorted(a) == sorted(b)
-    different = [name for name in a if not np.array_equal(a[name].asnumpy(), b[name].asnumpy())]
+    different = [name for name in a if not (a[name] == b[name] if isinstance(a[name], str)  # the run's settings
+                                            else np.array_equal(a[name].asnumpy(), b[name].asnumpy()))]
     assert not different, f"{len(different)} of {len(a)} entries differ, e.g. {different[:3]}"
 
 
@@ -118,3 +158,79 @@ def test_two_runs_with_the_same_seed_end_bit_identical(runs):
 def test_sigterm_and_kill_9_then_resume_end_as_the_uninterrupted_run(runs):
     root, _ = runs
     _assert_identical(_final_state(root, "A"), _final_state(root, "C"))
+
+
+def test_the_same_command_with_checkpoint_auto_resumes_after_two_sigterms_to_the_same_weights(runs):
+    root, stdout = runs
+    _assert_identical(_final_state(root, "A"), _final_state(root, "D"))
+    fingerprint = re.compile(r"weights fingerprint (\w+)")
+    assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["D"]).group(1)
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tensorboard_curves_of_the_resumed_run_match_the_csvs_with_each_step_once(runs):
+    root, _ = runs
+    summary = root / "D" / "summary"
+    events = read_events(str(summary))
+    scalars = events["scalars"]
+    assert len(glob.glob(str(summary / "events.out.tfevents.*"))) == 3  # one file per start
+    assert events["purges"][1:] and all(step > 0 for step in events["purges"][1:])  # the resumed starts purge
+    losses = {int(r["global_step"]): (float(r["loss"]), float(r["lr"])) for r in _csv_rows(summary / "loss.csv")}
+    assert sorted(losses) == list(range(1, EPOCHS * STEPS + 1))
+    for tag in ("train/loss", "train/lr", "train/loss_scale", "train/skipped_steps", "train/grad_norm"):
+        assert sorted(scalars[tag]) == sorted(losses), tag  # every step once: the purged ones replaced
+    for step, (loss, lr) in losses.items():
+        assert scalars["train/loss"][step] == pytest.approx(loss, abs=2e-6)
+        assert scalars["train/lr"][step] == pytest.approx(lr, rel=1e-5)
+    assert set(scalars["train/loss_scale"].values()) == {1024.0} and set(scalars["train/skipped_steps"].values()) == {0}
+    assert all(np.isfinite(v) and v > 0 for v in scalars["train/grad_norm"].values())
+    metrics = _csv_rows(summary / "metrics.csv")
+    assert [int(r["global_step"]) for r in metrics] == [STEPS * e for e in range(1, EPOCHS + 1)]
+    for row in metrics:
+        step = int(row["global_step"])
+        for head in ("sum", "conv", "trans"):
+            for k in ("top1", "top5"):
+                assert scalars[f"val/{head}_{k}"][step] == pytest.approx(float(row[f"{head}_{k}"]), abs=1e-6)
+        assert scalars["val/sum_loss"][step] == pytest.approx(float(row["val_loss"]), rel=1e-6)
+        assert scalars["train/epoch_loss"][step] == pytest.approx(float(row["train_loss"]), rel=1e-6)
+        assert scalars["speed/images_per_second"][step] > 0 and scalars["speed/epoch_seconds"][step] > 0
+        assert scalars["val/conv_loss"][step] > 0 and scalars["val/trans_loss"][step] > 0
+    assert events["images"]["train/inputs"]  # collect_input_data
+    assert "_hparams_/experiment" in events["tags"] and "config/text_summary" in events["tags"]
+
+
+def test_the_run_record_repeats_the_run_and_says_what_produced_it(runs):
+    root, _ = runs
+    summary = root / "D" / "summary"
+    recorded = load_yaml(str(summary / "config.yaml"))  # a config file --config accepts
+    replayed = parse_args(["--config", str(summary / "config.yaml")], script="train.py")
+    original = parse_args(ARGS, script="train.py")
+    assert recorded["arch"] == "conformer_reduced_patch16" and recorded["image_size"] == 32
+    assert recorded["summary_loss_collect_freq"] == 1 and recorded["ckpt_root_dir"] == str(root / "D" / "ckpt")
+    for key in ("epochs", "batch_size", "base_lr", "warmup_length", "seed", "min_crop", "num_classes"):
+        assert getattr(replayed, key) == getattr(original, key), key
+    with open(summary / "run.json") as f:
+        starts = json.load(f)["starts"]
+    assert len(starts) == 3
+    assert starts[0]["command"][-4:] == ["--summary_loss_collect_freq", "1", "--collect_input_data", "True"]
+    assert starts[0]["resumed_from"] == "" and starts[2]["resumed_from"].endswith(".ckpt")
+    assert {s["device_target"] for s in starts} == {"CPU"} and {s["device_num"] for s in starts} == {1}
+    assert starts[0]["versions"]["mindspore"] and starts[0]["versions"]["python"]
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", starts[0]["revision"])  # this test runs in a git checkout
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", starts[0]["start_time"])
+
+
+def test_every_checkpoint_carries_the_settings_to_use_it_alone(runs):
+    root, _ = runs
+    paths = glob.glob(str(root / "D" / "ckpt" / "*.ckpt")) + glob.glob(str(root / "D" / "best" / "*.ckpt"))
+    assert any("-best-" in p for p in paths)
+    for path in paths:
+        if path.endswith("-s00000012.ckpt") or "-best-" in path:
+            settings = json.loads(read_checkpoint(path)["run_settings"])
+            assert settings["arch"] == "conformer_reduced_patch16" and settings["num_classes"] == 10
+            assert settings["image_size"] == 32 and settings["class_names"] == [str(i) for i in range(10)]
+            assert settings["disable_approximate_gelu"] is True and settings["amp_level"] == "O0"

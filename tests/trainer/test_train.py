@@ -17,6 +17,7 @@ from mindspore import nn
 
 from conftest import REPO, free_port, run_script
 from datasets import EVAL_SMALL, NO_AUGMENT, SMALL, write_digits_folder
+from src.checkpoint import read_checkpoint
 from src.config import parse_args
 from src.conformer import create_model, create_model_from_config
 from src.trainer.checkpoint_keeper import CheckpointKeeper
@@ -122,13 +123,13 @@ def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path)
             "--lr_scheduler", "constant_lr", "--with_ema", "false", "--batch_size", "8"]
     log_dir = tmp_path / "logs"
     env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
-    result = subprocess.run(["bash", os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh"), SMALL[1],
-                             "--num_devices", "2", "--device_ids", "0,1", "--extra", *args[2:],
-                             *_outputs(tmp_path, "dist")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    launch = ["bash", os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh"), SMALL[1], "--num_devices", "2",
+              "--device_ids", "0,1", "--checkpoint", "auto", "--extra", *args[2:], *_outputs(tmp_path, "dist")]
+    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     logs = [open(log).read() for log in glob.glob(str(log_dir / "worker_*.log"))]
     assert len(logs) == 2
+    assert "rank 1/2: --checkpoint auto: rank 0 chose a fresh start" in "".join(logs)
     for kind in ("initial weights", ": weights"):  # same start (seeding) and same end (all-reduce)
         fingerprints = {re.search(kind + r" fingerprint (\w+)", log).group(1) for log in logs}
         assert len(fingerprints) == 1, kind
@@ -147,10 +148,22 @@ def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path)
     for rank in (0, 1):
         images, targets = next(create_dataset(cfg, "train", rank_id=rank, rank_size=2).create_tuple_iterator())
         grads.append([g.asnumpy() for g in grad_fn(images, targets)[1]])
-    trained = ms.load_checkpoint(glob.glob(str(tmp_path / "dist_ckpt" / "*.ckpt"))[0])
+    (first,) = glob.glob(str(tmp_path / "dist_ckpt" / "*.ckpt"))
+    trained = ms.load_checkpoint(first)
     for p, g0, g1 in zip(net.trainable_params(), *grads):
         expected = p.asnumpy() - 0.05 * (g0 + g1) / 2
         np.testing.assert_allclose(trained[p.name].asnumpy(), expected, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+    # the same command with one more epoch: rank 0 picks the checkpoint, rank 1 takes its choice
+    env["LOG_DIR"], env["MASTER_PORT"] = str(tmp_path / "logs2"), str(free_port())
+    launch[launch.index("--epochs") + 1] = "2"
+    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    logs = {os.path.basename(log): open(log).read() for log in glob.glob(str(tmp_path / "logs2" / "worker_*.log"))}
+    assert f"resumed from {first}: epoch 2, step 1" in logs["worker_0.log"]
+    assert f"rank 1/2: --checkpoint auto: rank 0 chose {first}" in logs["worker_1.log"]
+    fingerprints = {re.search(r": weights fingerprint (\w+)", log).group(1) for log in logs.values()}
+    assert len(fingerprints) == 1
 
 
 def test_loss_scale_clip_and_ema_combine_and_overflow_is_skipped():
@@ -228,6 +241,34 @@ def test_a_new_run_never_overwrites_existing_checkpoints(tmp_path, digits):
                         *_outputs(tmp_path, "bad"))
     _one_line_error(result, "already holds checkpoints", "--resume")
     assert existing.read_bytes() == b"a good checkpoint of an earlier run"
+
+
+def test_a_diverged_run_stops_after_max_nonfinite_steps_naming_the_last_good_checkpoint(tmp_path, digits):
+    # a learning rate of 1e8: the first step's update makes the weights huge, every later loss non-finite
+    result = run_script("train.py", *SMALL, *NO_AUGMENT, "--epochs", "2", "--batch_size", "10",
+                        "--train_num_samples", "100", "--val_num_samples", "10", "--data_url", digits,
+                        "--base_lr", "1e8", "--ckpt_save_every_step", "1", "--max_nonfinite_steps", "3",
+                        "--summary_loss_collect_freq", "1", *_outputs(tmp_path, "nan"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    # the global step counts applied optimizer steps: the skipped ones do not advance it
+    match = re.fullmatch(r"train\.py: error: training diverged: 3 steps in a row had non-finite gradients, up to "
+                         r"epoch 1 step (\d+)/10 \(global step (\d+)\); the last good checkpoint is (\S+) "
+                         r"\(max_nonfinite_steps 3\)", last)
+    assert match, last
+    stop, applied, good = int(match.group(1)), int(match.group(2)), match.group(3)
+    assert applied == stop - 3 >= 1
+    assert os.path.basename(good) == f"conformer_reduced_patch16_0-e0001-s{applied:08d}.ckpt"
+    # a checkpoint after every applied step, none of the non-finite steps; all intact
+    saved = sorted(glob.glob(str(tmp_path / "nan_ckpt" / "*.ckpt")))
+    assert saved[-1] == good and len(saved) == applied
+    for path in saved:
+        assert read_checkpoint(path)["epoch"].asnumpy() == 0
+    # the losses recorded up to the stop are on disk (a skipped step's replaces its global step's): the last one
+    # is the diverged loss (huge, or not finite)
+    with open(tmp_path / "nan_summary" / "loss.csv") as f:
+        losses = [float(line.split(",")[2]) for line in f.read().splitlines()[1:]]
+    assert len(losses) == applied and not abs(losses[-1]) < 1e6
 
 
 def test_checkpoint_keeper_keeps_the_newest_and_the_best(tmp_path):
