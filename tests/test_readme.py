@@ -362,7 +362,8 @@ def test_command_extraction_handles_continuations_chains_comments_and_env():
     ("bash scripts/run_eval_gpu.sh CFG --device 0 --extra --device_target CPU", None),
     ("bash scripts/run_eval_gpu.sh CFG --devices 0", "scripts/run_eval_gpu.sh does not accept --devices"),
     ("bash scripts/run_eval_gpu.sh CFG --extra --device_targte CPU", "eval.py does not accept --device_targte"),
-    ("bash scripts/run_eval_gpu.sh --device 0", "scripts/run_eval_gpu.sh needs its positional argument first"),
+    ("bash scripts/run_infer_gpu.sh --checkpoint C", "scripts/run_infer_gpu.sh needs its positional argument first"),
+    ("bash scripts/run_eval_gpu.sh --checkpoint C --extra --device_target CPU", None),  # CONFIG optional
     ("bash scripts/no_such.sh X", "no script scripts/no_such.sh"),
     ("rm -rf build", "unknown program rm"),
 ])

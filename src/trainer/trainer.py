@@ -143,8 +143,10 @@ class Trainer:
             self.resume_state = read_training_checkpoint(self.resume_from) if self.resume_from else None
         if self.keeper.has_checkpoints() and not self.resume_from:
             raise TrainingError(f"{cfg.ckpt_root_dir} or {cfg.best_ckpt_root_dir} already holds checkpoints named "
-                                f"{self.arch}_{cfg.model_postfix}-*: continue them with --resume CKPT, or choose "
-                                "another ckpt_root_dir/best_ckpt_root_dir or model_postfix")
+                                f"{self.arch}_{cfg.model_postfix}-*"
+                                + (" but no intact training checkpoint to continue" if cfg.resume == AUTO else
+                                   ": continue them with --resume CKPT or --checkpoint auto")
+                                + ", or choose another ckpt_root_dir/best_ckpt_root_dir or model_postfix")
         self.net = self._build_net()
         self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
         self.keeper.meta.update(checkpoint_entry(cfg, self.val_data.class_names))
