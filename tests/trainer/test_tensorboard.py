@@ -1,6 +1,7 @@
 """The TensorBoard log: a resumed process's points replace an earlier one's from its first step on, only
 every `every` steps are written, and without tensorboardX one line says how to install it."""
 import sys
+import time
 
 import numpy as np
 
@@ -21,6 +22,7 @@ def test_a_resumed_process_replaces_the_points_from_its_first_step(tmp_path):
     first.epoch(5, RESULTS, 1.0, 100.0, 2.0)
     first.input_grid(np.zeros((8, 8, 3), np.uint8), 1)
     first.close()
+    time.sleep(1.1)  # an event file is named after its start second (and the pid, the same here)
     resumed = TensorBoardLog(str(tmp_path), every=2, first_step=5)
     _steps(resumed, range(5, 11), loss=100.0)
     resumed.close()
