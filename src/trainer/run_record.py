@@ -25,8 +25,13 @@ def resolved_config(cfg) -> dict:
     return {key: getattr(cfg, key) for key in script_keys(TRAIN)}
 
 
-def config_yaml(cfg, command: str) -> str:
-    return (f"# the resolved configuration of the run started by:\n#   {command}\n"
+def command_line(argv: list) -> str:
+    return shlex.join(["python", *argv])
+
+
+def config_yaml(cfg, argv: list) -> str:
+    """config.yaml's text: the resolved configuration, after a comment with the command that started the run."""
+    return (f"# the resolved configuration of the run started by:\n#   {command_line(argv)}\n"
             "# python train.py --config THIS_FILE repeats it\n"
             + yaml.safe_dump(resolved_config(cfg), sort_keys=False, default_flow_style=None))
 
@@ -56,8 +61,7 @@ def _versions() -> dict:
 
 def write_run_record(cfg, argv: list, device_num: int, resumed_from: str) -> None:
     """Rewrite config.yaml and add this start to run.json (both atomically)."""
-    command = shlex.join(["python", *argv])
-    write_atomic(os.path.join(cfg.summary_root_dir, CONFIG_FILE), config_yaml(cfg, command))
+    write_atomic(os.path.join(cfg.summary_root_dir, CONFIG_FILE), config_yaml(cfg, argv))
     path = os.path.join(cfg.summary_root_dir, RECORD_FILE)
     starts = []
     if os.path.isfile(path):

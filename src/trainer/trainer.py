@@ -286,7 +286,7 @@ class Trainer:
         self.tensorboard = TensorBoardLog(self.cfg.summary_root_dir, self.cfg.summary_loss_collect_freq, first,
                                           enabled=self.is_main and self.cfg.tensorboard)
         if not self.resume_from:
-            self.tensorboard.hyper_parameters(resolved_config(self.cfg), config_yaml(self.cfg, " ".join(sys.argv)))
+            self.tensorboard.hyper_parameters(resolved_config(self.cfg), config_yaml(self.cfg, sys.argv))
 
     def _count_nonfinite(self, applied: bool, epoch: int, step: int) -> None:
         """Stop after max_nonfinite_steps steps in a row with non-finite gradients (the same on every
