@@ -43,8 +43,8 @@ def _same(key: str, a, b) -> bool:
 
 
 def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
-    """Fill `cfg`'s model keys from the checkpoint at `path` (see the module docstring); prints one line
-    on stderr saying where the settings came from (none without a `path`).  Returns the checkpoint's
+    """Fill `cfg`'s model keys from the checkpoint at `path` (see the module docstring); when it records
+    settings, prints one line on stderr saying where the settings came from.  Returns the checkpoint's
     settings ({} if none)."""
     if not path:
         return {}
@@ -65,9 +65,9 @@ def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
                 raise ConfigError(f"{clash}: its weights do not fit that model; leave {key} unset (no "
                                   "--config, or one without it) to use the checkpoint's")
             print(f"{prog}: warning: {clash}; using {ours!r}", file=sys.stderr, flush=True)
-    if not settings:
-        source = f"{config} and the command line ({path} records none)"
-    elif taken:
+    if not settings:  # a checkpoint of another tool or of an earlier version: the config as always
+        return settings
+    if taken:
         source = f"{path} ({', '.join(taken)}); the rest from {config} and the command line"
     else:
         source = f"{config} and the command line (all agree with {path})"
