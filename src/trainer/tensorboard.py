@@ -11,7 +11,7 @@ file replaced by rename would also hide new records from a TensorBoard that has 
 import os
 import sys
 
-from src.metrics import HEADS
+from src.inference.heads import HEADS
 
 INSTALL_HINT = "pip install tensorboardX"
 

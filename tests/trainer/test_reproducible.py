@@ -192,13 +192,13 @@ def test_tensorboard_curves_of_the_resumed_run_match_the_csvs_with_each_step_onc
     assert [int(r["global_step"]) for r in metrics] == [STEPS * e for e in range(1, EPOCHS + 1)]
     for row in metrics:
         step = int(row["global_step"])
-        for head in ("sum", "conv", "trans"):
+        for head in ("summed", "conv", "transformer"):
             for k in ("top1", "top5"):
                 assert scalars[f"val/{head}_{k}"][step] == pytest.approx(float(row[f"{head}_{k}"]), abs=1e-6)
-        assert scalars["val/sum_loss"][step] == pytest.approx(float(row["val_loss"]), rel=1e-6)
+        assert scalars["val/summed_loss"][step] == pytest.approx(float(row["val_loss"]), rel=1e-6)
         assert scalars["train/epoch_loss"][step] == pytest.approx(float(row["train_loss"]), rel=1e-6)
         assert scalars["speed/images_per_second"][step] > 0 and scalars["speed/epoch_seconds"][step] > 0
-        assert scalars["val/conv_loss"][step] > 0 and scalars["val/trans_loss"][step] > 0
+        assert scalars["val/conv_loss"][step] > 0 and scalars["val/transformer_loss"][step] > 0
     assert events["images"]["train/inputs"]  # collect_input_data
     assert "_hparams_/experiment" in events["tags"] and "config/text_summary" in events["tags"]
 

@@ -8,7 +8,7 @@ import numpy as np
 from event_files import read_events
 from src.trainer.tensorboard import TensorBoardLog
 
-RESULTS = {head: {"Top1-Acc": 0.5, "Top5-Acc": 0.9, "Loss": 1.25} for head in ("sum", "conv", "trans")}
+RESULTS = {head: {"Top1-Acc": 0.5, "Top5-Acc": 0.9, "Loss": 1.25} for head in ("summed", "conv", "transformer")}
 
 
 def _steps(log, steps, loss):
@@ -31,7 +31,7 @@ def test_a_resumed_process_replaces_the_points_from_its_first_step(tmp_path):
     # steps 1-4 of the first process; from step 5 on, the resumed one's every second step
     assert loss == {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 6: 106.0, 8: 108.0, 10: 110.0}
     assert events["purges"] == [0, 5] and events["duplicates"] == []
-    assert events["scalars"]["val/sum_top1"] == {}  # written at step 5: purged
+    assert events["scalars"]["val/summed_top1"] == {}  # written at step 5: purged
     assert events["images"]["train/inputs"] == [1]
     # the gradient norm of a skipped step (not finite) is left out
     assert sorted(events["scalars"]["train/grad_norm"]) == [1, 2, 4, 8, 10]
