@@ -31,7 +31,7 @@ CONFIGURATION = os.path.join(REPO, "docs", "configuration.md")
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 REDIRECTS = {">", ">>", "<"}
 # programs a README command may run that are not this repository's (nothing of ours to check)
-EXTERNAL = {"git", "pip", "apt-get", "head"}
+EXTERNAL = {"git", "pip", "apt-get", "head", "tensorboard"}
 # an inline `span` that is a command: what it starts with
 INLINE_COMMAND = re.compile(r"^((python[\d.]*|\.venv/bin/python|make) \S|bash scripts/\S)")
 # folders of the repository whose paths a document may name
