@@ -27,12 +27,27 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def waited(batches, clock=time.perf_counter):
+    """(item, seconds the consumer waited for it) for each item of `batches`: from the moment the loop
+    asked for the next item (its previous body had ended) until the item came. timm's and mmpretrain's
+    `data_time`: near 0 while the input pipeline keeps ahead of the step, the step's shortfall when not."""
+    iterator = iter(batches)
+    while True:
+        start = clock()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item, clock() - start
+
+
 class ProgressLogger:
-    """`epoch E/N step S/M loss L lr X img/s R ETA h:mm:ss` every `every` steps.
+    """`epoch E/N step S/M loss L lr X img/s R ETA h:mm:ss data_time Ds` every `every` steps.
 
     img/s and ETA time training steps only: the clock starts after the run's first step (which
     compiles the graph) and restarts at `restart()`, which the trainer calls after each validation.
-    A line printed before any step was timed shows `img/s - ETA -`.
+    A line printed before any step was timed shows `img/s - ETA -`. data_time: the mean seconds a
+    step waited for its batch (see `waited`) over the steps since the previous line.
     """
 
     def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int, every: int, enabled: bool = True,
@@ -41,17 +56,21 @@ class ProgressLogger:
         self.batch_size, self.every, self.enabled = batch_size, every, enabled
         self._clock = clock
         self._since, self._steps_since = None, 0  # None until the first (compiling) step is over
+        self._data_time, self._data_steps = 0.0, 0
 
     def restart(self) -> None:
         """Time from now on: whatever ran since the last step (validation, ...) is not a training step."""
         self._since, self._steps_since = self._clock(), 0
+        self._data_time, self._data_steps = 0.0, 0
 
-    def step(self, epoch: int, step: int, loss: float, lr: float, skipped: int) -> None:
-        """`epoch` 0-based, `step` 1-based within the epoch."""
+    def step(self, epoch: int, step: int, loss: float, lr: float, skipped: int, data_time: float = 0.0) -> None:
+        """`epoch` 0-based, `step` 1-based within the epoch; `data_time`: seconds this step waited for data."""
         if self._since is None:
             self.restart()
         else:
             self._steps_since += 1
+        self._data_time += data_time
+        self._data_steps += 1
         if not self.enabled or (step % self.every and step != self.steps_per_epoch):
             return
         remaining = (self.epochs - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - step
@@ -61,7 +80,8 @@ class ProgressLogger:
         else:
             rate = "img/s - ETA -"
         print(f"epoch {epoch + 1}/{self.epochs} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
-              f"lr {lr:.3e} {rate}" + (f" skipped_steps {skipped}" if skipped else ""), flush=True)
+              f"lr {lr:.3e} {rate} data_time {self._data_time / self._data_steps:.3f}s"
+              + (f" skipped_steps {skipped}" if skipped else ""), flush=True)
         self.restart()
 
 

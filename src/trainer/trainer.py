@@ -22,7 +22,7 @@ from src.inference.metrics import format_eval_results
 from src.runtime.device import init_context, init_distributed, set_graph_kernel_fusion
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
-from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, input_grid, save_input_grid
+from src.trainer.logs import LossLog, MetricsLog, ProgressLogger, input_grid, save_input_grid, waited
 from src.trainer.loss import create_loss
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.optimizer import create_optimizer, current_lr
@@ -153,6 +153,7 @@ class Trainer:
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
         self.decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
         self.micro_batches = cfg.grad_accumulation_steps
+        self.data_times = []  # per optimizer step of the current epoch: seconds waited for its batches
         self.train_data = self._train_data(epoch=0, done=0)
         self.steps_per_epoch = self.train_data.get_dataset_size() // self.micro_batches  # optimizer steps
         if self.steps_per_epoch == 0:
@@ -308,7 +309,10 @@ class Trainer:
         """Train the rest of `epoch` after its first `done` optimizer steps; returns the applied steps'
         losses (with gradient accumulation, each the mean of its micro-batches' losses)."""
         cfg, losses, step, micro_losses = self.cfg, [], done, []
-        for images, targets in self.skipped.one_line_errors(self.train_data.create_tuple_iterator(num_epochs=1)):
+        self.data_times, data_time = [], 0.0
+        batches = self.skipped.one_line_errors(self.train_data.create_tuple_iterator(num_epochs=1))
+        for (images, targets), wait in waited(batches):
+            data_time += wait
             if cfg.collect_input_data and self.is_main and step == done and not micro_losses:
                 grid = input_grid(images.asnumpy())
                 save_input_grid(grid, cfg.summary_root_dir, epoch)
@@ -320,12 +324,14 @@ class Trainer:
             step += 1
             loss = float(sum(float(m.asnumpy()) for m in micro_losses) + loss.asnumpy()) / self.micro_batches
             micro_losses = []
+            self.data_times.append(data_time)
             if bool(applied.asnumpy()):
                 losses.append(loss)
             global_step = self._global_step()
             lr = current_lr(self.optimizer)
             skipped = int(self.train_step.skipped_steps.asnumpy())
-            self.progress.step(epoch, step, loss, lr, skipped)
+            self.progress.step(epoch, step, loss, lr, skipped, data_time)
+            data_time = 0.0
             self.loss_log.record(global_step, epoch, loss, lr)
             self.tensorboard.step(global_step, loss, lr, float(self.train_step.scale_sense.asnumpy()), skipped,
                                   float(self.train_step.grad_norm.asnumpy()))
@@ -380,6 +386,8 @@ class Trainer:
         for head in HEADS:
             row[f"{head}_top1"] = results[head]["Top1-Acc"]
             row[f"{head}_top5"] = results[head]["Top5-Acc"]
+        # the mean seconds an optimizer step of this epoch (of this process, when resumed) waited for data
+        row["data_time"] = float(np.mean(self.data_times)) if self.data_times else float("nan")
         self.loss_log.flush()
         self.metrics_log.append(row, self.loss_log.points())
         self.tensorboard.epoch(row["global_step"], results, row["train_loss"], images_per_second,

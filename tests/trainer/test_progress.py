@@ -1,10 +1,12 @@
 """The training progress line: img/s and ETA time training steps only, not the graph compilation
-of the first step nor the validation between epochs (a fake clock drives the logger as the trainer does)."""
+of the first step nor the validation between epochs (a fake clock drives the logger as the trainer does);
+data_time is the time the loop waited for each batch."""
 import re
+import time
 
 import pytest
 
-from src.trainer.logs import ProgressLogger
+from src.trainer.logs import ProgressLogger, waited
 
 
 class FakeClock:
@@ -51,3 +53,37 @@ def test_a_line_at_the_first_step_has_no_rate_yet(capsys):
     lines = _run(capsys, epochs=1, steps_per_epoch=3, every=1, compile_s=300.0, step_s=2.0, validation_s=0.0)
     assert lines[0] == ("1", "-", "-")
     assert lines[1] == ("2", "4.0", "0:00:02")
+
+
+def test_data_time_is_the_mean_wait_of_the_steps_since_the_previous_line(capsys):
+    clock = FakeClock()
+    logger = ProgressLogger(1, 4, batch_size=8, every=2, clock=clock)
+    for step, wait in zip(range(1, 5), (0.5, 0.1, 0.2, 0.4)):
+        clock.now += 1.0
+        logger.step(0, step, loss=1.0, lr=1e-3, skipped=0, data_time=wait)
+    assert re.findall(r"data_time (\S+)s", capsys.readouterr().out) == ["0.300", "0.300"]
+
+
+def _consume(batches, step_s):
+    """The trainer's loop over `batches`: each body (the train step) takes `step_s`; -> the waits."""
+    waits = []
+    for _, wait in waited(batches):
+        waits.append(wait)
+        time.sleep(step_s)
+    return waits
+
+
+def _pipeline(items, produce_s):
+    for item in range(items):
+        time.sleep(produce_s)
+        yield item
+
+
+def test_waited_measures_how_long_the_loop_waited_for_each_batch():
+    # a pipeline 0.1 s per batch behind a 0.02 s step: each batch is waited for ~0.1 s (sleeps can only
+    # overrun, so the lower bound holds on a busy machine); a pipeline with batches ready: ~0
+    slow = _consume(_pipeline(4, 0.1), 0.02)
+    fast = _consume(list(range(4)), 0.02)
+    assert len(slow) == len(fast) == 4
+    assert min(slow) >= 0.1
+    assert max(fast) < 0.01 < min(slow)

@@ -57,7 +57,12 @@ def test_training_learns_real_digits(tmp_path, digits):
     assert float(rows[-1]["summed_top1"]) >= 0.4  # 10 classes: chance is 0.1
     assert re.search(r"epoch 5 EMA summed: eval results: \{'Loss': [\d.]+, 'Top1-Acc': [\d.]+, 'Top5-Acc': [\d.]+\}",
                      result.stdout)
-    assert re.search(r"epoch 1/5 step 5/10 loss [\d.]+ lr [\d.e+-]+ img/s [\d.]+ ETA \d+:\d\d:\d\d", result.stdout)
+    assert re.search(r"epoch 1/5 step 5/10 loss [\d.]+ lr [\d.e+-]+ img/s [\d.]+ ETA \d+:\d\d:\d\d "
+                     r"data_time [\d.]+s", result.stdout)
+    for row in rows:  # the epoch's mean wait for data: the mean of its two lines' (5 steps each)
+        lines = re.findall(rf"^epoch {row['epoch']}/5 step \d+/10 .* data_time ([\d.]+)s", result.stdout, re.M)
+        assert len(lines) == 2
+        assert float(row["data_time"]) == pytest.approx(sum(map(float, lines)) / 2, abs=1e-3)
     assert os.path.isfile(tmp_path / "run_summary" / "loss.csv")
     assert (tmp_path / "run_summary" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "run_best" / "best.json") as f:
