@@ -4,94 +4,32 @@
 pipeline (train: image float32 [B, 3, S, S] and soft-target labels [B, num_classes]; val: image
 and int32 labels [B]) whose order, shards and every augmentation draw are a function of (seed,
 epoch, position), so a resumed run sees the batches of the uninterrupted one; `SkippedImages`
-counts unreadable files and `DatasetError` names a bad folder, CSV row or batch in one line. How
-it works (sampling, repeated augmentation, unreadable images, why threads and whole-batch items):
-docs/development.md "How it works: the data pipeline".
+counts unreadable files and `DatasetError` names a bad folder, CSV row or batch in one line. The
+training batches are computed by src/data/train_batches.py, in threads or in the worker processes
+of src/data/batch_workers.py (`data_workers_mode`). How it works (sampling, repeated augmentation,
+unreadable images, workers, whole-batch items): docs/development.md "How it works: the data pipeline".
 """
 import logging
 import multiprocessing
 import os
-import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from functools import partial
 
 import mindspore.dataset as ds
 import numpy as np
-from PIL import Image
 
-from src.data.augment import Mixup, RandomErasing, RandomResizedCrop, create_auto_augment
-from src.data.augment.auto_augment import INTERPOLATIONS
+from src.data.augment import Mixup
+from src.data.batch_workers import BatchWorkers, WorkerBatches
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
-from src.data.preprocess import ImageReadError, eval_transform, load_rgb, normalize
+from src.data.preprocess import ImageReadError, eval_transform, load_rgb
+from src.data.train_batches import DecodedImages, SkippedImages, TrainTransform, _MixBatch, _Samples, _TrainBatches
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
 _PYTHON_MULTIPROCESSING = False  # threads: PIL releases the GIL (docs/development.md, the data pipeline)
-
-
-class SkippedImages:
-    """Unreadable images a pipeline replaced (train) or dropped (val): `count` (every time, every epoch)
-    and `paths` (each file once, in order of its first failure). Each file is warned about once.
-    `error`: the DatasetError of a training batch without a readable image, once one was raised
-    (see `one_line_errors`)."""
-
-    def __init__(self):
-        self.count = 0
-        self.paths = []
-        self.error = None
-        self._lock = threading.Lock()
-
-    def __deepcopy__(self, memo):
-        return self  # MindSpore deep-copies the pipeline to iterate it: the copies must count here
-
-    def record(self, path: str, reason: str, action: str = "skipping"):
-        with self._lock:
-            self.count += 1
-            if path not in self.paths:
-                self.paths.append(path)
-                log.warning("%s unreadable image %s: %s", action, path, reason)
-
-    def one_line_errors(self, batches):
-        """The rows of `batches` (a training pipeline's iterator); MindSpore re-raises an exception of the
-        batch source as a RuntimeError holding its traceback, which this turns back into the one-line
-        DatasetError. Errors of the loop body that consumes the rows pass unchanged."""
-        try:
-            yield from batches
-        except RuntimeError:
-            if self.error is not None:
-                raise self.error from None
-            raise
-
-
-class DecodedImages:
-    """Decoded training images kept in memory across epochs, up to `budget_mib` MiB of pixels
-    (`cache_decoded_mib`): on a small dataset each file is then decoded once per run instead of once
-    per epoch. Images past the budget, and unreadable files, are read every time. Only the decoded
-    image is kept (identical to a fresh decode), never an augmented one."""
-
-    def __init__(self, budget_mib: int):
-        self.budget = budget_mib * 2 ** 20
-        self.used = 0
-        self.images = {}
-        self._lock = threading.Lock()
-
-    def __deepcopy__(self, memo):
-        return self  # as SkippedImages: every copy MindSpore makes of the pipeline shares one store
-
-    def load(self, path: str) -> Image.Image:
-        img = self.images.get(path)
-        if img is None:
-            img = load_rgb(path)
-            size = img.width * img.height * 3
-            with self._lock:
-                if path not in self.images and self.used + size <= self.budget:
-                    self.images[path] = img
-                    self.used += size
-        return img
 
 
 def _subset(samples: list, num: int, key: str, root: str) -> list:
@@ -104,12 +42,13 @@ def _subset(samples: list, num: int, key: str, root: str) -> list:
     return [samples[i] for i in np.arange(num) * len(samples) // num]
 
 
-def _workers(requested: int) -> int:
+def data_workers(cfg) -> int:
+    """The data workers (threads or processes) a pipeline of `cfg` uses: num_parallel_workers, capped."""
     available = multiprocessing.cpu_count()  # the bound MindSpore checks each op against
-    if requested > available:
+    if cfg.num_parallel_workers > available:
         log.warning("num_parallel_workers %d > %d CPUs here: using %d per pipeline op",
-                    requested, available, available)
-    return min(requested, available)
+                    cfg.num_parallel_workers, available, available)
+    return min(cfg.num_parallel_workers, available)
 
 
 def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, rank_size: int,
@@ -131,30 +70,6 @@ def _repeated_shard(order: np.ndarray, repeats: int, rank_id: int, rank_size: in
     total = -(-num * repeats // rank_size) * rank_size
     selected = num // 256 * 256 // rank_size
     return np.resize(np.repeat(order, repeats), total)[rank_id::rank_size][:selected]
-
-
-class _Samples:
-    """Random-access source: k -> (sample index int64, class index int32, position int64) of the k-th
-    sample in `order`; the map reads the file. `position` numbers the sample within the epoch over all
-    ranks (k-th of this rank's shard, after `first` skipped ones): what its augmentation is seeded by."""
-
-    def __init__(self, order: np.ndarray, labels: np.ndarray, first: int = 0, rank_id: int = 0, rank_size: int = 1):
-        self.order, self.labels = order, labels
-        self.first, self.rank_id, self.rank_size = first, rank_id, rank_size
-
-    def __len__(self):
-        return len(self.order)
-
-    def __getitem__(self, k):
-        index = self.order[k]
-        return np.int64(index), self.labels[index], np.int64((self.first + k) * self.rank_size + self.rank_id)
-
-
-def sample_rng(seed: int, epoch: int, position: int, what: str = "image") -> random.Random:
-    """The random draws of one sample (or, what='batch', of the batch starting at it) in one epoch:
-    a function of (seed, epoch, position) only, so neither the number of worker threads nor their
-    timing nor a resume changes them. (String seeds hash with SHA-512: the same in every process.)"""
-    return random.Random(f"{what}/{seed}/{epoch}/{position}")
 
 
 class _LoadImage:
@@ -185,18 +100,6 @@ class _KeepReadable:
         return not reason
 
 
-class _MixBatch:
-    """CHW images and labels of one batch, the position of its first sample -> (images [B, 3, S, S],
-    soft targets [B, K]); the mixing draws are seeded by (seed, epoch, that position)."""
-
-    def __init__(self, mixup: Mixup, mix: bool, epoch_seed: tuple):
-        self.mixup, self.mix, self.epoch_seed = mixup, mix, epoch_seed
-
-    def __call__(self, images: list, labels: list, first_position: int):
-        rng = sample_rng(*self.epoch_seed, int(first_position), what="batch")
-        return self.mixup(np.stack(images), np.array(labels), mix=self.mix, rng=rng)
-
-
 def _mix_batch(cfg, epoch: int) -> _MixBatch:
     """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
     mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
@@ -205,98 +108,6 @@ def _mix_batch(cfg, epoch: int) -> _MixBatch:
         raise ValueError(f"mixup_mode pair needs an even batch_size, got {cfg.batch_size}")
     return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch),
                      epoch_seed=(cfg.seed, epoch))
-
-
-class TrainTransform:
-    """Per-image train ops (timm's transforms_imagenet_train): `(RGB PIL image, rng) -> normalised CHW
-    float32 [3, S, S]`, every random draw from `rng` (one per sample: see `sample_rng`)."""
-
-    def __init__(self, cfg):
-        # crop, flip and RandAugment run on PIL as in timm, and the resize is PIL's antialiased one,
-        # like torchvision's
-        self.crop = RandomResizedCrop(cfg.image_size, scale=(cfg.min_crop, 1.0), ratio=(3 / 4, 4 / 3),
-                                      interpolation=INTERPOLATIONS[cfg.aa_interpolation])
-        self.hflip = cfg.hflip
-        self.rand_augment = create_auto_augment(cfg.auto_augment, cfg.aa_interpolation)
-        self.erasing = RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count) if cfg.re_prob > 0 else None
-
-    def __call__(self, img: Image.Image, rng: random.Random) -> np.ndarray:
-        img = self.crop(img, rng)
-        if self.hflip > 0 and rng.random() < self.hflip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        if self.rand_augment is not None:
-            img = self.rand_augment(img, rng)
-        array = normalize(img)  # = ToTensor + Normalize
-        return array if self.erasing is None else self.erasing(array, rng)
-
-
-class _TrainBatches:
-    """Random-access source: b -> (images float32 [B, 3, S, S], soft targets float32 [B, K]) of the b-th
-    batch of `samples`, every sample loaded and transformed with its own draws and the batch mixed in
-    this one call (docs/development.md, the data pipeline). An unreadable file's slot takes the next readable image
-    of the batch (cyclically) and its label, transformed with the slot's own draws."""
-
-    def __init__(self, samples: _Samples, paths: list, transform: TrainTransform, mix: _MixBatch,
-                 batch_size: int, drop_remainder: bool, skipped: SkippedImages, decoded: DecodedImages = None,
-                 threads: int = 1):
-        self.samples, self.paths, self.transform, self.mix = samples, paths, transform, mix
-        self.batch_size, self.drop_remainder, self.skipped = batch_size, drop_remainder, skipped
-        self.load = load_rgb if decoded is None else decoded.load
-        self.threads, self._pool = threads, None
-
-    def __getstate__(self):  # copies (MindSpore's, to iterate) start their own thread pool
-        return {**self.__dict__, "_pool": None}
-
-    def __len__(self):
-        full, rest = divmod(len(self.samples), self.batch_size)
-        return full + bool(rest and not self.drop_remainder)
-
-    def __getitem__(self, b):
-        start = int(b) * self.batch_size
-        rows = [self.samples[k] for k in range(start, min(start + self.batch_size, len(self.samples)))]
-        slots = self._slots(rows)
-        pictures, reasons, images = zip(*slots)
-        readable = [i for i, picture in enumerate(pictures) if picture is not None]
-        for (index, _, _), reason in zip(rows, reasons):
-            if reason:  # here, not in the parts: `skipped.paths` in the order of the epoch
-                self.skipped.record(self.paths[int(index)], reason, action="replacing")
-        if not readable:
-            self.skipped.error = DatasetError(f"{self.paths[int(rows[0][0])]}: {reasons[0]}; none of the "
-                                              f"{len(rows)} images of its training batch is readable")
-            raise self.skipped.error
-        images, labels = list(images), [label for _, label, _ in rows]
-        for i in set(range(len(rows))) - set(readable):
-            j = min(readable, key=lambda k: (k - i) % len(rows))
-            images[i] = self.transform(pictures[j], sample_rng(*self.mix.epoch_seed, int(rows[i][2])))
-            labels[i] = rows[j][1]
-        return self.mix(images, labels, rows[0][2])
-
-    def _slots(self, rows: list) -> list:
-        """(decoded image or None, why unreadable, transformed image or None) per row, in order; with
-        `threads` > 1 contiguous parts of the batch in parallel (docs/development.md, the data pipeline)."""
-        if self.threads == 1:
-            return self._part(rows)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="train-batches")
-        size = -(-len(rows) // self.threads)
-        return [slot for part in self._pool.map(self._part, [rows[i:i + size] for i in range(0, len(rows), size)])
-                for slot in part]
-
-    def _part(self, rows: list) -> list:
-        slots = []
-        for index, _, position in rows:
-            picture, reason = self._read(int(index))
-            image = None if picture is None else self.transform(picture, sample_rng(*self.mix.epoch_seed,
-                                                                                     int(position)))
-            slots.append((picture, reason, image))
-        return slots
-
-    def _read(self, index: int) -> tuple:
-        """(decoded image, ''), or (None, why) for an unreadable file."""
-        try:
-            return self.load(self.paths[index]), ""
-        except ImageReadError as e:
-            return None, str(e)
 
 
 def _split_samples(cfg, is_train: bool):
@@ -323,7 +134,7 @@ def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, s
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
                    epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None,
-                   decoded: DecodedImages = None):
+                   decoded: DecodedImages = None, batch_workers: BatchWorkers = None):
     """Batched pipeline of `split` ('train' or 'val') for `epoch` (columns: see the module docstring).
 
     One training pipeline serves one epoch; iterating it again replays that epoch. skip_batches: start
@@ -333,6 +144,8 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     shuffle / drop_remainder: None = True for train, False for val. decoded: where to keep decoded
     images across the pipelines of a run (pass the same one each epoch); None = decode every time.
     Only the decoded image is kept, never an augmented one, so the batches are the same either way.
+    batch_workers: with data_workers_mode process, the worker processes of the run (pass the same
+    ones each epoch); None = the pipeline starts its own, ended with it.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -356,11 +169,18 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     first = skip_batches * cfg.batch_size
     samples = _Samples(order[first:], labels, first, rank_id, rank_size)
     skipped = skipped if skipped is not None else SkippedImages()
-    workers = _workers(cfg.num_parallel_workers)
+    workers = data_workers(cfg)
     if is_train:
+        in_processes = cfg.data_workers_mode == "process"
         source = _TrainBatches(samples, paths, TrainTransform(cfg), _mix_batch(cfg, epoch), cfg.batch_size,
-                               drop_remainder, skipped, decoded, threads=workers)
+                               drop_remainder, skipped, decoded, threads=1 if in_processes else workers)
+        own_workers = in_processes and batch_workers is None
+        if in_processes:
+            batch_workers = batch_workers or BatchWorkers(workers)
+            source = WorkerBatches(source, batch_workers)
         data = ds.GeneratorDataset(source, ["image", "label"], shuffle=False, num_parallel_workers=1)
+        if own_workers:
+            weakref.finalize(data, batch_workers.close)
     else:
         load = _LoadImage(paths, partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct))
         data = _readable_images(samples, paths, load, workers, skipped).batch(cfg.batch_size, drop_remainder)

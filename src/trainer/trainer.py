@@ -13,7 +13,8 @@ import mindspore as ms
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
-from src.data.imagenet import DecodedImages, SkippedImages, create_dataset
+from src.data.batch_workers import BatchWorkers
+from src.data.imagenet import DecodedImages, SkippedImages, create_dataset, data_workers
 from src.errors import ConformerError
 from src.inference.amp import mixed_precision
 from src.inference.evaluate import evaluate
@@ -152,6 +153,8 @@ class Trainer:
         self.keeper.meta.update(checkpoint_entry(cfg, self.val_data.class_names))
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
         self.decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
+        # started once, they serve every epoch; ended by fit() (or at exit)
+        self.batch_workers = BatchWorkers(data_workers(cfg)) if cfg.data_workers_mode == "process" else None
         self.micro_batches = cfg.grad_accumulation_steps
         self.data_times = []  # per optimizer step of the current epoch: seconds waited for its batches
         self.train_data = self._train_data(epoch=0, done=0)
@@ -223,7 +226,8 @@ class Trainer:
         """The batches of `epoch` after its first `done` optimizer steps, cut to whole optimizer steps
         (the last batch_count % grad_accumulation_steps batches of an epoch are left out)."""
         data = create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
-                              skip_batches=done * self.micro_batches, skipped=self.skipped, decoded=self.decoded)
+                              skip_batches=done * self.micro_batches, skipped=self.skipped, decoded=self.decoded,
+                              batch_workers=self.batch_workers)
         whole = data.get_dataset_size() // self.micro_batches * self.micro_batches
         if whole < data.get_dataset_size():
             data = data.take(whole)
@@ -256,6 +260,8 @@ class Trainer:
             self.stop.uninstall()
             if self.tensorboard is not None:
                 self.tensorboard.close()
+            if self.batch_workers is not None:
+                self.batch_workers.close()
 
     def _fit(self) -> None:
         start_epoch, done = self._start()

@@ -13,12 +13,15 @@ from conftest import REPO
 from src.config import parse_args
 from src.data.folder import scan_image_folder
 from src.data.imagenet import (DatasetError, DecodedImages, SkippedImages, TrainTransform, _mix_batch, _Samples,
-                                _shard_order, _split_samples, create_dataset, sample_rng)
+                                _shard_order, _split_samples, create_dataset)
+from src.data.batch_workers import BatchWorkers, DataWorkerError
+from src.data.train_batches import sample_rng
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
 PER_CLASS = 6
 BAD = os.path.join("train", "mango", "truncated.jpg")
+MODES = ("thread", "process")  # data_workers_mode: batches computed by threads of this process or worker processes
 
 
 def _color(split, class_index, i):
@@ -89,9 +92,12 @@ def test_bad_image_is_counted_every_epoch_but_warned_once(data_root, caplog):
     assert sum("unreadable" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_an_unreadable_training_image_is_replaced_by_the_next_readable_one_of_its_batch(data_root, caplog):
-    # unshuffled, the truncated file is sample 12 (after apple 0-5 and mango 0-5), then come zebra 0-5
-    plain = ("--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0", "--label_smoothing", "0")
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unreadable_training_image_is_replaced_by_the_next_readable_one_of_its_batch(data_root, caplog, mode):
+    # unshuffled, the truncated file is sample 12 (after apple 0-5 and mango 0-5), then come zebra 0-5;
+    # in worker processes too, the warning is logged (once) by this process
+    plain = ("--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0", "--label_smoothing", "0",
+             "--data_workers_mode", mode)
     zebra = [_color("train", CLASSES.index("zebra"), i) for i in range(3)]
     skipped = SkippedImages()
     with caplog.at_level(logging.WARNING):
@@ -106,13 +112,14 @@ def test_an_unreadable_training_image_is_replaced_by_the_next_readable_one_of_it
     assert skipped.count == 2 and len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
 
 
-def test_a_training_batch_without_a_readable_image_stops_with_one_line(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_training_batch_without_a_readable_image_stops_with_one_line(tmp_path, mode):
     for name in ("a", "b"):
         os.makedirs(tmp_path / "train" / name)
     for i in range(2):
         Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / f"{i}.png")
         (tmp_path / "train" / "b" / f"{i}.png").write_bytes(b"not a png")
-    cfg = _cfg(str(tmp_path), "--batch_size", "2")
+    cfg = _cfg(str(tmp_path), "--batch_size", "2", "--data_workers_mode", mode)
     skipped = SkippedImages()
     dataset = create_dataset(cfg, "train", shuffle=False, skipped=skipped)  # batch 1: b/0, b/1
     with pytest.raises(RuntimeError, match="none of the 2 images of its training batch is readable"):
@@ -169,11 +176,13 @@ def test_epoch_order_is_seeded_per_epoch_and_skip_batches_resumes_it(data_root):
         create_dataset(_cfg(data_root), "train", epoch=3, skip_batches=4)
 
 
-def test_augmented_batches_are_a_function_of_seed_epoch_and_position(data_root):
-    """The full recipe with 2 worker threads: rebuilt pipelines give bit-identical batches, a pipeline
-    resumed after k batches gives the same later batches, another epoch or seed other ones."""
+@pytest.mark.parametrize("mode", MODES)
+def test_augmented_batches_are_a_function_of_seed_epoch_and_position(data_root, mode):
+    """The full recipe with 2 worker threads or processes: rebuilt pipelines give bit-identical batches,
+    with 1 worker too, a pipeline resumed after k batches gives the same later batches, another epoch or
+    seed other ones."""
     def batches(*extra, epoch=1, skip=0):
-        cfg = _cfg(data_root, "--train_num_samples", "16", "--min_crop", "0.2", *extra)
+        cfg = _cfg(data_root, "--train_num_samples", "16", "--min_crop", "0.2", "--data_workers_mode", mode, *extra)
         return _epochs(create_dataset(cfg, "train", epoch=epoch, skip_batches=skip))[0]
 
     first = batches()
@@ -214,17 +223,45 @@ def _one_by_one(cfg, epoch, skip_batches):
     return batches
 
 
-def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root):
-    """The tiny recipe (RandAugment, mixup/cutmix, hflip) with erasing on every image and 2 worker threads:
-    bit-identical to the plain loop, in order, also resumed after 2 batches and from the decoded store."""
-    cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2")
-    for epoch, skip, decoded in ((1, 0, None), (2, 2, DecodedImages(1))):
-        got = _epochs(create_dataset(cfg, "train", epoch=epoch, skip_batches=skip, decoded=decoded))[0]
-        expected = _one_by_one(cfg, epoch, skip)
-        assert len(got) == len(expected) == 6 - skip
-        for (image, target), (image_1, target_1) in zip(got, expected):
-            assert np.array_equal(image, image_1) and np.array_equal(target, target_1)
-    assert len(decoded.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
+@pytest.mark.parametrize("mode", MODES)
+def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root, mode):
+    """The tiny recipe (RandAugment, mixup/cutmix, hflip) with erasing on every image and 2 worker threads
+    or processes: bit-identical to the plain loop, in order, also resumed after 2 batches and from the
+    decoded store; processes also when one pool serves several epochs and pipelines abandoned midway."""
+    cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2", "--data_workers_mode", mode)
+    pool = BatchWorkers(2, in_flight=3) if mode == "process" else None
+    store = DecodedImages(1)
+    try:
+        for epoch, skip, decoded in ((1, 0, None), (2, 2, store), (1, 1, None)):
+            dataset = create_dataset(cfg, "train", epoch=epoch, skip_batches=skip, decoded=decoded,
+                                     batch_workers=pool)
+            next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))  # an iteration left midway
+            got = _epochs(dataset)[0]
+            expected = _one_by_one(cfg, epoch, skip)
+            assert len(got) == len(expected) == 6 - skip
+            for (image, target), (image_1, target_1) in zip(got, expected):
+                assert np.array_equal(image, image_1) and np.array_equal(target, target_1)
+    finally:
+        if pool is not None:
+            pool.close()
+    if mode == "thread":  # processes: each worker keeps its own store
+        assert len(store.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
+
+
+def test_a_dead_data_worker_stops_the_epoch_with_one_line(data_root):
+    pool = BatchWorkers(2)
+    try:
+        pool.workers[0].process.kill()
+        pool.workers[0].process.wait()
+        skipped = SkippedImages()
+        dataset = create_dataset(_cfg(data_root), "train", skipped=skipped, batch_workers=pool)
+        with pytest.raises(DataWorkerError) as err:
+            list(skipped.one_line_errors(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)))
+    finally:
+        pool.close()
+    pid = pool.workers[0].process.pid
+    assert str(err.value).startswith(f"data worker 0 (pid {pid}) was killed by signal 9; ")
+    assert "\n" not in str(err.value)
 
 
 def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
@@ -354,8 +391,9 @@ def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
             Image.new("RGB", (8, 8), (10 + 40 * c + i, 50, 60)).save(tmp_path / "train" / name / f"{i}.png")
     (tmp_path / "train" / "b" / "bad.png").write_bytes(b"not a png")
     # batches of 3: the 9 files sorted, so the last batch is b/2, b/3 and the unreadable file
+    # in this process's threads: worker processes keep their own stores, which this test cannot inspect
     cfg = _cfg(str(tmp_path), "--auto_augment", "none", "--re_prob", "0", "--mixup", "0", "--cutmix", "0",
-               "--min_crop", "1", "--batch_size", "3")
+               "--min_crop", "1", "--batch_size", "3", "--data_workers_mode", "thread")
     decoded, skipped = DecodedImages(1), SkippedImages()  # 1 MiB: all 8 images (192 bytes each)
     first = _file_ids(np.concatenate([b for b, _ in _epochs(create_dataset(cfg, "train", shuffle=False,
                                                                             decoded=decoded, skipped=skipped))[0]]))

@@ -1,13 +1,13 @@
 """Reproducible training, end to end: the same config and seed end with bit-identical training state
-(weights, optimizer moments, EMA, BatchNorm statistics, loss scale) with several data worker threads
-and the full augmentation recipe; so does a run stopped by a real SIGTERM and then killed -9, each
-time resumed from the checkpoint it left; and so does the same command with `--checkpoint auto`
+(weights, optimizer moments, EMA, BatchNorm statistics, loss scale) with several data worker processes
+or threads and the full augmentation recipe; so does a run stopped by a real SIGTERM and then killed
+-9, each time resumed from the checkpoint it left; and so does the same command with `--checkpoint auto`
 re-run after each of two SIGTERMs, whose TensorBoard curves then hold each step once.
 
-One module fixture trains: A and B uninterrupted; C stopped by SIGTERM in epoch 1, resumed, killed
--9 in epoch 2 and resumed from its last periodic checkpoint; D, the same command line three times
-(`--checkpoint auto`), stopped by SIGTERM in epoch 1 and in epoch 2, its newest checkpoint damaged
-before the last start."""
+One module fixture trains: A and B uninterrupted (worker processes), T uninterrupted (threads); C
+stopped by SIGTERM in epoch 1, resumed, killed -9 in epoch 2 and resumed from its last periodic
+checkpoint; D, the same command line three times (`--checkpoint auto`), stopped by SIGTERM in epoch 1
+and in epoch 2, its newest checkpoint damaged before the last start."""
 import csv
 import glob
 import json
@@ -82,8 +82,8 @@ def runs(tmp_path_factory):
     data = write_digits_folder(root / "digits", train_per_class=5, val_per_class=1)
     base = [*ARGS, "--data_url", data]
     done = {}
-    for name in ("A", "B"):
-        result = run_script("train.py", *base, *_outputs(root, name))
+    for name, mode in (("A", "process"), ("B", "process"), ("T", "thread")):
+        result = run_script("train.py", *base, *_outputs(root, name), "--data_workers_mode", mode)
         assert result.returncode == 0, result.stderr[-2000:]
         done[name] = result.stdout
 
@@ -152,7 +152,12 @@ def test_two_runs_with_the_same_seed_end_bit_identical(runs):
     _assert_identical(state, _final_state(root, "B"))
     fingerprint = re.compile(r"weights fingerprint (\w+)")
     assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["B"]).group(1)
-    assert min(parse_args(ARGS).num_parallel_workers, os.cpu_count()) > 1  # several worker threads per map
+    assert min(parse_args(ARGS).num_parallel_workers, os.cpu_count()) > 1  # several data workers
+
+
+def test_worker_threads_and_processes_give_the_same_training(runs):
+    root, _ = runs
+    _assert_identical(_final_state(root, "A"), _final_state(root, "T"))
 
 
 def test_sigterm_and_kill_9_then_resume_end_as_the_uninterrupted_run(runs):
@@ -162,7 +167,7 @@ def test_sigterm_and_kill_9_then_resume_end_as_the_uninterrupted_run(runs):
 
 def test_the_same_command_with_checkpoint_auto_resumes_after_two_sigterms_to_the_same_weights(runs):
     root, stdout = runs
-    _assert_identical(_final_state(root, "A"), _final_state(root, "D"))
+    _assert_identical(_final_state(root, "A"), _final_state(root, "T"))
     fingerprint = re.compile(r"weights fingerprint (\w+)")
     assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["D"]).group(1)
 
