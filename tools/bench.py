@@ -18,9 +18,9 @@ import contextlib
 import itertools
 import json
 import os
-import resource
 import statistics
 import sys
+import subprocess
 import tempfile
 import time
 
@@ -36,13 +36,15 @@ from mindspore import nn, ops  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tools.bench_torch_worker import FILES  # noqa: E402
+from tools.cpu_probe import cpu_seconds, timed_beside_busy_thread  # noqa: E402
 from tools.kernel_cases import kernel_cases  # noqa: E402
 from tools.torch_ref import TorchWorker, check_torch_ref  # noqa: E402
 from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs the path above)
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
 from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa: E402
 from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
-from src.data.imagenet import DecodedImages, create_dataset  # noqa: E402
+from src.data.batch_workers import BatchWorkers  # noqa: E402
+from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
 from src.inference.network import InferenceNet  # noqa: E402
@@ -70,6 +72,9 @@ TORCH_PAIRS = {"PyTorch eager forward": "MindSpore GRAPH forward", TORCH_ORT: OU
 INTERLEAVED_ROUNDS = 10
 # tiny ops in the long chain of the dispatch part: enough that the chain dwarfs one call's fixed cost
 CHAIN_OPS = 400
+DATA_ROUNDS = 3  # each round of the data part's train rows: every configuration, DATA_EPOCHS epochs
+DATA_EPOCHS = 2
+TORCH_LOADER = "torch"  # the data part's anchor: tools/bench_torch_loader.py under --torch_python
 FEED_ROUNDS = 3  # each round of the feed part is three runs of --feed_batches batches
 FEED_DATA, FEED_FIXED, FEED_FED = ("data: the config's training pipeline", "feed: train step, one fixed batch",
                                    "feed: train step fed by the pipeline")
@@ -127,7 +132,8 @@ def _script_args(parser):
                         help="checkout of github.com/pengzhiliang/Conformer: also time the official PyTorch "
                              "model and check the numerics of its converted weights (default: off)")
     parser.add_argument("--torch_python", default=sys.executable, metavar="PATH",
-                        help="Python interpreter that can import torch, for --torch_ref (default: this one)")
+                        help="Python interpreter that can import torch, for --torch_ref and for the data part's "
+                             "torch DataLoader rows (default: this one; those rows need it given or --torch_ref)")
 
 
 def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
@@ -144,31 +150,90 @@ def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
             Image.fromarray(pixels).save(os.path.join(folder, f"{i}.JPEG"), quality=90)
 
 
+def _time_train_data(data_cfg, epochs: int, pool, busy: bool) -> tuple:
+    """(seconds, CPU seconds of the data work, images) of `epochs` training pipelines (one per epoch,
+    as train.py), after one untimed epoch; a busy thread's own CPU is not counted."""
+    def run(epoch):
+        data = create_dataset(data_cfg, "train", epoch=epoch, batch_workers=pool)
+        return sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
+
+    run(0)
+    pids = pool.pids() if pool else []
+    return timed_beside_busy_thread(lambda: sum(run(epoch) for epoch in range(1, epochs + 1)), busy, pids)
+
+
+def _time_torch_loader(cfg, data_cfg, root: str, workers: int, busy: bool) -> tuple:
+    """(seconds, CPU seconds, images) of tools/bench_torch_loader.py under --torch_python: the same
+    epochs of the same recipe through torch's DataLoader."""
+    keys = ("data_url", "train_dir", "batch_size", "seed", "image_size", "min_crop", "aa_interpolation", "hflip",
+            "auto_augment", "re_prob", "re_mode", "re_count", "num_classes", "mixup", "cutmix", "mixup_prob",
+            "switch_prob", "mixup_mode", "label_smoothing")
+    spec = os.path.join(root, "torch_loader.json")
+    with open(spec, "w") as f:
+        json.dump({"cfg": {k: getattr(data_cfg, k) for k in keys}, "workers": workers, "epochs": DATA_EPOCHS,
+                   "busy": busy}, f)
+    done = subprocess.run([cfg.torch_python, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                          "bench_torch_loader.py"), spec],
+                          capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"bench_torch_loader.py under {cfg.torch_python} failed: {last}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["cpu"], result["images"]
+
+
 def bench_data(cfg) -> list:
-    """img/s of the eval pipeline and of the full train recipe (one pipeline per epoch, as train.py)."""
+    """img/s of the eval pipeline, and img/s and CPU-ms per image of the full train recipe (one
+    pipeline per epoch, as train.py) in worker threads and in worker processes, at 1 worker and at
+    the config's count (capped at the CPU count), each alone and beside a busy pure-Python thread in
+    the process; the train rows in interleaved rounds (--repeats, at least 3), medians."""
     rows = []
-    with tempfile.TemporaryDirectory() as root:
+    with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as stack:
         _write_jpegs(root, cfg.images)
         # the generated dataset, not the config's: its keys are no flags of bench.py; repeated_aug only
         # decides which images an epoch holds, not their cost, and needs >= 256 of them
         data_cfg = argparse.Namespace(**{**vars(cfg), **dict(
             dataset="ImageNet", data_url=root, train_dir="train", val_dir="val", train_labels="", val_labels="",
             train_num_samples=-1, val_num_samples=-1, num_classes=4, batch_size=16, repeated_aug=0)})
-        for name, split in (("data: eval transform", "val"), ("data: train recipe", "train")):
-            counts, start = 0, time.perf_counter()
-            for epoch in range(2):
-                data = create_dataset(data_cfg, split, epoch=epoch)
-                counts += sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
-            seconds = time.perf_counter() - start
-            rows.append({"what": name, "batch": 16, "img_per_s": counts / seconds,
-                         "note": f"{min(data_cfg.num_parallel_workers, os.cpu_count())} workers, "
-                                 f"{cfg.images} JPEGs 500x375"})
+        load = os.getloadavg()[0]
+        counts, start = 0, time.perf_counter()
+        for epoch in range(2):
+            data = create_dataset(data_cfg, "val", epoch=epoch)
+            counts += sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        rows.append({"what": "data: eval transform", "batch": 16, "img_per_s": counts / (time.perf_counter() - start),
+                     "note": f"{data_workers(data_cfg)} threads, {cfg.images} JPEGs 500x375; "
+                             f"load {load:.1f} before"})
+        calls = {}
+        for workers in sorted({1, data_workers(data_cfg)}):
+            for mode in ("thread", "process"):
+                mode_cfg = argparse.Namespace(**{**vars(data_cfg), "num_parallel_workers": workers,
+                                                 "data_workers_mode": mode})
+                pool = stack.enter_context(contextlib.closing(BatchWorkers(workers))) if mode == "process" else None
+                for busy in (False, True):
+                    calls[(mode, workers, busy)] = (lambda c=mode_cfg, p=pool, b=busy:
+                                                    _time_train_data(c, DATA_EPOCHS, p, b))
+            if cfg.torch_ref or cfg.torch_python != sys.executable:
+                for busy in (False, True):
+                    calls[(TORCH_LOADER, workers, busy)] = (lambda w=workers, b=busy:
+                                                            _time_torch_loader(cfg, data_cfg, root, w, b))
+        rounds = max(cfg.repeats, DATA_ROUNDS)
+        results = {key: [] for key in calls}
+        load = os.getloadavg()[0]
+        for i in range(rounds):
+            for key, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
+                results[key].append(call())
+        load = f"load {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+        for (mode, workers, busy), runs in results.items():
+            rate = statistics.median(images / seconds for seconds, _, images in runs)
+            cpu_ms = statistics.median(1e3 * cpu / images for _, cpu, images in runs)
+            kind = "torch DataLoader worker process" if mode == TORCH_LOADER else mode
+            plural = "" if workers == 1 else ("s" if kind == "thread" else "es")
+            rows.append({"what": f"data: train recipe, {workers} {kind}{plural}"
+                                 + (", busy Python thread beside" if busy else ""),
+                         "batch": 16, "img_per_s": rate, "cpu_ms_per_img": cpu_ms,
+                         "note": f"{cpu_ms:.1f} CPU-ms/img; median of {rounds} interleaved rounds of "
+                                 f"{DATA_EPOCHS} epochs of {cfg.images} JPEGs 500x375; {load}"})
     return rows
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
-    return usage.ru_utime + usage.ru_stime
 
 
 def bench_feed(cfg) -> list:
@@ -179,6 +244,8 @@ def bench_feed(cfg) -> list:
     batch, count = cfg.train_batch, cfg.feed_batches
     feed_cfg = argparse.Namespace(**{**vars(cfg), "batch_size": batch})
     decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
+    pool = BatchWorkers(data_workers(cfg)) if cfg.data_workers_mode == "process" else None  # one per run, as train.py
+    pids = pool.pids() if pool else []
     net = create_model_from_config(cfg)
     rounds = max(cfg.repeats, FEED_ROUNDS)
     optimizer = create_optimizer(cfg, net, np.full((rounds + 1) * 3 * (count + 4), cfg.base_lr, np.float32))
@@ -190,7 +257,7 @@ def bench_feed(cfg) -> list:
              ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes]))
 
     def batches(train: bool):
-        data = create_dataset(feed_cfg, "train", decoded=decoded)
+        data = create_dataset(feed_cfg, "train", decoded=decoded, batch_workers=pool)
         if data.get_dataset_size() < count + 3:
             raise BenchError(f"feed: {data.get_dataset_size()} batches of {batch} in the training set, "
                              f"fewer than --feed_batches {count} + 3")
@@ -199,22 +266,23 @@ def bench_feed(cfg) -> list:
     def timed(source, train: bool):
         for k, (images, targets) in enumerate(source):
             if k == 3:
-                start, cpu = time.perf_counter(), _cpu_seconds()
+                start, cpu = time.perf_counter(), cpu_seconds(pids)
             if k == count + 3:
                 break
             if train:
                 step(images, targets)[0].asnumpy()
-        return time.perf_counter() - start, _cpu_seconds() - cpu
+        return time.perf_counter() - start, cpu_seconds(pids) - cpu
 
     calls = {FEED_DATA: lambda: timed(batches(False), False),
              FEED_FIXED: lambda: timed(itertools.repeat(fixed, count + 3), True),
              FEED_FED: lambda: timed(batches(True), True)}
-    for call in calls.values():
-        call()  # compiles; fills the decoded-image store
-    times = {name: [] for name in calls}
-    for i in range(rounds):
-        for name, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
-            times[name].append(call())
+    with contextlib.closing(pool) if pool else contextlib.nullcontext():
+        for call in calls.values():
+            call()  # compiles; fills the decoded-image store
+        times = {name: [] for name in calls}
+        for i in range(rounds):
+            for name, call in (list(calls.items()) if i % 2 == 0 else list(calls.items())[::-1]):
+                times[name].append(call())
     seconds = {name: statistics.median(t for t, _ in ts) for name, ts in times.items()}
     cpu_us = {name: 1e6 * statistics.median(c for _, c in ts) / (count * batch) for name, ts in times.items()}
     fixed_rate = batch * count / seconds[FEED_FIXED]

@@ -344,3 +344,34 @@ def test_feed_part_times_the_configs_pipeline_the_step_and_the_fed_step(tmp_path
 def _feed_names():
     bench = _load(BENCH, "bench_script")
     return bench.FEED_DATA, bench.FEED_FIXED, bench.FEED_FED
+
+
+def test_data_part_rows_threads_processes_with_and_without_a_busy_thread(tmp_path):
+    """--parts data: the train recipe in 1 and 2 worker threads and processes, each alone and beside
+    a busy Python thread, with img/s and CPU-ms per image (the workers' CPU included)."""
+    out = tmp_path / "bench.json"
+    result = run_script(BENCH, *SMALL, "--parts", "data", "--images", "16", "--num_parallel_workers", "2",
+                        "--json_out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {r["what"]: r for r in json.loads(out.read_text())["results"]}
+    names = [f"data: train recipe, {kind}{beside}" for kind in ("1 thread", "1 process", "2 threads", "2 processes")
+             for beside in ("", ", busy Python thread beside")]
+    assert sorted(rows) == sorted(["data: eval transform", *names])
+    for name in names:
+        assert rows[name]["img_per_s"] > 0 and rows[name]["cpu_ms_per_img"] > 0
+        assert "load" in rows[name]["note"]  # the machine's load beside every figure
+
+
+def test_the_busy_threads_cpu_is_left_out_and_the_workers_is_counted():
+    from tools.cpu_probe import timed_beside_busy_thread
+    seconds, cpu, _ = timed_beside_busy_thread(lambda: time.sleep(0.3), busy=True)
+    assert seconds >= 0.3 and cpu < 0.1  # the busy thread spun (CPU) for the 0.3 s: not counted
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                               "while time.process_time() < end: pass\nprint('done', flush=True)\ntime.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:  # timed until the other process has burnt its half second of CPU (a little of it before the start)
+        _, cpu, line = timed_beside_busy_thread(burner.stdout.readline, busy=False, pids=[burner.pid])
+    finally:
+        burner.kill()
+        burner.wait()
+    assert line == "done\n" and 0.3 < cpu < 0.8
