@@ -3,6 +3,9 @@ training batches equal to their samples augmented one by one, and bad input (unr
 in training and dropped in eval, missing/empty folders refused in one line)."""
 import logging
 import os
+import subprocess
+import sys
+import time
 
 import mindspore.dataset as ds
 import numpy as np
@@ -382,6 +385,21 @@ def test_random_erasing_runs_per_image_at_batch_level(data_root):
     assert erased.any(axis=(1, 2)).all()  # each image has its box (re_prob 1) ...
     assert (image.transpose(0, 2, 3, 1)[erased] == 0).all()  # ... filled with 0 ('const')
     assert len({m.tobytes() for m in erased}) > 1  # drawn per image
+
+
+def test_data_workers_end_with_a_training_process_killed_9():
+    """Worker processes and their batch folder do not outlive a training process that is killed -9."""
+    code = ("import sys, time\nfrom src.data.batch_workers import BatchWorkers\npool = BatchWorkers(2)\n"
+            "print(*pool.pids(), pool.folder, flush=True)\ntime.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    *pids, folder = proc.stdout.readline().split()
+    assert os.path.isdir(folder)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids) and not os.path.exists(folder)
 
 
 def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
