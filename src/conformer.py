@@ -12,6 +12,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, TruncatedNormal, initializer
 
+from .kernels import LayerNorm
 from .layers.block import Block
 from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
@@ -77,7 +78,7 @@ class Conformer(nn.Cell):
             stages.append(block)
         self.stages = tuple(stages)  # a tuple of registered cells: iterable in graph mode, no new names
 
-        self.trans_norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.trans_norm = LayerNorm(embed_dim, epsilon=1e-5)
         self.trans_cls_head = nn.Dense(embed_dim, num_classes)
         self.conv_cls_head = nn.Dense(stage_1_channel * 4, num_classes)
         self._init_weights()

@@ -94,5 +94,12 @@ def write_atomic(path: str, data, mode: str = "w") -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode of a new file
 
 
+def user_cache_folder(name: str) -> str:
+    """The project's folder `name` under the user's cache ($XDG_CACHE_HOME, else ~/.cache), for what
+    is built once per machine and reused across runs (compiled kernels)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "conformer-ms", name)
+
+
 def write_json_atomic(path: str, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -29,6 +29,7 @@ from src.deploy.formats import EXTENSIONS
 from src.deploy.onnx_cleanup import clean_graph
 from src.errors import ConformerError, first_line
 from src.io import staging_folder
+from src.kernels import set_plain_kernels
 from src.layers.conv2d import set_plain_convs
 from src.layers.exportable_ops import set_exportable
 
@@ -67,8 +68,10 @@ def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format:
     """
     path = output_path(path, file_format)
     net.set_train(False)
-    # an exported file runs wherever it is taken, so it holds the plain Conv2D op, not the CPU formulation
+    # an exported file runs wherever it is taken, so it holds the plain Conv2D op, not the CPU formulation,
+    # and MindSpore's own ops, not the CPU kernels
     set_plain_convs(net, True)
+    set_plain_kernels(net, True)
     try:
         with staging_folder(path) as tmp:
             base = os.path.join(tmp, "model")
@@ -82,6 +85,7 @@ def export_model(net: nn.Cell, example_input: ms.Tensor, path: str, file_format:
             os.replace(written, path)
     finally:
         set_plain_convs(net, False)
+        set_plain_kernels(net, False)
     return path
 
 

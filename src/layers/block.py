@@ -1,6 +1,7 @@
 """Pre-norm transformer block of the transformer branch (official `Block`)."""
 from mindspore import nn
 
+from src.kernels import LayerNorm
 from .attention import Attention
 from .drop_path import drop_path_or_identity
 from .mlp import Mlp
@@ -13,10 +14,10 @@ class Block(nn.Cell):
                  qk_scale=None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  approximate_gelu: bool = False):
         super().__init__()
-        self.norm1 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm1 = LayerNorm(dim, epsilon=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
         self.drop_path = drop_path_or_identity(drop_path)
-        self.norm2 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm2 = LayerNorm(dim, epsilon=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, approximate_gelu)
 
     def construct(self, x):

@@ -8,7 +8,11 @@ exported graph can be given a dynamic batch dimension.
 """
 import math
 
+import mindspore as ms
 from mindspore import nn, ops
+
+from src.kernels.ops import gelu_op
+from src.kernels.switch import KernelCell
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -27,21 +31,27 @@ def _erf_nonneg(z):
     return 1.0 - poly * t * ops.exp(-z * z)
 
 
-class GELU(nn.Cell):
+class GELU(KernelCell):
     """GELU with torch.nn.GELU's two modes.
 
-    approximate=False (the official numerics) is the exact erf form.  `ops.erf`
-    is the fastest exact formulation on CPU (faster than nn.GELU(approximate=False))
-    but has no ONNX exporter, so `set_exportable` switches the cell to an erf
-    polynomial accurate to 1.5e-7, used only for export.
+    approximate=False (the official numerics) is the exact erf form: on CPU the own kernel
+    (src/kernels), elsewhere `ops.erf`, the fastest exact formulation of MindSpore's ops (faster
+    than nn.GELU(approximate=False)) but one with no ONNX exporter, so `set_exportable` switches the
+    cell to an erf polynomial accurate to 1.5e-7, used only for export.
     """
 
     def __init__(self, approximate: bool = False):
         super().__init__()
         self.approximate = approximate
         self.exportable = False
+        self.choose_kernels()
+
+    def make_kernels(self, library: str) -> None:
+        self.kernel = gelu_op(library)
 
     def construct(self, x):
+        if self.use_kernels and not self.approximate and not self.exportable and x.dtype == ms.float32:
+            return self.kernel(x)
         if self.approximate:
             # 0.5 * (1 + tanh(z)) == sigmoid(2z); MindSpore's CPU tanh is off by up to 1e-4, sigmoid by 7e-7
             return x * ops.sigmoid(2.0 * _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))

@@ -1,6 +1,7 @@
 """Feature Coupling Units: the bridges between the CNN and transformer branches."""
 from mindspore import nn, ops
 
+from src.kernels import LayerNorm
 from .conv2d import conv2d
 from .conv_block import batch_norm
 from .exportable_ops import GELU, upsample_nearest
@@ -17,7 +18,7 @@ class FCUDown(nn.Cell):
         self.dw_stride = dw_stride
         self.conv_project = conv2d(inplanes, outplanes, 1, bias=True)
         self.sample_pooling = nn.AvgPool2d(kernel_size=dw_stride, stride=dw_stride)
-        self.ln = nn.LayerNorm((outplanes,), epsilon=1e-6)
+        self.ln = LayerNorm(outplanes, epsilon=1e-6)
         self.act = GELU(approximate_gelu)
 
     def construct(self, x, x_t):

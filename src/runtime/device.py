@@ -12,6 +12,8 @@ import mindspore as ms
 import mindspore.dataset as ds
 
 from src.errors import ConformerError
+from src.kernels import set_cpu_kernels
+from src.io import user_cache_folder
 
 
 # set in each process by msrun (dynamic cluster), a rank table launch, or OpenMPI's mpirun
@@ -50,6 +52,7 @@ def init_context(cfg) -> None:
         except RuntimeError:
             raise DeviceError(f"deterministic {cfg.deterministic}: this process already set the other value "
                               "(MindSpore allows one setting per process)") from None
+    set_cpu_kernels(cfg.cpu_kernels)  # read by the cells when the model is built, after this
     ms.set_seed(cfg.seed)
     ds.config.set_seed(cfg.seed)  # MindSpore's own dataset random ops (ours draw per sample: src/data/imagenet.py)
     np.random.seed(cfg.seed)
@@ -59,8 +62,7 @@ def init_context(cfg) -> None:
 def graph_kernel_cache() -> str:
     """Where fused kernels are compiled and kept across runs: MS_COMPILER_CACHE_PATH if set, else
     the user's cache folder (MindSpore's own default is the working directory)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.environ.get("MS_COMPILER_CACHE_PATH") or os.path.join(cache, "conformer-ms", "graph_kernels")
+    return os.environ.get("MS_COMPILER_CACHE_PATH") or user_cache_folder("graph_kernels")
 
 
 def set_graph_kernel_fusion(on: bool) -> None:

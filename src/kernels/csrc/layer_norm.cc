@@ -1,0 +1,86 @@
+// LayerNorm over the last axis with affine gamma/beta: forward (y, mean, rstd) and backward
+// (dx, dgamma, dbeta). Row statistics and the column sums of dgamma/dbeta accumulate in double:
+// float sums over hundreds of values drift from nn.LayerNorm by more than the tests allow.
+#include <cmath>
+#include <vector>
+
+#include "vmath.h"
+
+// params: x [.., D], gamma [D], beta [D], eps [1] -> y [.., D], mean [..], rstd [..]
+extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream, void *extra) {
+    const float *x = static_cast<const float *>(params[0]);
+    const float *gamma = static_cast<const float *>(params[1]);
+    const float *beta = static_cast<const float *>(params[2]);
+    const float eps = *static_cast<const float *>(params[3]);
+    float *y = static_cast<float *>(params[4]);
+    float *mean_out = static_cast<float *>(params[5]);
+    float *rstd_out = static_cast<float *>(params[6]);
+    int64_t rows, d;
+    ck::rows_cols(ndims[0], shapes[0], &rows, &d);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * d;
+        float *yr = y + r * d;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < d; ++j) s += xr[j];
+        const double mean = s / d;
+        double q = 0.0;
+#pragma omp simd reduction(+ : q)
+        for (int64_t j = 0; j < d; ++j) {
+            double c = xr[j] - mean;
+            q += c * c;
+        }
+        const float rstd = static_cast<float>(1.0 / std::sqrt(q / d + eps));
+        const float m = static_cast<float>(mean);
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - m) * rstd * gamma[j] + beta[j];
+        mean_out[r] = m;
+        rstd_out[r] = rstd;
+    }
+    return 0;
+}
+
+// params: dy, x, mean, rstd, gamma -> dx, dgamma, dbeta
+extern "C" int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *stream, void *extra) {
+    const float *dy = static_cast<const float *>(params[0]);
+    const float *x = static_cast<const float *>(params[1]);
+    const float *mean = static_cast<const float *>(params[2]);
+    const float *rstd = static_cast<const float *>(params[3]);
+    const float *gamma = static_cast<const float *>(params[4]);
+    float *dx = static_cast<float *>(params[5]);
+    float *dgamma = static_cast<float *>(params[6]);
+    float *dbeta = static_cast<float *>(params[7]);
+    int64_t rows, d;
+    ck::rows_cols(ndims[0], shapes[0], &rows, &d);
+    std::vector<double> sum_g(d, 0.0), sum_b(d, 0.0);
+    double *sg = sum_g.data(), *sb = sum_b.data();
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *gr = dy + r * d;
+        const float *xr = x + r * d;
+        float *dr = dx + r * d;
+        const float m = mean[r], rs = rstd[r];
+        float a = 0.0f, b = 0.0f;  // sums of g and g * xhat over the row, g = dy * gamma
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t j = 0; j < d; ++j) {
+            float xhat = (xr[j] - m) * rs;
+            float g = gr[j] * gamma[j];
+            a += g;
+            b += g * xhat;
+            sg[j] += static_cast<double>(gr[j] * xhat);
+            sb[j] += static_cast<double>(gr[j]);
+        }
+        const float ma = a / d, mb = b / d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) {
+            float xhat = (xr[j] - m) * rs;
+            dr[j] = rs * (gr[j] * gamma[j] - ma - xhat * mb);
+        }
+    }
+    for (int64_t j = 0; j < d; ++j) {
+        dgamma[j] = static_cast<float>(sg[j]);
+        dbeta[j] = static_cast<float>(sb[j]);
+    }
+    return 0;
+}

@@ -1,0 +1,49 @@
+// Softmax over the last axis and its backward pass dx = y * (dy - sum(dy * y)).
+#include "vmath.h"
+
+extern "C" int SoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream, void *extra) {
+    const float *x = static_cast<const float *>(params[0]);
+    float *y = static_cast<float *>(params[1]);
+    int64_t rows, n;
+    ck::rows_cols(ndims[0], shapes[0], &rows, &n);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float m = xr[0];
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < n; ++j) {
+            float e = ck::vexp(xr[j] - m);
+            yr[j] = e;
+            s += e;
+        }
+        const float inv = 1.0f / s;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+    }
+    return 0;
+}
+
+// params: y, dy -> dx
+extern "C" int SoftmaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+    const float *y = static_cast<const float *>(params[0]);
+    const float *dy = static_cast<const float *>(params[1]);
+    float *dx = static_cast<float *>(params[2]);
+    int64_t rows, n;
+    ck::rows_cols(ndims[0], shapes[0], &rows, &n);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *yr = y + r * n;
+        const float *gr = dy + r * n;
+        float *dr = dx + r * n;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
+    }
+    return 0;
+}

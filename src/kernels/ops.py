@@ -1,0 +1,45 @@
+"""The kernels of csrc/ as MindSpore ops: `ops.Custom(func_type="aot")`, each forward with a bprop
+made of the matching backward kernel (float32 only).
+
+A Custom op runs under ms.grad in GRAPH mode only with a bprop; the backward ops are made here,
+outside the bprop functions, which only call them.
+"""
+from mindspore import ops
+
+
+def _custom(library: str, name: str, out_shape, out_dtype, bprop=None):
+    return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot",
+                      bprop=bprop)
+
+
+def layer_norm_op(library: str):
+    """(x [.., D], gamma [D], beta [D], eps [1]) -> (y, mean [..], rstd [..])."""
+    backward = _custom(library, "LayerNormBackward", lambda dy, x, m, r, g: (x, g, g),
+                       lambda dy, x, m, r, g: (x, g, g))
+
+    def bprop(x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, out[1], out[2], gamma)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    return _custom(library, "LayerNormForward", lambda x, g, b, e: (x, x[:-1], x[:-1]),
+                   lambda x, g, b, e: (x, x, x), bprop)
+
+
+def gelu_op(library: str):
+    """Exact GELU, x -> x Phi(x)."""
+    backward = _custom(library, "GeluBackward", lambda x, dy: x, lambda x, dy: x)
+
+    def bprop(x, out, dout):
+        return (backward(x, dout),)
+
+    return _custom(library, "GeluForward", lambda x: x, lambda x: x, bprop)
+
+
+def softmax_op(library: str):
+    """Softmax over the last axis."""
+    backward = _custom(library, "SoftmaxBackward", lambda y, dy: y, lambda y, dy: y)
+
+    def bprop(x, out, dout):
+        return (backward(out, dout),)
+
+    return _custom(library, "SoftmaxForward", lambda x: x, lambda x: x, bprop)

@@ -1,0 +1,91 @@
+"""Each own CPU kernel equals MindSpore's op: forward and every gradient, in GRAPH mode under ms.grad,
+over odd sizes (a last axis of 7, 193 and 384 values; one row, 3 x 5 rows)."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+from src.kernels import LayerNorm, Softmax
+from src.layers.exportable_ops import GELU
+
+SHAPES = [(1, 7), (3, 5, 193), (2, 384), (3, 5, 7), (1, 1, 384)]
+
+
+class _Grads(nn.Cell):
+    """d/d(x, params) of sum(cell(x) * sens): the backward pass of a random cotangent, not of ones."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+        self.grad = ms.grad(self.loss, grad_position=0, weights=cell.trainable_params() or None)
+
+    def loss(self, x, sens):
+        return (self.cell(x) * sens).sum()
+
+    def construct(self, x, sens):
+        return self.grad(x, sens)
+
+
+def _forward_and_grads(cell, x, sens) -> list:
+    grads = _Grads(cell)(x, sens)
+    grads = [grads[0], *grads[1]] if isinstance(grads, tuple) else [grads]
+    return [cell(x).asnumpy(), *(g.asnumpy() for g in grads)]
+
+
+def _pair(make):
+    """(kernel cell, plain cell) with the same parameters."""
+    fast, plain = make(), make()
+    plain.choose_kernels(plain=True)
+    assert fast.use_kernels and not plain.use_kernels
+    for p, q in zip(fast.trainable_params(), plain.trainable_params()):
+        q.set_data(p.data)
+    return fast, plain
+
+
+def _compare(make, x: np.ndarray, atol: float, names: tuple, params=None):
+    rng = np.random.RandomState(x.size)
+    fast, plain = _pair(make)
+    for p in fast.trainable_params() + plain.trainable_params():  # not the ones/zeros a fresh norm has
+        p.set_data(ms.Tensor(params[p.name.split(".")[-1]]))
+    x_t, sens = ms.Tensor(x), ms.Tensor(rng.randn(*x.shape).astype(np.float32))
+    expected, got = _forward_and_grads(plain, x_t, sens), _forward_and_grads(fast, x_t, sens)
+    assert len(got) == len(expected) == len(names)
+    for name, e, g in zip(names, expected, got):
+        assert g.shape == e.shape, name
+        scale = max(np.abs(e).max(), 1.0)
+        err = np.abs(g - e).max()
+        assert err <= atol * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_layer_norm_kernel_equals_nn_layer_norm(shape):
+    rng = np.random.RandomState(len(shape) + shape[-1])
+    d = shape[-1]
+    x = (rng.randn(*shape) * 3 + 5).astype(np.float32)  # a mean far from 0: the variance must not cancel
+    params = {"gamma": rng.randn(d).astype(np.float32), "beta": rng.randn(d).astype(np.float32)}
+    _compare(lambda: LayerNorm(d, epsilon=1e-6), x, 2e-6, ("y", "dx", "dgamma", "dbeta"), params)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_gelu_kernel_equals_the_erf_form(shape):
+    rng = np.random.RandomState(shape[-1])
+    x = (rng.randn(*shape) * 4).astype(np.float32)
+    x.flat[:3] = (-12.0, 0.0, 12.0)[:x.size]  # the far tails and the kink
+    _compare(lambda: GELU(approximate=False), x, 1e-6, ("y", "dx"))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_softmax_kernel_equals_ops_softmax(shape):
+    rng = np.random.RandomState(shape[-1] + 1)
+    x = (rng.randn(*shape) * 5).astype(np.float32)
+    x.reshape(-1, shape[-1])[0] += 80.0  # exp of the first row's logits overflows unless its max is subtracted
+    _compare(Softmax, x, 1e-6, ("y", "dx"))
+
+
+def test_float16_inputs_take_mindspore_ops():
+    """The kernels are float32 only: a float16 input (amp O2/O3) runs MindSpore's op in the same cell."""
+    fast, plain = _pair(lambda: GELU(approximate=False))
+    x = ms.Tensor(np.linspace(-3, 3, 11).astype(np.float16))
+    got = fast(x)
+    assert got.dtype == ms.float16
+    np.testing.assert_array_equal(got.asnumpy(), plain(x).asnumpy())
