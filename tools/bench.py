@@ -2,7 +2,7 @@
 onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
 
     .venv/bin/python tools/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels feed]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels cpu_kernels feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
@@ -15,6 +15,7 @@ docs/benchmark.md.
 """
 import argparse
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -46,6 +47,8 @@ from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
+from src.kernels import KernelCell, LayerNorm, Softmax, set_plain_kernels  # noqa: E402
+from src.kernels.build import kernel_library  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
 from src.inference.network import InferenceNet  # noqa: E402
 from src.deploy.onnx_inference import add_ort_threads_arg, onnx_forward  # noqa: E402
@@ -59,8 +62,9 @@ from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 from src.variants import variant_hparams  # noqa: E402
 
-PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "kernels", "feed")
-DEFAULT_PARTS = PARTS[:-2]  # kernels: a diagnosis rather than a figure of the model; feed needs a dataset on disk
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "kernels", "cpu_kernels", "feed")
+# kernels, cpu_kernels: a diagnosis rather than a figure of the model; feed needs a dataset on disk
+DEFAULT_PARTS = PARTS[:-3]
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -392,11 +396,6 @@ def bench_convs(cfg, net) -> list:
     return rows
 
 
-class _Softmax(nn.Cell):
-    def construct(self, x):
-        return ops.softmax(x, -1)
-
-
 class _Scores(nn.Cell):
     def __init__(self):
         super().__init__()
@@ -424,11 +423,11 @@ def kernel_op(case: dict) -> nn.Cell:
     if kind == "linear":
         return nn.Dense(shape[-1], case["out"])
     if kind == "layernorm":
-        return nn.LayerNorm((shape[-1],), epsilon=1e-6)
+        return LayerNorm(shape[-1], epsilon=1e-6)
     if kind == "gelu":
         return GELU(False)
     if kind == "softmax":
-        return _Softmax()
+        return Softmax()
     if kind == "scores":
         return _Scores()
     if kind == "head_split":
@@ -439,8 +438,9 @@ def kernel_op(case: dict) -> nn.Cell:
 
 
 def bench_kernels(cfg, worker=None) -> list:
-    """Each op of tools/kernel_cases.py at the train batch, forward and forward+backward of its sum;
-    with `worker`, the same op in PyTorch eager, all four timed interleaved."""
+    """Each op of tools/kernel_cases.py at the train batch, forward and forward+backward of its sum, as
+    MindSpore's op and, where the project has one (src/kernels, on CPU), as its own kernel; with `worker`,
+    the same op in PyTorch eager; all timed interleaved."""
     rows, batch = [], cfg.train_batch
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
     for name, case in kernel_cases(variant_hparams(cfg.arch_name), cfg.image_size, batch).items():
@@ -449,8 +449,17 @@ def bench_kernels(cfg, worker=None) -> list:
                   for _ in range(2 if case["kind"] == "scores" else 1)]
         op = kernel_op(case)
         op.set_train(True)  # BatchNorm normalises by the batch's statistics, as in a train step
+        own = op if isinstance(op, KernelCell) and op.use_kernels else None
+        if own:
+            op = kernel_op(case)
+            op.choose_kernels(plain=True)
         grads = _SumGrads(op, len(inputs))
         timers = {"fwd": clocked(lambda: _wait(op(*inputs))), "both": clocked(lambda: _wait(grads(*inputs)))}
+        if own:
+            own_grads = _SumGrads(own, len(inputs))
+            timers.update({"own fwd": clocked(lambda: _wait(own(*inputs))),
+                           "own both": clocked(lambda: _wait(own_grads(*inputs)))})
+            timers["own fwd"](), timers["own both"]()
         if worker:
             timers.update({f"torch {k}": lambda k=k: worker.seconds("kernel", batch, name=name, backward=k == "both")
                            for k in ("fwd", "both")})
@@ -459,19 +468,24 @@ def bench_kernels(cfg, worker=None) -> list:
         row = {"what": f"kernel: {name}", "batch": batch, "img_per_s": None, "shape": list(case["shape"]),
                "ms_fwd": ms_["fwd"] * 1e3, "ms_fwd_bwd": ms_["both"] * 1e3,
                "note": f"MindSpore fwd {ms_['fwd'] * 1e3:.2f} ms, fwd+bwd {ms_['both'] * 1e3:.2f} ms"}
+        if own:
+            row.update(own_ms_fwd=ms_["own fwd"] * 1e3, own_ms_fwd_bwd=ms_["own both"] * 1e3)
+            row["note"] += f"; own kernel {ms_['own fwd'] * 1e3:.2f} / {ms_['own both'] * 1e3:.2f} ms"
         if worker:
             row.update(torch_ms_fwd=ms_["torch fwd"] * 1e3, torch_ms_fwd_bwd=ms_["torch both"] * 1e3,
                        ours_over_torch=ms_["torch both"] / ms_["both"])
             row["note"] += (f"; PyTorch {ms_['torch fwd'] * 1e3:.2f} / {ms_['torch both'] * 1e3:.2f} ms "
-                            f"(fwd {ms_['torch fwd'] / ms_['fwd']:.2f}x); median of {rounds} interleaved")
+                            f"(fwd {ms_['torch fwd'] / ms_['fwd']:.2f}x)")
+            if own:
+                row["own_over_torch"] = ms_["torch both"] / ms_["own both"]
+                row["note"] += f" (own kernel fwd+bwd {row['own_over_torch']:.2f}x)"
+            row["note"] += f"; median of {rounds} interleaved"
         rows.append(row)
     return rows
 
 
-def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
-    """Our train step; with `worker`, interleaved with the official model's."""
-    # one lr entry per update: the warm-up call and the most rounds either way of timing takes
-    updates = max(cfg.repeats, INTERLEAVED_ROUNDS) + 2
+def train_step_call(cfg, net, updates: int):
+    """A call of one train step of `net` on a fixed batch of cfg.train_batch, for `updates` calls."""
     optimizer = create_optimizer(cfg, net, np.full(updates, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
@@ -480,13 +494,59 @@ def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
     batch = cfg.train_batch
     x = ms.Tensor(_images(batch, cfg.image_size))
     targets = ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes])
-    call = lambda: step(x, targets)[0].asnumpy()  # noqa: E731
+    return lambda: step(x, targets)[0].asnumpy()
+
+
+def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
+    """Our train step; with `worker`, interleaved with the official model's."""
+    batch = cfg.train_batch
+    # one lr entry per update: the warm-up call and the most rounds either way of timing takes
+    call = train_step_call(cfg, net, max(cfg.repeats, INTERLEAVED_ROUNDS) + 2)
     what = f"MindSpore train step ({cfg.optimizer})" + suffix
     if worker:
         rows = _with_torch(cfg, worker, "train", batch, what, "PyTorch eager train step (adamw)", call)
     else:
         rows = [{"what": what, "batch": batch, "img_per_s": batch / median_time(call, cfg.repeats)}]
     net.set_train(False)
+    return rows
+
+
+def bench_cpu_kernels(cfg) -> list:
+    """The forward at the largest batch and the train step three ways, timed interleaved in one process:
+    MindSpore's ops, the own kernels on the calling thread, the own kernels split over their pool."""
+    library = kernel_library()
+    if not (cpu_formulation() and library):
+        return []
+    pool = ctypes.CDLL(library)  # the library MindSpore loaded: one pool, set here between calls
+    threads = pool.SetKernelThreads(os.cpu_count() or 1)
+    nets = {"MindSpore ops": create_model_from_config(cfg)}
+    set_plain_kernels(nets["MindSpore ops"])
+    for label in ("own kernels, 1 thread", f"own kernels, {threads} threads"):
+        nets[label] = create_model_from_config(cfg)
+        ms.load_param_into_net(nets[label], {p.name: ms.Parameter(p.data.copy(), name=p.name)
+                                             for p in nets["MindSpore ops"].get_parameters()})
+    on_threads = {label: 1 if "1 thread" in label else threads for label in nets}
+    rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
+    batch = max(cfg.batches)
+    x = ms.Tensor(_images(batch, cfg.image_size))
+    calls = {"forward": {}, "train step": {}}
+    for label, net in nets.items():
+        summed = InferenceNet(net)
+        summed.set_train(False)
+        calls["forward"][label] = lambda summed=summed: summed(x).asnumpy()
+    for label, net in nets.items():
+        calls["train step"][label] = train_step_call(cfg, net, rounds + 2)
+    rows = []
+    for what, timed in calls.items():
+        timers = {label: clocked(lambda label=label, call=call: (pool.SetKernelThreads(on_threads[label]), call()))
+                  for label, call in timed.items()}
+        seconds = interleaved_medians(timers, rounds)
+        size = batch if what == "forward" else cfg.train_batch
+        for label, s in seconds.items():
+            rows.append({"what": f"cpu_kernels: {what}, {label}", "batch": size, "img_per_s": size / s,
+                         "note": f"{seconds['MindSpore ops'] / s:.2f}x MindSpore's ops; the three interleaved, "
+                                 f"median of {rounds}"})
+    pool.SetKernelThreads(threads)
     return rows
 
 
@@ -729,6 +789,8 @@ def measure(cfg, workdir: str) -> list:
             rows += bench_forward(cfg, net, PLAIN)
             if "train" in cfg.parts:
                 rows += bench_train(cfg, net, PLAIN)
+    if "cpu_kernels" in cfg.parts:
+        rows += bench_cpu_kernels(cfg)
     return rows
 
 

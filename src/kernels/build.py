@@ -8,8 +8,8 @@ start at once (msrun ranks, pytest-xdist workers) take a file lock, so one build
 wait for it; the library appears by an atomic rename. No compiler, a failed build or an unwritable
 cache is one warning line, after which the model uses MindSpore's own ops.
 
-`python -m src.kernels.build` builds the library ahead of time (the Makefile's venv step) and
-prints its path. MindSpore-free.
+`python -m src.kernels` builds the library ahead of time (the Makefile's venv step) and prints its
+path. This module imports no MindSpore.
 """
 import fcntl
 import glob
@@ -26,7 +26,7 @@ from src.io import replacing, user_cache_folder
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 LIBRARY_NAME = "libconformer_kernels.so"
 # -fopenmp-simd: the `omp simd` reductions vectorise without linking an OpenMP runtime
-CXXFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
+CXXFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-pthread", "-shared", "-fPIC")
 CACHE_ENV = "CONFORMER_KERNEL_CACHE"
 COMPILE_SECONDS = 300
 
@@ -143,7 +143,3 @@ def main() -> int:
         return 0  # not an error of the set-up: the plain ops work
     print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
 // Exact (erf) GELU and its derivative, elementwise: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
+#include "pool.h"
 #include "vmath.h"
 
 extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -6,7 +7,9 @@ extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shap
     const float *x = static_cast<const float *>(params[0]);
     float *y = static_cast<float *>(params[1]);
     const int64_t n = ck::numel(ndims[0], shapes[0]);
-    for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * ck::two_phi(x[i]);
+    ck::parallel_rows(n, 1, [=](int, int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] = 0.5f * x[i] * ck::two_phi(x[i]);
+    });
     return 0;
 }
 
@@ -18,10 +21,12 @@ extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **sha
     float *dx = static_cast<float *>(params[2]);
     const int64_t n = ck::numel(ndims[0], shapes[0]);
     const float inv_sqrt_2pi = 0.39894228040143268f;
-    for (int64_t i = 0; i < n; ++i) {
-        float v = x[i];
-        float pdf = inv_sqrt_2pi * ck::vexp(-0.5f * v * v);
-        dx[i] = dy[i] * (0.5f * ck::two_phi(v) + v * pdf);
-    }
+    ck::parallel_rows(n, 1, [=](int, int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            float v = x[i];
+            float pdf = inv_sqrt_2pi * ck::vexp(-0.5f * v * v);
+            dx[i] = dy[i] * (0.5f * ck::two_phi(v) + v * pdf);
+        }
+    });
     return 0;
 }

@@ -1,4 +1,5 @@
 // Softmax over the last axis and its backward pass dx = y * (dy - sum(dy * y)).
+#include "pool.h"
 #include "vmath.h"
 
 extern "C" int SoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -7,23 +8,25 @@ extern "C" int SoftmaxForward(int nparam, void **params, int *ndims, int64_t **s
     float *y = static_cast<float *>(params[1]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        float m = xr[0];
+    ck::parallel_rows(rows, n, [=](int, int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+            const float *xr = x + r * n;
+            float *yr = y + r * n;
+            float m = xr[0];
 #pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
-        float s = 0.0f;
+            for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
+            float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < n; ++j) {
-            float e = ck::vexp(xr[j] - m);
-            yr[j] = e;
-            s += e;
-        }
-        const float inv = 1.0f / s;
+            for (int64_t j = 0; j < n; ++j) {
+                float e = ck::vexp(xr[j] - m);
+                yr[j] = e;
+                s += e;
+            }
+            const float inv = 1.0f / s;
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
-    }
+            for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        }
+    });
     return 0;
 }
 
@@ -35,15 +38,17 @@ extern "C" int SoftmaxBackward(int nparam, void **params, int *ndims, int64_t **
     float *dx = static_cast<float *>(params[2]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *yr = y + r * n;
-        const float *gr = dy + r * n;
-        float *dr = dx + r * n;
-        float s = 0.0f;
+    ck::parallel_rows(rows, n, [=](int, int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+            const float *yr = y + r * n;
+            const float *gr = dy + r * n;
+            float *dr = dx + r * n;
+            float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
+            for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
-    }
+            for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
+        }
+    });
     return 0;
 }
