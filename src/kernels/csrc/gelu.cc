@@ -1,9 +1,9 @@
 // Exact (erf) GELU and its derivative, elementwise: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
+#include "kernel.h"
 #include "pool.h"
 #include "vmath.h"
 
-extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                           void *stream, void *extra) {
+CK_KERNEL(GeluForward) {
     const float *x = static_cast<const float *>(params[0]);
     float *y = static_cast<float *>(params[1]);
     const int64_t n = ck::numel(ndims[0], shapes[0]);
@@ -14,8 +14,7 @@ extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shap
 }
 
 // params: x, dy -> dx
-extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                            void *stream, void *extra) {
+CK_KERNEL(GeluBackward) {
     const float *x = static_cast<const float *>(params[0]);
     const float *dy = static_cast<const float *>(params[1]);
     float *dx = static_cast<float *>(params[2]);

@@ -4,12 +4,12 @@
 #include <cmath>
 #include <vector>
 
+#include "kernel.h"
 #include "pool.h"
 #include "vmath.h"
 
 // params: x [.., D], gamma [D], beta [D], eps [1] -> y [.., D], mean [..], rstd [..]
-extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                void *stream, void *extra) {
+CK_KERNEL(LayerNormForward) {
     const float *x = static_cast<const float *>(params[0]);
     const float *gamma = static_cast<const float *>(params[1]);
     const float *beta = static_cast<const float *>(params[2]);
@@ -45,8 +45,7 @@ extern "C" int LayerNormForward(int nparam, void **params, int *ndims, int64_t *
 }
 
 // params: dy, x, mean, rstd, gamma -> dx, dgamma, dbeta
-extern "C" int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                 void *stream, void *extra) {
+CK_KERNEL(LayerNormBackward) {
     const float *dy = static_cast<const float *>(params[0]);
     const float *x = static_cast<const float *>(params[1]);
     const float *mean = static_cast<const float *>(params[2]);

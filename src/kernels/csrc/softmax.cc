@@ -1,9 +1,9 @@
 // Softmax over the last axis and its backward pass dx = y * (dy - sum(dy * y)).
+#include "kernel.h"
 #include "pool.h"
 #include "vmath.h"
 
-extern "C" int SoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                              void *stream, void *extra) {
+CK_KERNEL(SoftmaxForward) {
     const float *x = static_cast<const float *>(params[0]);
     float *y = static_cast<float *>(params[1]);
     int64_t rows, n;
@@ -31,8 +31,7 @@ extern "C" int SoftmaxForward(int nparam, void **params, int *ndims, int64_t **s
 }
 
 // params: y, dy -> dx
-extern "C" int SoftmaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
+CK_KERNEL(SoftmaxBackward) {
     const float *y = static_cast<const float *>(params[0]);
     const float *dy = static_cast<const float *>(params[1]);
     float *dx = static_cast<float *>(params[2]);

@@ -56,18 +56,4 @@ static inline float two_phi(float x) {
     return x < 0.0f ? c : 2.0f - c;
 }
 
-// Rows and the length of the last axis of a kernel argument.
-static inline void rows_cols(int ndim, const int64_t *shape, int64_t *rows, int64_t *cols) {
-    int64_t r = 1;
-    for (int i = 0; i + 1 < ndim; ++i) r *= shape[i];
-    *rows = r;
-    *cols = ndim > 0 ? shape[ndim - 1] : 1;
-}
-
-static inline int64_t numel(int ndim, const int64_t *shape) {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; ++i) n *= shape[i];
-    return n;
-}
-
 }  // namespace ck
