@@ -49,6 +49,7 @@ from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noq
 from src.errors import ConformerError  # noqa: E402
 from src.kernels import KernelCell, LayerNorm, Softmax, set_plain_kernels  # noqa: E402
 from src.kernels.build import kernel_library  # noqa: E402
+from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
 from src.inference.network import InferenceNet  # noqa: E402
 from src.deploy.onnx_inference import add_ort_threads_arg, onnx_forward  # noqa: E402
@@ -514,18 +515,19 @@ def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
 def bench_cpu_kernels(cfg) -> list:
     """The forward at the largest batch and the train step three ways, timed interleaved in one process:
     MindSpore's ops, the own kernels on the calling thread, the own kernels split over their pool."""
-    library = kernel_library()
-    if not (cpu_formulation() and library):
+    if not cpu_kernels_wanted():  # not on CPU, switched off (cpu_kernels), or no library
         return []
-    pool = ctypes.CDLL(library)  # the library MindSpore loaded: one pool, set here between calls
+    pool = ctypes.CDLL(kernel_library())  # the library MindSpore loaded: one pool, set here between calls
     threads = pool.SetKernelThreads(os.cpu_count() or 1)
     nets = {"MindSpore ops": create_model_from_config(cfg)}
     set_plain_kernels(nets["MindSpore ops"])
-    for label in ("own kernels, 1 thread", f"own kernels, {threads} threads"):
+    on_threads = {"MindSpore ops": 1, "own kernels, 1 thread": 1}
+    if threads > 1:
+        on_threads[f"own kernels, {threads} threads"] = threads
+    for label in list(on_threads)[1:]:
         nets[label] = create_model_from_config(cfg)
         ms.load_param_into_net(nets[label], {p.name: ms.Parameter(p.data.copy(), name=p.name)
                                              for p in nets["MindSpore ops"].get_parameters()})
-    on_threads = {label: 1 if "1 thread" in label else threads for label in nets}
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
     batch = max(cfg.batches)
     x = ms.Tensor(_images(batch, cfg.image_size))
