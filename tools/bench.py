@@ -15,7 +15,6 @@ docs/benchmark.md.
 """
 import argparse
 import contextlib
-import ctypes
 import itertools
 import json
 import os
@@ -48,7 +47,6 @@ from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
 from src.kernels import KernelCell, LayerNorm, Softmax, set_plain_kernels  # noqa: E402
-from src.kernels.build import kernel_library  # noqa: E402
 from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
 from src.inference.network import InferenceNet  # noqa: E402
@@ -513,21 +511,14 @@ def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
 
 
 def bench_cpu_kernels(cfg) -> list:
-    """The forward at the largest batch and the train step three ways, timed interleaved in one process:
-    MindSpore's ops, the own kernels on the calling thread, the own kernels split over their pool."""
+    """The forward at the largest batch and the train step two ways, timed interleaved in one process:
+    MindSpore's ops and the own kernels."""
     if not cpu_kernels_wanted():  # not on CPU, switched off (cpu_kernels), or no library
         return []
-    pool = ctypes.CDLL(kernel_library())  # the library MindSpore loaded: one pool, set here between calls
-    threads = pool.SetKernelThreads(os.cpu_count() or 1)
-    nets = {"MindSpore ops": create_model_from_config(cfg)}
+    nets = {"MindSpore ops": create_model_from_config(cfg), "own kernels": create_model_from_config(cfg)}
     set_plain_kernels(nets["MindSpore ops"])
-    on_threads = {"MindSpore ops": 1, "own kernels, 1 thread": 1}
-    if threads > 1:
-        on_threads[f"own kernels, {threads} threads"] = threads
-    for label in list(on_threads)[1:]:
-        nets[label] = create_model_from_config(cfg)
-        ms.load_param_into_net(nets[label], {p.name: ms.Parameter(p.data.copy(), name=p.name)
-                                             for p in nets["MindSpore ops"].get_parameters()})
+    ms.load_param_into_net(nets["own kernels"], {p.name: ms.Parameter(p.data.copy(), name=p.name)
+                                                 for p in nets["MindSpore ops"].get_parameters()})
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
     batch = max(cfg.batches)
     x = ms.Tensor(_images(batch, cfg.image_size))
@@ -540,15 +531,12 @@ def bench_cpu_kernels(cfg) -> list:
         calls["train step"][label] = train_step_call(cfg, net, rounds + 2)
     rows = []
     for what, timed in calls.items():
-        timers = {label: clocked(lambda label=label, call=call: (pool.SetKernelThreads(on_threads[label]), call()))
-                  for label, call in timed.items()}
-        seconds = interleaved_medians(timers, rounds)
+        seconds = interleaved_medians({label: clocked(call) for label, call in timed.items()}, rounds)
         size = batch if what == "forward" else cfg.train_batch
         for label, s in seconds.items():
             rows.append({"what": f"cpu_kernels: {what}, {label}", "batch": size, "img_per_s": size / s,
-                         "note": f"{seconds['MindSpore ops'] / s:.2f}x MindSpore's ops; the three interleaved, "
+                         "note": f"{seconds['MindSpore ops'] / s:.2f}x MindSpore's ops; interleaved, "
                                  f"median of {rounds}"})
-    pool.SetKernelThreads(threads)
     return rows
 
 

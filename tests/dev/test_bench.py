@@ -291,12 +291,10 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
     assert own == ["kernel: LayerNorm 192", "kernel: GELU (MLP, 768)", "kernel: softmax (attention)"]
     assert all(r["own_ms_fwd"] > 0 and r["own_ms_fwd_bwd"] > 0 and "own kernel" in r["note"]
                for r in kernels if "own_ms_fwd" in r)
-    # the model with MindSpore's ops, the own kernels on one thread and on their pool, interleaved
-    threads = min(os.cpu_count(), 8)
+    # the model with MindSpore's ops and with the own kernels, interleaved
     step = [r for r in rows if r["what"].startswith("cpu_kernels: train step")]
     assert [r["what"] for r in step] == ["cpu_kernels: train step, MindSpore ops",
-                                         "cpu_kernels: train step, own kernels, 1 thread"] + (
-        [f"cpu_kernels: train step, own kernels, {threads} threads"] if threads > 1 else [])
+                                         "cpu_kernels: train step, own kernels"]
     assert all(r["batch"] == 2 and r["img_per_s"] > 0 for r in step)
     assert step[0]["note"].startswith("1.00x MindSpore's ops")
     assert len([r for r in rows if r["what"].startswith("cpu_kernels: forward")]) == len(step)

@@ -1,6 +1,5 @@
 """Each own CPU kernel equals MindSpore's op: forward and every gradient, in GRAPH mode under ms.grad,
-over odd sizes (a last axis of 7, 193, 384 and 517 values; one row, 3 x 5 rows, 2031 rows split
-between threads)."""
+over odd sizes (a last axis of 7, 193, 384 and 517 values; one row, 3 x 5 rows, 2031 rows)."""
 import numpy as np
 import pytest
 import mindspore as ms
@@ -9,7 +8,6 @@ from mindspore import nn
 from src.kernels import LayerNorm, Softmax
 from src.layers.exportable_ops import GELU
 
-# the last, over the size below which a kernel stays on the calling thread, is split between threads
 SHAPES = [(1, 7), (3, 5, 193), (2, 384), (3, 5, 7), (1, 1, 384), (3, 677, 517)]
 
 

@@ -1,15 +1,12 @@
 // Exact (erf) GELU and its derivative, elementwise: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
 #include "kernel.h"
-#include "pool.h"
 #include "vmath.h"
 
 CK_KERNEL(GeluForward) {
     const float *x = static_cast<const float *>(params[0]);
     float *y = static_cast<float *>(params[1]);
     const int64_t n = ck::numel(ndims[0], shapes[0]);
-    ck::parallel_rows(n, 1, [=](int, int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) y[i] = 0.5f * x[i] * ck::two_phi(x[i]);
-    });
+    for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * ck::two_phi(x[i]);
     return 0;
 }
 
@@ -20,12 +17,10 @@ CK_KERNEL(GeluBackward) {
     float *dx = static_cast<float *>(params[2]);
     const int64_t n = ck::numel(ndims[0], shapes[0]);
     const float inv_sqrt_2pi = 0.39894228040143268f;
-    ck::parallel_rows(n, 1, [=](int, int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            float v = x[i];
-            float pdf = inv_sqrt_2pi * ck::vexp(-0.5f * v * v);
-            dx[i] = dy[i] * (0.5f * ck::two_phi(v) + v * pdf);
-        }
-    });
+    for (int64_t i = 0; i < n; ++i) {
+        float v = x[i];
+        float pdf = inv_sqrt_2pi * ck::vexp(-0.5f * v * v);
+        dx[i] = dy[i] * (0.5f * ck::two_phi(v) + v * pdf);
+    }
     return 0;
 }

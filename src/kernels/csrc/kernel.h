@@ -1,5 +1,8 @@
 // What every kernel shares: MindSpore's AOT calling convention (inputs first in `params`, then
-// outputs; 0 returned for success) and the shapes of its arguments.
+// outputs; 0 returned for success) and the shapes of its arguments. Every kernel runs on the thread
+// MindSpore calls it on: OpenMP teams spin between kernels and fight MindSpore's own threads, and a
+// pool of sleeping threads gained nothing measurable in a whole step while its lifetime, tied to the
+// library's static objects, could deadlock a process that loaded the library more than once.
 #pragma once
 #include <cstdint>
 

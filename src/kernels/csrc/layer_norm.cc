@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "kernel.h"
-#include "pool.h"
 #include "vmath.h"
 
 // params: x [.., D], gamma [D], beta [D], eps [1] -> y [.., D], mean [..], rstd [..]
@@ -19,28 +18,26 @@ CK_KERNEL(LayerNormForward) {
     float *rstd_out = static_cast<float *>(params[6]);
     int64_t rows, d;
     ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    ck::parallel_rows(rows, d, [=](int, int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-            const float *xr = x + r * d;
-            float *yr = y + r * d;
-            double s = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * d;
+        float *yr = y + r * d;
+        double s = 0.0;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < d; ++j) s += xr[j];
-            const double mean = s / d;
-            double q = 0.0;
+        for (int64_t j = 0; j < d; ++j) s += xr[j];
+        const double mean = s / d;
+        double q = 0.0;
 #pragma omp simd reduction(+ : q)
-            for (int64_t j = 0; j < d; ++j) {
-                double c = xr[j] - mean;
-                q += c * c;
-            }
-            const float rstd = static_cast<float>(1.0 / std::sqrt(q / d + eps));
-            const float m = static_cast<float>(mean);
-#pragma omp simd
-            for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - m) * rstd * gamma[j] + beta[j];
-            mean_out[r] = m;
-            rstd_out[r] = rstd;
+        for (int64_t j = 0; j < d; ++j) {
+            double c = xr[j] - mean;
+            q += c * c;
         }
-    });
+        const float rstd = static_cast<float>(1.0 / std::sqrt(q / d + eps));
+        const float m = static_cast<float>(mean);
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - m) * rstd * gamma[j] + beta[j];
+        mean_out[r] = m;
+        rstd_out[r] = rstd;
+    }
     return 0;
 }
 
@@ -56,42 +53,33 @@ CK_KERNEL(LayerNormBackward) {
     float *dbeta = static_cast<float *>(params[7]);
     int64_t rows, d;
     ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    // one pair of column sums per part of the rows, added up after
-    const int parts = ck::Pool::get().threads();
-    std::vector<double> sums(static_cast<size_t>(parts) * 2 * d, 0.0);
-    ck::parallel_rows(rows, d, [=, &sums](int part, int64_t begin, int64_t end) {
-        double *sg = sums.data() + static_cast<size_t>(part) * 2 * d, *sb = sg + d;
-        for (int64_t r = begin; r < end; ++r) {
-            const float *gr = dy + r * d;
-            const float *xr = x + r * d;
-            float *dr = dx + r * d;
-            const float m = mean[r], rs = rstd[r];
-            float a = 0.0f, b = 0.0f;  // sums of g and g * xhat over the row, g = dy * gamma
+    std::vector<double> sums(static_cast<size_t>(2 * d), 0.0);  // the column sums of dgamma, dbeta
+    double *sg = sums.data(), *sb = sg + d;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *gr = dy + r * d;
+        const float *xr = x + r * d;
+        float *dr = dx + r * d;
+        const float m = mean[r], rs = rstd[r];
+        float a = 0.0f, b = 0.0f;  // sums of g and g * xhat over the row, g = dy * gamma
 #pragma omp simd reduction(+ : a, b)
-            for (int64_t j = 0; j < d; ++j) {
-                float xhat = (xr[j] - m) * rs;
-                float g = gr[j] * gamma[j];
-                a += g;
-                b += g * xhat;
-                sg[j] += static_cast<double>(gr[j] * xhat);
-                sb[j] += static_cast<double>(gr[j]);
-            }
-            const float ma = a / d, mb = b / d;
+        for (int64_t j = 0; j < d; ++j) {
+            float xhat = (xr[j] - m) * rs;
+            float g = gr[j] * gamma[j];
+            a += g;
+            b += g * xhat;
+            sg[j] += static_cast<double>(gr[j] * xhat);
+            sb[j] += static_cast<double>(gr[j]);
+        }
+        const float ma = a / d, mb = b / d;
 #pragma omp simd
-            for (int64_t j = 0; j < d; ++j) {
-                float xhat = (xr[j] - m) * rs;
-                dr[j] = rs * (gr[j] * gamma[j] - ma - xhat * mb);
-            }
+        for (int64_t j = 0; j < d; ++j) {
+            float xhat = (xr[j] - m) * rs;
+            dr[j] = rs * (gr[j] * gamma[j] - ma - xhat * mb);
         }
-    });
+    }
     for (int64_t j = 0; j < d; ++j) {
-        double g = 0.0, b = 0.0;
-        for (int p = 0; p < parts; ++p) {
-            g += sums[static_cast<size_t>(p) * 2 * d + j];
-            b += sums[static_cast<size_t>(p) * 2 * d + d + j];
-        }
-        dgamma[j] = static_cast<float>(g);
-        dbeta[j] = static_cast<float>(b);
+        dgamma[j] = static_cast<float>(sums[j]);
+        dbeta[j] = static_cast<float>(sums[d + j]);
     }
     return 0;
 }

@@ -1,6 +1,5 @@
 // Softmax over the last axis and its backward pass dx = y * (dy - sum(dy * y)).
 #include "kernel.h"
-#include "pool.h"
 #include "vmath.h"
 
 CK_KERNEL(SoftmaxForward) {
@@ -8,25 +7,23 @@ CK_KERNEL(SoftmaxForward) {
     float *y = static_cast<float *>(params[1]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    ck::parallel_rows(rows, n, [=](int, int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-            const float *xr = x + r * n;
-            float *yr = y + r * n;
-            float m = xr[0];
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float m = xr[0];
 #pragma omp simd reduction(max : m)
-            for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
-            float s = 0.0f;
+        for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
+        float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < n; ++j) {
-                float e = ck::vexp(xr[j] - m);
-                yr[j] = e;
-                s += e;
-            }
-            const float inv = 1.0f / s;
-#pragma omp simd
-            for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        for (int64_t j = 0; j < n; ++j) {
+            float e = ck::vexp(xr[j] - m);
+            yr[j] = e;
+            s += e;
         }
-    });
+        const float inv = 1.0f / s;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+    }
     return 0;
 }
 
@@ -37,17 +34,15 @@ CK_KERNEL(SoftmaxBackward) {
     float *dx = static_cast<float *>(params[2]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    ck::parallel_rows(rows, n, [=](int, int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-            const float *yr = y + r * n;
-            const float *gr = dy + r * n;
-            float *dr = dx + r * n;
-            float s = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *yr = y + r * n;
+        const float *gr = dy + r * n;
+        float *dr = dx + r * n;
+        float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
+        for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
 #pragma omp simd
-            for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
-        }
-    });
+        for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
+    }
     return 0;
 }
