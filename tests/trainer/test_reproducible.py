@@ -1,10 +1,13 @@
 """Reproducible training, end to end: the same config and seed end with bit-identical training state
 (weights, optimizer moments, EMA, BatchNorm statistics, loss scale) with several data worker processes
-or threads and the full augmentation recipe; so does a run stopped by a real SIGTERM and then killed
--9, each time resumed from the checkpoint it left; and so does the same command with `--checkpoint auto`
-re-run after each of two SIGTERMs, whose TensorBoard curves then hold each step once.
+or threads and the full augmentation recipe, even when the second run is stopped by a real SIGTERM
+and then killed -9, each time resumed from the checkpoint it left; and so does the same command with
+`--checkpoint auto` re-run after each of two SIGTERMs, whose TensorBoard curves then hold each step
+once.  The interrupted run also shows what each interruption leaves: a SIGTERM stops after the step
+in flight with one line, a complete checkpoint and the command that resumes at the next step; kill -9
+leaves only complete checkpoints, and resuming from the newest continues at the next step.
 
-One module fixture trains: A and B uninterrupted (worker processes), T uninterrupted (threads); C
+One module fixture trains: A uninterrupted (worker processes), T uninterrupted (worker threads); C
 stopped by SIGTERM in epoch 1, resumed, killed -9 in epoch 2 and resumed from its last periodic
 checkpoint; D, the same command line three times (`--checkpoint auto`), stopped by SIGTERM in epoch 1
 and in epoch 2, its newest checkpoint damaged before the last start."""
@@ -17,14 +20,17 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import mindspore as ms
 import pytest
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
 from event_files import read_events
 from src.config import load_yaml, parse_args
+from src.trainer.lr_schedule import build_lr_schedule
 from src.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.e2e  # runs the scripts as subprocesses (or trains)
@@ -82,7 +88,7 @@ def runs(tmp_path_factory):
     data = write_digits_folder(root / "digits", train_per_class=5, val_per_class=1)
     base = [*ARGS, "--data_url", data]
     done = {}
-    for name, mode in (("A", "process"), ("B", "process"), ("T", "thread")):
+    for name, mode in (("A", "process"), ("T", "thread")):
         result = run_script("train.py", *base, *_outputs(root, name), "--data_workers_mode", mode)
         assert result.returncode == 0, result.stderr[-2000:]
         done[name] = result.stdout
@@ -90,28 +96,35 @@ def runs(tmp_path_factory):
     # C: a real SIGTERM once epoch 1's second step is out (it stops after the step in flight)
     args = [*base, *_outputs(root, "C")]
     proc = _start(args)
-    _read_until(proc, f"epoch 1/{EPOCHS} step 2/{STEPS}")
+    seen = _read_until(proc, f"epoch 1/{EPOCHS} step 2/{STEPS}")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    sent = time.time()
+    out, err = proc.communicate(timeout=300)
+    done["C_stop"] = {"returncode": proc.returncode, "seconds": time.time() - sent, "stdout": "".join(seen) + out,
+                      "stderr": err, "tmp_files": [n for n in os.listdir(root / "C" / "ckpt") if n.startswith(".tmp-")]}
     assert proc.returncode == 143, err[-2000:]
-    # the one line of the stop (the others: the warning that num_parallel_workers is capped)
     (stop_line,) = [line for line in err.strip().splitlines() if line.startswith("train.py")]
     command = re.fullmatch(r"train\.py: stopped by SIGTERM after epoch 1 step \d+/\d+ .*resume with: (.*)",
                            stop_line).group(1)
+    done["C_stop"]["state"] = read_checkpoint(re.search(r"; checkpoint (\S+);", stop_line).group(1))
 
     # the printed resume command, killed -9 once epoch 2's third step is out: its newest checkpoint is
     # then a periodic one inside epoch 2 (after its step 2, or 4 if the kill landed late)
     proc = _start(shlex.split(command)[2:])
-    _read_until(proc, f"epoch 2/{EPOCHS} step 3/{STEPS}")
+    done["C_resumed"] = "".join(_read_until(proc, f"epoch 2/{EPOCHS} step 3/{STEPS}"))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    newest = sorted(glob.glob(str(root / "C" / "ckpt" / "*.ckpt")))[-1]
+    complete = sorted(glob.glob(str(root / "C" / "ckpt" / "*.ckpt")))
+    # every checkpoint on disk loads; a killed save leaves only a hidden temp file
+    done["C_killed"] = {path: "global_step" in ms.load_checkpoint(path) for path in complete}
+    newest = complete[-1]
     step = int(re.search(r"-e0002-s(\d{8})\.ckpt$", newest).group(1)) - STEPS
     assert step in (2, 4), newest
-    resumed = run_script("train.py", *args, "--checkpoint", newest)
+    resumed = run_script("train.py", *args, "--resume", newest)  # --checkpoint's other name
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {newest}: epoch 2, step {step + 1}" in resumed.stdout
     done["C"] = resumed.stdout
+    done["C_kill_step"] = step
 
     # D: one command line, started three times; TensorBoard every step, with the input grids
     auto = [*base, *_outputs(root, "D"), "--checkpoint", "auto", "--summary_loss_collect_freq", "1",
@@ -145,13 +158,13 @@ def _assert_identical(a: dict, b: dict):
     assert not different, f"{len(different)} of {len(a)} entries differ, e.g. {different[:3]}"
 
 
-def test_two_runs_with_the_same_seed_end_bit_identical(runs):
+def test_a_second_run_with_the_same_seed_stopped_by_sigterm_and_kill_9_ends_bit_identical(runs):
     root, stdout = runs
     state = _final_state(root, "A")
     assert {"adam_m", "adam_v", "ema"} <= {name.split(".")[0] for name in state}  # the whole training state
-    _assert_identical(state, _final_state(root, "B"))
+    _assert_identical(state, _final_state(root, "C"))
     fingerprint = re.compile(r"weights fingerprint (\w+)")
-    assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["B"]).group(1)
+    assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["C"]).group(1)
     assert min(parse_args(ARGS).num_parallel_workers, os.cpu_count()) > 1  # several data workers
 
 
@@ -160,9 +173,50 @@ def test_worker_threads_and_processes_give_the_same_training(runs):
     _assert_identical(_final_state(root, "A"), _final_state(root, "T"))
 
 
-def test_sigterm_and_kill_9_then_resume_end_as_the_uninterrupted_run(runs):
-    root, _ = runs
-    _assert_identical(_final_state(root, "A"), _final_state(root, "C"))
+def _first_progress(stdout):
+    return re.search(rf"^epoch (\d)/{EPOCHS} step (\d+)/{STEPS} loss [\d.]+ lr ([\d.e+-]+)", stdout, re.M)
+
+
+def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_that_resumes(runs):
+    root, stdout = runs
+    stop = stdout["C_stop"]
+    assert stop["returncode"] == 143 and stop["seconds"] < 30, stop["stderr"][-2000:]
+    lines = stop["stderr"].strip().splitlines()
+    others = [line for line in lines if not line.startswith("train.py")]
+    assert len(lines) - len(others) == 1 and all("num_parallel_workers" in line for line in others), lines
+    (line,) = set(lines) - set(others)
+    found = re.fullmatch(rf"train\.py: stopped by SIGTERM after epoch 1 step (\d+)/{STEPS} \(global step \1\); "
+                         r"checkpoint (\S+); resume with: (python train\.py .* --checkpoint \2)", line)
+    assert found, line
+    step, path = int(found.group(1)), found.group(2)
+    assert 2 <= step < STEPS and "SIGTERM: stopping after the step in flight" in stop["stdout"]
+    progress = re.findall(rf"^epoch 1/{EPOCHS} step (\d+)/{STEPS}", stop["stdout"], re.M)
+    assert progress[-1] == str(step)  # the checkpoint is the last step trained: none lost, none done twice
+    state = stop["state"]  # complete: its CRC holds
+    assert int(state["global_step"].asnumpy()[0]) == step
+    assert (int(state["epoch"].asnumpy()), int(state["step_in_epoch"].asnumpy())) == (0, step)
+    # the full training state (restore() in the resumed run refuses a checkpoint missing any of it)
+    assert {"adam_m", "adam_v", "ema"} <= {name.split(".")[0] for name in state} and "scale_sense" in state
+    assert not stop["tmp_files"]
+    # the printed command, as the user would paste it, continues at the next step with its learning rate
+    assert f"resumed from {path}: epoch 1, step {step + 1} (global step {step})" in stdout["C_resumed"]
+    first = _first_progress(stdout["C_resumed"])
+    assert first.group(1, 2) == ("1", str(step + 1))
+    assert first.group(3) == f"{build_lr_schedule(parse_args(ARGS), steps_per_epoch=STEPS)[step]:.3e}"
+
+
+def test_kill_9_leaves_complete_checkpoints_and_resume_continues_at_the_next_step(runs):
+    root, stdout = runs
+    killed = stdout["C_killed"]
+    assert killed and all(killed.values())
+    step = stdout["C_kill_step"]
+    assert f"epoch 2, step {step + 1} (global step {STEPS + step})" in stdout["C"]
+    first = _first_progress(stdout["C"])
+    assert first.group(1, 2) == ("2", str(step + 1))
+    schedule = build_lr_schedule(parse_args(ARGS), steps_per_epoch=STEPS)
+    assert first.group(3) == f"{schedule[STEPS + step]:.3e}"  # the update it continues with, as uninterrupted
+    assert not [n for n in os.listdir(root / "C" / "ckpt") if n.startswith(".tmp-")]
+    assert [int(r["global_step"]) for r in _csv_rows(root / "C" / "summary" / "metrics.csv")] == [STEPS, 2 * STEPS]
 
 
 def test_the_same_command_with_checkpoint_auto_resumes_after_two_sigterms_to_the_same_weights(runs):
