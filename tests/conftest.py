@@ -15,8 +15,29 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures")
 sys.path.insert(0, REPO)
 
 
+# The test files that take longest, longest first (docs/development.md, "Tests"): they run before all
+# others, so under `--dist loadfile` the two workers start on the long files and end on the short ones
+# together, instead of one worker starting a long file while the other runs out of work.
+LONGEST_FIRST = ("trainer/test_train.py", "trainer/test_reproducible.py", "runtime/test_launcher.py",
+                 "deploy/test_export.py", "deploy/test_infer.py", "test_weights.py", "test_features.py",
+                 "dev/test_bench.py", "test_eval.py", "dev/test_memory_script.py", "trainer/test_curves.py",
+                 "trainer/test_storage.py")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end to end: runs scripts as subprocesses, trains, or compiles a full-size variant")
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist would otherwise hand out files by test count
+
+
+def pytest_collection_modifyitems(items):
+    """Long files first, in LONGEST_FIRST's order; the rest after them as collected (a stable sort keeps
+    each file's tests together and in their order)."""
+    rank = {os.path.join(REPO, "tests", name): i for i, name in enumerate(LONGEST_FIRST)}
+    missing = [path for path in rank if not os.path.isfile(path)]
+    if missing:
+        raise pytest.UsageError(f"conftest.py LONGEST_FIRST names missing test files: {missing}")
+    items.sort(key=lambda item: rank.get(str(item.path), len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
