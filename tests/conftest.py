@@ -19,9 +19,9 @@ sys.path.insert(0, REPO)
 # others, so under `--dist loadfile` the two workers start on the long files and end on the short ones
 # together, instead of one worker starting a long file while the other runs out of work.
 LONGEST_FIRST = ("trainer/test_train.py", "trainer/test_reproducible.py", "runtime/test_launcher.py",
-                 "deploy/test_export.py", "deploy/test_infer.py", "test_weights.py", "test_features.py",
-                 "dev/test_bench.py", "test_eval.py", "dev/test_memory_script.py", "trainer/test_curves.py",
-                 "trainer/test_storage.py")
+                 "deploy/test_export.py", "deploy/test_infer.py", "trainer/test_grad_accumulation.py",
+                 "test_weights.py", "dev/test_bench.py", "test_features.py", "runtime/test_graph_kernel_fusion.py",
+                 "test_eval.py")
 
 
 def pytest_configure(config):
