@@ -28,6 +28,7 @@ from src.data.train_batches import DecodedImages, SkippedImages, TrainTransform,
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
+RAW_COLUMNS = ["image", "label", "mix", "boxes"]  # a raw training batch (create_dataset's raw)
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
 _PYTHON_MULTIPROCESSING = False  # threads: PIL releases the GIL (docs/development.md, the data pipeline)
 
@@ -134,7 +135,7 @@ def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, s
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
                    epoch: int = 0, skip_batches: int = 0, skipped: SkippedImages = None,
-                   decoded: DecodedImages = None, batch_workers: BatchWorkers = None):
+                   decoded: DecodedImages = None, batch_workers: BatchWorkers = None, raw: bool = False):
     """Batched pipeline of `split` ('train' or 'val') for `epoch` (columns: see the module docstring).
 
     One training pipeline serves one epoch; iterating it again replays that epoch. skip_batches: start
@@ -145,7 +146,9 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     images across the pipelines of a run (pass the same one each epoch); None = decode every time.
     Only the decoded image is kept, never an augmented one, so the batches are the same either way.
     batch_workers: with data_workers_mode process, the worker processes of the run (pass the same
-    ones each epoch); None = the pipeline starts its own, ended with it.
+    ones each epoch); None = the pipeline starts its own, ended with it. raw (train): columns image
+    (uint8), label, mix, boxes, which `BatchFinish` (src/data/batch_finish.py) turns into the image
+    column of the default, in the training graph.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -173,12 +176,13 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     if is_train:
         in_processes = cfg.data_workers_mode == "process"
         source = _TrainBatches(samples, paths, TrainTransform(cfg), _mix_batch(cfg, epoch), cfg.batch_size,
-                               drop_remainder, skipped, decoded, threads=1 if in_processes else workers)
+                               drop_remainder, skipped, decoded, threads=1 if in_processes else workers, raw=raw)
         own_workers = in_processes and batch_workers is None
         if in_processes:
             batch_workers = batch_workers or BatchWorkers(workers)
             source = WorkerBatches(source, batch_workers)
-        data = ds.GeneratorDataset(source, ["image", "label"], shuffle=False, num_parallel_workers=1)
+        data = ds.GeneratorDataset(source, RAW_COLUMNS if raw else ["image", "label"], shuffle=False,
+                                   num_parallel_workers=1)
         if own_workers:
             weakref.finalize(data, batch_workers.close)
     else:

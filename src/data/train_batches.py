@@ -1,7 +1,9 @@
 """The fused training batch source: batch b of an epoch = its samples loaded, transformed with each
 sample's own draws, stacked and mixed in one call, a pure function of (seed, epoch, position); and
-what it shares across a run (unreadable images met, decoded images kept). MindSpore-free, so that
-the worker processes of `src/data/batch_workers.py` import it without MindSpore."""
+what it shares across a run (unreadable images met, decoded images kept). A batch leaves it raw
+(uint8 pixels and the draws of erasing and mixing, which the training graph applies:
+src/data/batch_finish.py) or finished here by `finish_batch`. MindSpore-free, so that the worker
+processes of `src/data/batch_workers.py` import it without MindSpore."""
 import logging
 import random
 import threading
@@ -11,9 +13,10 @@ import numpy as np
 from PIL import Image
 
 from src.data.augment import Mixup, RandomErasing, RandomResizedCrop, create_auto_augment
+from src.data.augment.mixup import apply_mix
 from src.data.augment.auto_augment import INTERPOLATIONS
 from src.data.folder import DatasetError
-from src.data.preprocess import ImageReadError, load_rgb, normalize
+from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +111,47 @@ def sample_rng(seed: int, epoch: int, position: int, what: str = "image") -> ran
     return random.Random(f"{what}/{seed}/{epoch}/{position}")
 
 
+ERASE_FIELDS = 5  # an erasing box in a raw batch's boxes: top, left, h, w, noise seed (h = 0: none)
+CUTMIX_FIELDS = 4  # the CutMix box first: top, bottom, left, right (empty: none)
+
+
+def normalize_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3, H, W] -> float32 ImageNet-normalised, the same operations as preprocess.normalize."""
+    mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
+    return (pixels.astype(np.float32) / np.float32(255.0) - mean) / std
+
+
+def finish_batch(pixels: np.ndarray, weights: np.ndarray, boxes: np.ndarray, erasing: "RandomErasing") -> np.ndarray:
+    """A raw batch's images (uint8 [B, 3, S, S], mixing weights [B, 2], boxes int64 [B, 4 + 5 E]) ->
+    float32 [B, 3, S, S]: normalised, erased (`erasing` gives the fill; None = no erasing), mixed.
+    The training graph's version: src/data/batch_finish.py."""
+    images = normalize_pixels(pixels)
+    if erasing is not None:
+        for i, row in enumerate(boxes[:, CUTMIX_FIELDS:].reshape(len(boxes), -1, ERASE_FIELDS)):
+            images[i] = erasing.apply(images[i], [tuple(int(v) for v in box) for box in row if box[2] > 0])
+    return apply_mix(images, weights, boxes[:, :CUTMIX_FIELDS])
+
+
 class _MixBatch:
-    """CHW images and labels of one batch, the position of its first sample -> (images [B, 3, S, S],
-    soft targets [B, K]); the mixing draws are seeded by (seed, epoch, that position)."""
+    """`raw`: the (uint8 CHW image, erasing boxes) of a batch's samples, their labels and the position of
+    its first sample -> the raw batch (images, soft targets, mixing weights, boxes: see `finish_batch`);
+    the mixing draws are seeded by (seed, epoch, that position)."""
 
     def __init__(self, mixup: Mixup, mix: bool, epoch_seed: tuple):
         self.mixup, self.mix, self.epoch_seed = mixup, mix, epoch_seed
 
-    def __call__(self, images: list, labels: list, first_position: int):
+    def raw(self, samples: list, labels: list, first_position: int) -> tuple:
+        pixels = np.stack([p for p, _ in samples])
         rng = sample_rng(*self.epoch_seed, int(first_position), what="batch")
-        return self.mixup(np.stack(images), np.array(labels), mix=self.mix, rng=rng)
+        weights, cutmix, targets = self.mixup.draw(np.array(labels), pixels.shape, mix=self.mix, rng=rng)
+        boxes = np.concatenate([cutmix, np.stack([e for _, e in samples]).reshape(len(samples), -1)], 1)
+        return pixels, targets, weights, boxes
 
 
 class TrainTransform:
     """Per-image train ops (timm's transforms_imagenet_train): `(RGB PIL image, rng) -> normalised CHW
-    float32 [3, S, S]`, every random draw from `rng` (one per sample: see `sample_rng`)."""
+    float32 [3, S, S]`, every random draw from `rng` (one per sample: see `sample_rng`). `raw` gives
+    the same sample as what `finish_batch` completes: uint8 CHW pixels and its erasing boxes."""
 
     def __init__(self, cfg):
         # crop, flip and RandAugment run on PIL as in timm, and the resize is PIL's antialiased one,
@@ -134,18 +163,29 @@ class TrainTransform:
         self.erasing = RandomErasing(cfg.re_prob, cfg.re_mode, max_count=cfg.re_count) if cfg.re_prob > 0 else None
 
     def __call__(self, img: Image.Image, rng: random.Random) -> np.ndarray:
+        pixels, boxes = self.raw(img, rng)
+        array = normalize_pixels(pixels)  # = ToTensor + Normalize
+        return array if self.erasing is None else self.erasing.apply(array, [tuple(b) for b in boxes if b[2] > 0])
+
+    def raw(self, img: Image.Image, rng: random.Random) -> tuple:
+        """-> (uint8 [3, S, S], int64 [re_count, 5] erasing boxes, rows of zeros unused; [0, 5] without erasing)."""
         img = self.crop(img, rng)
         if self.hflip > 0 and rng.random() < self.hflip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:
             img = self.rand_augment(img, rng)
-        array = normalize(img)  # = ToTensor + Normalize
-        return array if self.erasing is None else self.erasing(array, rng)
+        pixels = np.asarray(img).transpose(2, 0, 1).copy()
+        slots = np.zeros((0 if self.erasing is None else self.erasing.max_count, ERASE_FIELDS), np.int64)
+        if self.erasing is not None:
+            drawn = self.erasing.draw(pixels.shape[1:], rng)
+            slots[:len(drawn)] = np.array(drawn, np.int64).reshape(-1, ERASE_FIELDS)
+        return pixels, slots
 
 
 class _TrainBatches:
     """Random-access source: b -> (images float32 [B, 3, S, S], soft targets float32 [B, K]) of the b-th
-    batch of `samples`, every sample loaded and transformed with its own draws and the batch mixed in
+    batch of `samples`, or with `raw` its raw form (uint8 images, targets, mixing weights, boxes: see
+    `finish_batch`), every sample loaded and transformed with its own draws and the batch mixed in
     this one call (docs/development.md, the data pipeline). An unreadable file's slot takes the next
     readable image of the batch (cyclically) and its label, transformed with the slot's own draws.
     `compute` makes a batch (in this process, or in a worker process: src/data/batch_workers.py);
@@ -153,8 +193,9 @@ class _TrainBatches:
 
     def __init__(self, samples: _Samples, paths: list, transform: TrainTransform, mix: _MixBatch,
                  batch_size: int, drop_remainder: bool, skipped: SkippedImages, decoded: DecodedImages = None,
-                 threads: int = 1):
+                 threads: int = 1, raw: bool = False):
         self.samples, self.paths, self.transform, self.mix = samples, paths, transform, mix
+        self.raw = raw
         self.batch_size, self.drop_remainder, self.skipped = batch_size, drop_remainder, skipped
         self.decoded = decoded
         self.threads, self._pool = threads, None
@@ -183,9 +224,13 @@ class _TrainBatches:
         images, labels = list(images), [label for _, label, _ in rows]
         for i in set(range(len(rows))) - set(readable):
             j = min(readable, key=lambda k: (k - i) % len(rows))
-            images[i] = self.transform(pictures[j], sample_rng(*self.mix.epoch_seed, int(rows[i][2])))
+            images[i] = self.transform.raw(pictures[j], sample_rng(*self.mix.epoch_seed, int(rows[i][2])))
             labels[i] = rows[j][1]
-        return self.mix(images, labels, rows[0][2]), unreadable, ""
+        batch = self.mix.raw(images, labels, rows[0][2])
+        if not self.raw:
+            pixels, targets, weights, boxes = batch
+            batch = finish_batch(pixels, weights, boxes, self.transform.erasing), targets
+        return batch, unreadable, ""
 
     def deliver(self, computed: tuple):
         """The batch of `compute`'s result, after recording its unreadable files (in batch order, so
@@ -213,8 +258,8 @@ class _TrainBatches:
         slots = []
         for index, _, position in rows:
             picture, reason = self._read(int(index))
-            image = None if picture is None else self.transform(picture, sample_rng(*self.mix.epoch_seed,
-                                                                                     int(position)))
+            rng = sample_rng(*self.mix.epoch_seed, int(position))
+            image = None if picture is None else self.transform.raw(picture, rng)
             slots.append((picture, reason, image))
         return slots
 

@@ -13,6 +13,7 @@ import mindspore as ms
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
+from src.data.batch_finish import batch_finish
 from src.data.batch_workers import BatchWorkers
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset, data_workers
 from src.errors import ConformerError
@@ -156,6 +157,7 @@ class Trainer:
         # started once, they serve every epoch; ended by fit() (or at exit)
         self.batch_workers = BatchWorkers(data_workers(cfg)) if cfg.data_workers_mode == "process" else None
         self.micro_batches = cfg.grad_accumulation_steps
+        self.finish = batch_finish(cfg)  # uint8 batches normalised, erased and mixed in a graph
         self.data_times = []  # per optimizer step of the current epoch: seconds waited for its batches
         self.train_data = self._train_data(epoch=0, done=0)
         self.steps_per_epoch = self.train_data.get_dataset_size() // self.micro_batches  # optimizer steps
@@ -227,7 +229,7 @@ class Trainer:
         (the last batch_count % grad_accumulation_steps batches of an epoch are left out)."""
         data = create_dataset(self.cfg, "train", rank_id=self.rank_id, rank_size=self.rank_size, epoch=epoch,
                               skip_batches=done * self.micro_batches, skipped=self.skipped, decoded=self.decoded,
-                              batch_workers=self.batch_workers)
+                              batch_workers=self.batch_workers, raw=True)
         whole = data.get_dataset_size() // self.micro_batches * self.micro_batches
         if whole < data.get_dataset_size():
             data = data.take(whole)
@@ -317,8 +319,9 @@ class Trainer:
         cfg, losses, step, micro_losses = self.cfg, [], done, []
         self.data_times, data_time = [], 0.0
         batches = self.skipped.one_line_errors(self.train_data.create_tuple_iterator(num_epochs=1))
-        for (images, targets), wait in waited(batches):
+        for (pixels, targets, weights, boxes), wait in waited(batches):
             data_time += wait
+            images = self.finish(pixels, weights, boxes)
             if cfg.collect_input_data and self.is_main and step == done and not micro_losses:
                 grid = input_grid(images.asnumpy())
                 save_input_grid(grid, cfg.summary_root_dir, epoch)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ from src.config import parse_args
 from src.data.folder import scan_image_folder
 from src.data.imagenet import (DatasetError, DecodedImages, SkippedImages, TrainTransform, _mix_batch, _Samples,
                                 _shard_order, _split_samples, create_dataset)
+from src.data.batch_finish import batch_finish
 from src.data.batch_workers import BatchWorkers, DataWorkerError
-from src.data.train_batches import sample_rng
+from src.data.train_batches import finish_batch, sample_rng
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
@@ -249,6 +251,24 @@ def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root, mode):
             pool.close()
     if mode == "thread":  # processes: each worker keeps its own store
         assert len(store.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
+
+
+@pytest.mark.parametrize("mode, extra", [("process", ()), ("thread", ("--mixup_mode", "pair", "--re_count", "2"))])
+def test_raw_batches_finished_in_the_graph_equal_the_samples_augmented_one_by_one(noise_root, mode, extra):
+    """What train.py runs: uint8 batches with the draws of erasing (per-pixel noise) and mixing, finished
+    by BatchFinish in the graph, equal the one-by-one reference within float rounding; finished by
+    NumPy (finish_batch), bit-identical to it."""
+    cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2", "--data_workers_mode", mode, *extra)
+    finish = batch_finish(cfg)
+    raw = list(create_dataset(cfg, "train", epoch=1, skip_batches=1, raw=True).create_tuple_iterator(
+        num_epochs=1, output_numpy=True))
+    expected = _one_by_one(cfg, 1, 1)
+    assert len(raw) == len(expected) == 5
+    for (pixels, targets, weights, boxes), (image, target) in zip(raw, expected):
+        assert pixels.dtype == np.uint8 and pixels.shape == image.shape and np.array_equal(targets, target)
+        assert np.array_equal(finish_batch(pixels, weights, boxes, TrainTransform(cfg).erasing), image)
+        got = finish(ms.Tensor(pixels), ms.Tensor(weights), ms.Tensor(boxes)).asnumpy()
+        assert np.allclose(got, image, rtol=1e-5, atol=1e-5)
 
 
 def test_a_dead_data_worker_stops_the_epoch_with_one_line(data_root):

@@ -45,6 +45,17 @@ def mixup_target(labels: np.ndarray, num_classes: int, lam, smoothing: float) ->
     return (y * lam + y[::-1] * (1.0 - lam)).astype(np.float32)
 
 
+def apply_mix(images: np.ndarray, weights: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Images float32 [B, C, H, W] mixed with their partners B-1-i: out = x * w + partner * w' with
+    (w, w') = weights[i], except inside boxes[i] (top, bottom, left, right), where out = partner.
+    The graph's version: src/trainer/batch_finish.py."""
+    partners = images[::-1]
+    out = images * weights[:, 0, None, None, None] + partners * weights[:, 1, None, None, None]
+    for i, (top, bottom, left, right) in enumerate(boxes):
+        out[i, :, top:bottom, left:right] = partners[i, :, top:bottom, left:right]
+    return out
+
+
 def cutmix_box(hw, lam: float, rng) -> tuple:
     """Box (top, bottom, left, right) of sides int(sqrt(1 - lam) * H), int(sqrt(1 - lam) * W) around a
     uniform centre, clipped to the image, and the lam that box really gives (1 - area / (H * W))."""
@@ -82,17 +93,32 @@ class Mixup:
         return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
     def __call__(self, images: np.ndarray, labels: np.ndarray, mix: bool = True, rng: Optional[random.Random] = None):
+        weights, boxes, targets = self.draw(labels, images.shape, mix, rng)
+        return apply_mix(np.asarray(images, np.float32), weights, boxes), targets
+
+    def draw(self, labels: np.ndarray, shape, mix: bool = True, rng: Optional[random.Random] = None) -> tuple:
+        """The random draws of one call on images of `shape` [B, C, H, W] as what `apply_mix` takes:
+        (weights float32 [B, 2], boxes int64 [B, 4], targets float32 [B, num_classes])."""
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
-        if self.mode == "pair" and len(images) % 2:
-            raise ValueError(f"mixup_mode pair needs an even batch size, got {len(images)}")
-        images = np.array(images, dtype=np.float32)  # a copy: mixing must read the unmixed partners
+        batch = shape[0]
+        if self.mode == "pair" and batch % 2:
+            raise ValueError(f"mixup_mode pair needs an even batch size, got {batch}")
+        weights = np.tile(np.array([1.0, 0.0], np.float32), (batch, 1))
+        boxes = np.zeros((batch, 4), np.int64)
         lam = 1.0
         if mix and self.active:
             rng = rng or self.rng or random
-            lam = {"batch": self._mix_batch, "pair": self._mix_pair, "elem": self._mix_elem}[self.mode](images, rng)
-        return images, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
+            if self.mode == "batch":
+                lam = self._mix_rows(range(batch), weights, boxes, shape, rng)
+            else:
+                both = self.mode == "pair"
+                lams = np.array([self._mix_rows((i, batch - 1 - i) if both else (i,), weights, boxes, shape, rng)
+                                 for i in range(batch // 2 if both else batch)], np.float32)
+                # pair: sample B-1-i shares pair i's lam
+                lam = (np.concatenate([lams, lams[::-1]]) if both else lams)[:, None]
+        return weights, boxes, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
 
     def _draw(self, rng):
         """(lam, use_cutmix) for one batch / pair / sample: lam = 1 means leave it unmixed."""
@@ -105,45 +131,16 @@ class Mixup:
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
         return rng.betavariate(alpha, alpha), use_cutmix
 
-    def _mix_batch(self, images, rng) -> float:
-        lam, use_cutmix = self._draw(rng)
-        if lam == 1.0:
-            return 1.0
-        partners = images[::-1].copy()
-        if use_cutmix:
-            (top, bottom, left, right), lam = cutmix_box(images.shape[2:], lam, rng)
-            images[:, :, top:bottom, left:right] = partners[:, :, top:bottom, left:right]
-        else:
-            images *= lam
-            images += partners * (1.0 - lam)
-        return lam
-
-    def _mix_pair(self, images, rng) -> np.ndarray:
-        batch = len(images)
-        original = images.copy()
-        lams = np.array([self._mix_one(images, original, i, batch - 1 - i, rng, both=True)
-                         for i in range(batch // 2)], np.float32)
-        return np.concatenate([lams, lams[::-1]])[:, None]  # sample B-1-i shares pair i's lam
-
-    def _mix_elem(self, images, rng) -> np.ndarray:
-        batch = len(images)
-        original = images.copy()
-        lams = np.array([self._mix_one(images, original, i, batch - 1 - i, rng, both=False)
-                         for i in range(batch)], np.float32)
-        return lams[:, None]
-
-    def _mix_one(self, images, original, i, j, rng, both: bool) -> float:
-        """Mix sample i with the unmixed sample j in place (and j with i when `both`);
+    def _mix_rows(self, rows, weights, boxes, shape, rng) -> float:
+        """One draw for `rows` (each mixed with its partner B-1-row), written to their weights and boxes;
         returns the (box-corrected) lam."""
         lam, use_cutmix = self._draw(rng)
         if lam == 1.0:
             return 1.0
-        mixes = ((i, j), (j, i)) if both else ((i, j),)
+        rows = list(rows)
         if use_cutmix:
-            (top, bottom, left, right), lam = cutmix_box(images.shape[2:], lam, rng)
-            for a, b in mixes:
-                images[a, :, top:bottom, left:right] = original[b, :, top:bottom, left:right]
+            (top, bottom, left, right), lam = cutmix_box(shape[2:], lam, rng)
+            boxes[rows] = (top, bottom, left, right)
         else:
-            for a, b in mixes:
-                images[a] = original[a] * lam + original[b] * (1.0 - lam)
+            weights[rows] = (lam, 1.0 - lam)
         return lam

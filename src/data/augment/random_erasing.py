@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from src.data.augment.noise import standard_normal
+
 MODES = ("const", "rand", "pixel")
 _ATTEMPTS = 10
 
@@ -39,16 +41,28 @@ class RandomErasing:
         self.rng = rng
 
     def __call__(self, img: np.ndarray, rng: Optional[random.Random] = None) -> np.ndarray:
+        boxes = self.draw(img.shape[1:], rng)
+        return self.apply(img, boxes) if boxes else img
+
+    def draw(self, hw, rng: Optional[random.Random] = None) -> list:
+        """The random draws of one call on an image of size `hw`: its boxes [(top, left, h, w, noise seed)],
+        [] when it is left as is."""
         rng = rng or self.rng or random
         if rng.random() > self.probability:
-            return img
-        img = np.array(img, dtype=np.float32)  # a copy: arrays handed over by the pipeline may be read-only
+            return []
         count = rng.randint(self.min_count, self.max_count)
+        boxes = []
         for _ in range(count):
-            box = self._sample_box(img.shape[1:], count, rng)
+            box = self._sample_box(hw, count, rng)
             if box is not None:
-                top, left, h, w = box
-                img[:, top:top + h, left:left + w] = self._fill((img.shape[0], h, w), rng)
+                boxes.append((*box, rng.getrandbits(32) if self.mode != "const" else 0))
+        return boxes
+
+    def apply(self, img: np.ndarray, boxes: list) -> np.ndarray:
+        """`img` with `boxes` (of `draw`) filled, in order; a copy."""
+        img = np.array(img, dtype=np.float32)  # a copy: arrays handed over by the pipeline may be read-only
+        for top, left, h, w, seed in boxes:
+            img[:, top:top + h, left:left + w] = self.fill((img.shape[0], h, w), seed)
         return img
 
     def _sample_box(self, hw, count, rng):
@@ -63,11 +77,11 @@ class RandomErasing:
                 return rng.randint(0, img_h - h), rng.randint(0, img_w - w), h, w
         return None
 
-    def _fill(self, shape, rng) -> np.ndarray:
+    def fill(self, shape, seed: int) -> np.ndarray:
+        """A box's values: zeros (const), else value c * h * w + y * w + x (pixel) or c (rand, one per
+        channel) of the counter-based noise stream `seed` (src/data/augment/noise.py)."""
         channels, h, w = shape
         if self.mode == "const":
             return np.zeros((channels, 1, 1), np.float32)
-        # NumPy draws the normals, seeded from `rng` so they are reproducible with it
-        normal = np.random.default_rng(rng.getrandbits(64))
-        return normal.standard_normal((channels, h, w) if self.mode == "pixel" else (channels, 1, 1),
-                                      dtype=np.float32)
+        shape = (channels, h, w) if self.mode == "pixel" else (channels, 1, 1)
+        return standard_normal(seed, np.arange(int(np.prod(shape)), dtype=np.int64)).reshape(shape)
