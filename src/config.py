@@ -206,13 +206,13 @@ SCHEMA = {
         "is_dynamic_loss_scale": Option(True, "dynamic (True) or static (False) loss scaling", read_by=OPTIMIZER),
         "loss_scale": Option(1024, "initial (dynamic) or fixed (static) loss scale",
                              read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
-        "num_parallel_workers": Option(8, "data-loading workers (capped at the CPU count): training, of "
-                                          "data_workers_mode; evaluation, threads", read_by=DATA, check=_positive,
+        "num_parallel_workers": Option(8, "data-loading workers (capped at the CPU count), of data_workers_mode",
+                                       read_by=DATA, check=_positive,
                                        check_msg="must be > 0"),
-        "data_workers_mode": Option("process", "training batches computed by worker processes started once per "
-                                               "run, outside the training process's interpreter lock (process), or "
-                                               "by threads of the training process (thread)",
-                                    read_by=TRAIN_DATA, choices=("process", "thread")),
+        "data_workers_mode": Option("process", "training and evaluation batches computed by worker processes "
+                                               "started once per run, outside the reading process's interpreter "
+                                               "lock (process), or by threads of that process (thread)",
+                                    read_by=DATA, choices=("process", "thread")),
         "start_epoch": Option(0, "epoch to start from when not resuming", read_by=TRAIN_ONLY, check=_non_negative,
                               check_msg="must be >= 0"),
         "warmup_length": Option(5, "linear warm-up, in epochs", read_by=TRAIN_STEP, check=_non_negative, check_msg="must be >= 0"),

@@ -43,6 +43,7 @@ from src.config import BENCH, add_output_arg, parse_args  # noqa: E402  (needs t
 from src.conformer import canonical_arch, create_model, create_model_from_config, gmacs  # noqa: E402
 from src.convert.state_dict import convert_state_dict, unwrap_state_dict  # noqa: E402
 from src.convert.torch_checkpoint import load_torch_checkpoint  # noqa: E402
+from src.data.batch_finish import batch_finish  # noqa: E402
 from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
@@ -78,9 +79,11 @@ CHAIN_OPS = 400
 DATA_ROUNDS = 3  # each round of the data part's train rows: every configuration, DATA_EPOCHS epochs
 DATA_EPOCHS = 2
 TORCH_LOADER = "torch"  # the data part's anchor: tools/bench_torch_loader.py under --torch_python
+HOST_FINISHED = "process, host-finished"  # a data row of float32 batches normalised, erased and mixed by the workers
 FEED_ROUNDS = 3  # each round of the feed part is three runs of --feed_batches batches
 FEED_DATA, FEED_FIXED, FEED_FED = ("data: the config's training pipeline", "feed: train step, one fixed batch",
                                    "feed: train step fed by the pipeline")
+FEED_FINISH = "feed: batch finishing graph alone"  # uint8 -> normalised, erased, mixed (src/data/batch_finish.py)
 
 
 class BenchError(ConformerError, RuntimeError):
@@ -153,12 +156,13 @@ def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
             Image.fromarray(pixels).save(os.path.join(folder, f"{i}.JPEG"), quality=90)
 
 
-def _time_train_data(data_cfg, epochs: int, pool, busy: bool) -> tuple:
+def _time_train_data(data_cfg, epochs: int, pool, busy: bool, raw: bool = True) -> tuple:
     """(seconds, CPU seconds of the data work, images) of `epochs` training pipelines (one per epoch,
-    as train.py), after one untimed epoch; a busy thread's own CPU is not counted."""
+    as train.py: raw batches, or `raw` False finished on the host), after one untimed epoch; a busy
+    thread's own CPU is not counted."""
     def run(epoch):
-        data = create_dataset(data_cfg, "train", epoch=epoch, batch_workers=pool)
-        return sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        data = create_dataset(data_cfg, "train", epoch=epoch, batch_workers=pool, raw=raw)
+        return sum(len(b) for b, *_ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
     run(0)
     pids = pool.pids() if pool else []
@@ -215,6 +219,9 @@ def bench_data(cfg) -> list:
                 for busy in (False, True):
                     calls[(mode, workers, busy)] = (lambda c=mode_cfg, p=pool, b=busy:
                                                     _time_train_data(c, DATA_EPOCHS, p, b))
+                if mode == "process" and workers > 1:  # what finishing batches in the graph saves the host
+                    calls[(HOST_FINISHED, workers, False)] = (lambda c=mode_cfg, p=pool:
+                                                              _time_train_data(c, DATA_EPOCHS, p, False, raw=False))
             if cfg.torch_ref or cfg.torch_python != sys.executable:
                 for busy in (False, True):
                     calls[(TORCH_LOADER, workers, busy)] = (lambda w=workers, b=busy:
@@ -229,10 +236,12 @@ def bench_data(cfg) -> list:
         for (mode, workers, busy), runs in results.items():
             rate = statistics.median(images / seconds for seconds, _, images in runs)
             cpu_ms = statistics.median(1e3 * cpu / images for _, cpu, images in runs)
-            kind = "torch DataLoader worker process" if mode == TORCH_LOADER else mode
+            kind = {TORCH_LOADER: "torch DataLoader worker process",
+                    HOST_FINISHED: "process"}.get(mode, mode)
             plural = "" if workers == 1 else ("s" if kind == "thread" else "es")
             rows.append({"what": f"data: train recipe, {workers} {kind}{plural}"
-                                 + (", busy Python thread beside" if busy else ""),
+                                 + (", busy Python thread beside" if busy else "")
+                                 + (", finished on the host (float32)" if mode == HOST_FINISHED else ""),
                          "batch": 16, "img_per_s": rate, "cpu_ms_per_img": cpu_ms,
                          "note": f"{cpu_ms:.1f} CPU-ms/img; median of {rounds} interleaved rounds of "
                                  f"{DATA_EPOCHS} epochs of {cfg.images} JPEGs 500x375; {load}"})
@@ -240,8 +249,9 @@ def bench_data(cfg) -> list:
 
 
 def bench_feed(cfg) -> list:
-    """The config's training pipeline alone, the train step on one fixed batch, and the step fed by
-    the pipeline (train.py's loop: one pipeline per epoch, the loss read after each step), in
+    """The config's training pipeline alone, the graph that finishes its raw batches alone, the train
+    step (finishing included) on one fixed batch, and the step fed by the pipeline (train.py's loop:
+    one pipeline per epoch, each raw batch finished in the graph, the loss read after each step), in
     interleaved rounds; each round times `feed_batches` batches after 3 untimed ones. One untimed
     round first fills `cache_decoded_mib`, as the first epoch of a run does."""
     batch, count = cfg.train_batch, cfg.feed_batches
@@ -256,27 +266,31 @@ def bench_feed(cfg) -> list:
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
                         clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0)
     step.set_train(True)
-    fixed = (ms.Tensor(_images(batch, cfg.image_size)),
-             ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[np.arange(batch) % cfg.num_classes]))
+    finish = batch_finish(cfg)
 
     def batches(train: bool):
-        data = create_dataset(feed_cfg, "train", decoded=decoded, batch_workers=pool)
+        data = create_dataset(feed_cfg, "train", decoded=decoded, batch_workers=pool, raw=True)
         if data.get_dataset_size() < count + 3:
             raise BenchError(f"feed: {data.get_dataset_size()} batches of {batch} in the training set, "
                              f"fewer than --feed_batches {count} + 3")
         return data.create_tuple_iterator(num_epochs=1, output_numpy=not train)
 
-    def timed(source, train: bool):
-        for k, (images, targets) in enumerate(source):
+    fixed = next(batches(True))  # one raw batch, as the pipeline gives it
+
+    def timed(source, train: bool, finish_only: bool = False):
+        for k, (pixels, targets, weights, boxes) in enumerate(source):
             if k == 3:
                 start, cpu = time.perf_counter(), cpu_seconds(pids)
             if k == count + 3:
                 break
-            if train:
-                step(images, targets)[0].asnumpy()
+            if finish_only:
+                finish(pixels, weights, boxes).asnumpy()
+            elif train:  # as train.py: the raw batch finished in a graph, then the step
+                step(finish(pixels, weights, boxes), targets)[0].asnumpy()
         return time.perf_counter() - start, cpu_seconds(pids) - cpu
 
     calls = {FEED_DATA: lambda: timed(batches(False), False),
+             FEED_FINISH: lambda: timed(itertools.repeat(fixed, count + 3), True, finish_only=True),
              FEED_FIXED: lambda: timed(itertools.repeat(fixed, count + 3), True),
              FEED_FED: lambda: timed(batches(True), True)}
     with contextlib.closing(pool) if pool else contextlib.nullcontext():

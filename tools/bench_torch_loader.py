@@ -1,14 +1,16 @@
 """PyTorch side of `tools/bench.py --parts data --torch_python PYTHON`: the same training batches
 made by torch's DataLoader, the loader timm's train.py uses (worker processes, persistent across
-epochs, batches passed in shared memory).
+epochs, batches passed in shared memory), in the form train.py takes them: uint8 images and the
+draws of erasing and mixing (timm's loader with its prefetcher likewise hands over uint8 and leaves
+normalising, erasing and mixing to the device).
 
     PYTHON tools/bench_torch_loader.py SPEC.json
 
 SPEC (written by bench.py) holds the recipe's keys (`cfg`), the worker count, the epochs to time
 and whether a busy pure-Python thread runs beside the loop. Each sample is this repository's
-TrainTransform (timm's recipe with per-sample draws, the same code as ours) in the DataLoader's
-workers, each batch stacked and mixed (Mixup/CutMix, label smoothing) in its collate function,
-also in the workers: the work of ours, only the loader differs. After one untimed epoch it times
+TrainTransform.raw (timm's recipe with per-sample draws, the same code as ours) in the DataLoader's
+workers, each batch stacked and its mixing drawn (Mixup/CutMix, label smoothing) in its collate
+function, also in the workers: the work of ours, only the loader differs. After one untimed epoch it times
 `epochs` more and prints one JSON line `{"seconds": S, "cpu": C, "images": N}` (C: CPU seconds of
 this process, the busy thread's left out, and of the workers). Needs torch, numpy and Pillow,
 nothing of MindSpore.
@@ -26,7 +28,7 @@ from torch.utils.data import DataLoader, Sampler  # noqa: E402
 from src.data.augment import Mixup  # noqa: E402
 from src.data.folder import scan_image_folder  # noqa: E402
 from src.data.preprocess import load_rgb  # noqa: E402
-from src.data.train_batches import TrainTransform, sample_rng  # noqa: E402
+from src.data.train_batches import TrainTransform, _MixBatch, sample_rng  # noqa: E402
 from tools.cpu_probe import timed_beside_busy_thread  # noqa: E402
 
 
@@ -45,7 +47,8 @@ class EpochOrder(Sampler):
 
 
 class Samples:
-    """Map-style dataset: (epoch, position, index) -> (image [3, S, S], class, epoch, position)."""
+    """Map-style dataset: (epoch, position, index) -> ((uint8 image [3, S, S], erasing boxes), class, epoch,
+    position)."""
 
     def __init__(self, samples: list, cfg):
         self.samples, self.transform, self.seed = samples, TrainTransform(cfg), cfg.seed
@@ -56,11 +59,11 @@ class Samples:
     def __getitem__(self, key):
         epoch, position, index = key
         path, label = self.samples[index]
-        return self.transform(load_rgb(path), sample_rng(self.seed, epoch, position)), label, epoch, position
+        return self.transform.raw(load_rgb(path), sample_rng(self.seed, epoch, position)), label, epoch, position
 
 
 class MixCollate:
-    """Stack a batch and mix it with the draws of its first position, in the worker."""
+    """Stack a batch and draw its mixing with the draws of its first position, in the worker."""
 
     def __init__(self, cfg):
         self.seed = cfg.seed
@@ -68,10 +71,9 @@ class MixCollate:
                            cfg.label_smoothing)
 
     def __call__(self, items):
-        images, labels, epochs, positions = zip(*items)
-        rng = sample_rng(self.seed, epochs[0], positions[0], what="batch")
-        mixed, targets = self.mixup(np.stack(images), np.array(labels), mix=True, rng=rng)
-        return torch.from_numpy(mixed), torch.from_numpy(targets)
+        samples, labels, epochs, positions = zip(*items)
+        raw = _MixBatch(self.mixup, True, (self.seed, epochs[0])).raw(samples, labels, positions[0])
+        return tuple(map(torch.from_numpy, raw))
 
 
 def main() -> int:
@@ -86,7 +88,7 @@ def main() -> int:
 
     def epoch(e: int) -> int:
         order.epoch = e
-        return sum(len(images) for images, _ in loader)
+        return sum(len(images) for images, *_ in loader)
 
     epoch(0)  # starts the workers, as the first epoch of a run does
     pids = [w.pid for w in loader._iterator._workers]  # persistent: the same processes every epoch

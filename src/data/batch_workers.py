@@ -1,9 +1,11 @@
-"""Worker processes that compute whole training batches outside the training process's interpreter
-lock: started once per run, fed the epoch's batch source, each batch computed by one worker and
-returned in order, a fixed number in flight. What they cost and hold: docs/development.md
+"""Worker processes that compute whole batches outside the interpreter lock of the process that reads
+them: started once per run, fed a batch source (an epoch's training batches, the evaluation batches
+or the images of a folder to infer), each batch computed by one worker and returned in order, a fixed
+number in flight. What they cost and hold: docs/development.md
 "How it works: the data pipeline". MindSpore-free (the workers never import MindSpore)."""
 import atexit
 import copy
+import hashlib
 import itertools
 import os
 import pickle
@@ -57,22 +59,24 @@ def _from_files(computed: tuple) -> tuple:
 
 
 def _serve(tasks: Connection, results: Connection, folder: str) -> None:
-    """A worker: hold the latest paths and batch source it was sent, compute the batches it is asked
-    for and send each result (its arrays in files of `folder`) or a failure's traceback back, in
-    order; end when the training process closes its end (or is gone), removing `folder`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer stops
-    paths, source, decoded = None, None, {}
+    """A worker: hold the path lists and the latest batch source it was sent, compute the batches it is
+    asked for and send each result (its arrays in files of `folder`) or a failure's traceback back, in
+    order; end when the reading process closes its end (or is gone), removing `folder`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the reader stops
+    paths, source, decoded = {}, None, {}
     while True:
         try:
             kind, payload = tasks.recv()
         except EOFError:
             break
         if kind == _PATHS:
-            paths = pickle.loads(payload)
+            key, payload = payload
+            paths[key] = pickle.loads(payload)
         elif kind == _SOURCE:
+            key, payload = payload
             source = pickle.loads(payload)
-            source.paths = paths
-            if source.decoded is not None:  # a store per worker, kept across the epochs' sources
+            source.paths = paths[key]
+            if getattr(source, "decoded", None) is not None:  # a store per worker, kept across the epochs' sources
                 source.decoded = decoded.setdefault(source.decoded.budget, source.decoded)
         else:
             try:
@@ -96,8 +100,11 @@ class _Worker:
         result_r, result_w = os.pipe()
         # a fresh interpreter, not a fork: forking a process whose MindSpore threads hold locks can leave
         # the child deadlocked, and multiprocessing's spawn would re-import the training script (MindSpore)
+        # in this process's directory, so that relative image paths name the same files; the repository on
+        # the import path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([_REPO, *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.process = subprocess.Popen([sys.executable, "-m", "src.data.batch_workers", str(task_r), str(result_w),
-                                         folder], cwd=_REPO, pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL)
+                                         folder], env=env, pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL)
         os.close(task_r)
         os.close(result_w)
         self.index, self.tasks, self.results = index, Connection(task_w, readable=False), Connection(result_r, writable=False)
@@ -134,16 +141,18 @@ class _Worker:
 
 
 class BatchWorkers:
-    """`workers` processes computing batches of `_TrainBatches` sources (src/data/train_batches.py),
-    at most `in_flight` batches ahead of the one asked for. One pool serves every epoch of a run; a
-    pipeline asks through `WorkerBatches`. `close()` ends the processes (also at interpreter exit)."""
+    """`workers` processes computing batches of sources such as `_TrainBatches` (src/data/train_batches.py)
+    and `EvalBatches` (src/data/eval_batches.py): objects with `paths`, `__len__` and `compute(b)`, at
+    most `in_flight` batches ahead of the one asked for. One pool serves every epoch of a run and its
+    evaluation; a pipeline asks through `WorkerBatches` or `worker_batches`. `close()` ends the
+    processes (also at interpreter exit)."""
 
     def __init__(self, workers: int, in_flight: int = 0):
         # finished batches wait in files here: memory (tmpfs) where /dev/shm exists
         self.folder = tempfile.mkdtemp(prefix="conformer-batches-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.workers = [_Worker(i, self.folder) for i in range(workers)]
         self.in_flight = in_flight or 2 * workers  # one being computed and one waiting, per worker
-        self._paths = None  # the pickled paths the workers hold
+        self._paths = {}  # digest of a pickled path list -> its key: the lists the workers hold
         self._source = None  # the token of the source whose batches are in flight
         self._pending = deque()  # (worker, batch) submitted and not yet read, in order
         self._next = 0  # the next batch to submit
@@ -173,7 +182,7 @@ class BatchWorkers:
             got, computed, failure = worker.receive()
         assert got == expected, (got, expected)  # each worker answers its tasks in order
         if failure:  # the exception's own line; its traceback is a bug report's, not the user's
-            raise DataWorkerError(f"data worker {worker.index} failed on training batch {got}: "
+            raise DataWorkerError(f"data worker {worker.index} failed on batch {got}: "
                                   f"{failure.strip().splitlines()[-1]}")
         return computed
 
@@ -182,12 +191,15 @@ class BatchWorkers:
             worker.receive()
         self._pending.clear()
         paths = pickle.dumps(source.paths)
-        if paths != self._paths:  # the same list every epoch of a run: sent once
-            self._broadcast((_PATHS, paths))
-            self._paths = paths
+        digest = hashlib.sha256(paths).digest()
+        if digest not in self._paths:  # training's list and evaluation's, the same every epoch: each sent once
+            self._paths[digest] = len(self._paths)
+            self._broadcast((_PATHS, (self._paths[digest], paths)))
         clone = copy.copy(source)  # what the workers get: no paths (sent apart), no counters of this process
-        clone.paths, clone.skipped = None, None
-        self._broadcast((_SOURCE, pickle.dumps(clone)))
+        clone.paths = None
+        if hasattr(clone, "skipped"):
+            clone.skipped = None
+        self._broadcast((_SOURCE, (self._paths[digest], pickle.dumps(clone))))
         self._source, self._next = token, b
 
     def _broadcast(self, message) -> None:
@@ -220,6 +232,16 @@ class WorkerBatches:
             self.source.skipped.error = e
             raise
         return self.source.deliver(computed)
+
+
+def worker_batches(source, pool: BatchWorkers):
+    """The batches of `source` (`deliver(compute(b))` for b in order) computed by `pool`, those without
+    a row left out; a new token per call, so every pass asks for its batches afresh."""
+    token = object()
+    for b in range(len(source)):
+        batch = source.deliver(pool.batch(token, source, b))
+        if len(batch[0]):
+            yield batch
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import mindspore.dataset as ds
 import numpy as np
 
 from src.data.augment import Mixup
-from src.data.batch_workers import BatchWorkers, WorkerBatches
+from src.data.batch_workers import BatchWorkers, WorkerBatches, worker_batches
+from src.data.eval_batches import EvalBatches
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
 from src.data.preprocess import ImageReadError, eval_transform, load_rgb
@@ -101,6 +102,21 @@ class _KeepReadable:
         return not reason
 
 
+def _eval_transform(cfg):
+    return partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
+
+
+class _InWorkers:
+    """Iterable source of GeneratorDataset: the batches of `source` (an EvalBatches) computed by `pool`
+    on each pass, batches left without a readable image dropped."""
+
+    def __init__(self, source: EvalBatches, pool: BatchWorkers):
+        self.source, self.pool = source, pool
+
+    def __iter__(self):
+        return worker_batches(self.source, self.pool)
+
+
 def _mix_batch(cfg, epoch: int) -> _MixBatch:
     """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
     mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
@@ -173,21 +189,27 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
     samples = _Samples(order[first:], labels, first, rank_id, rank_size)
     skipped = skipped if skipped is not None else SkippedImages()
     workers = data_workers(cfg)
+    in_processes = cfg.data_workers_mode == "process"
+    own_workers = in_processes and batch_workers is None
+    if in_processes:
+        batch_workers = batch_workers or BatchWorkers(workers)
     if is_train:
-        in_processes = cfg.data_workers_mode == "process"
         source = _TrainBatches(samples, paths, TrainTransform(cfg), _mix_batch(cfg, epoch), cfg.batch_size,
                                drop_remainder, skipped, decoded, threads=1 if in_processes else workers, raw=raw)
-        own_workers = in_processes and batch_workers is None
         if in_processes:
-            batch_workers = batch_workers or BatchWorkers(workers)
             source = WorkerBatches(source, batch_workers)
         data = ds.GeneratorDataset(source, RAW_COLUMNS if raw else ["image", "label"], shuffle=False,
                                    num_parallel_workers=1)
-        if own_workers:
-            weakref.finalize(data, batch_workers.close)
+    elif in_processes:
+        kept = samples.order[:batches * cfg.batch_size - first]
+        source = EvalBatches(paths, kept, labels, _eval_transform(cfg), cfg.batch_size, skipped)
+        data = ds.GeneratorDataset(_InWorkers(source, batch_workers), ["image", "label"], shuffle=False,
+                                   num_parallel_workers=1)
     else:
-        load = _LoadImage(paths, partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct))
+        load = _LoadImage(paths, _eval_transform(cfg))
         data = _readable_images(samples, paths, load, workers, skipped).batch(cfg.batch_size, drop_remainder)
+    if own_workers:
+        weakref.finalize(data, batch_workers.close)
     # train: exact (unreadable images are replaced); val: nominal, since counting what the filter keeps
     # would run the whole pipeline once
     data.dataset_size = batches - skip_batches

@@ -1,15 +1,16 @@
-"""Finding the images of DATA and decoding them ahead in threads, in batches: the input side of every
-inference script (MindSpore-free).  Every image goes through src/data/preprocess.py (`load_rgb` +
+"""Finding the images of DATA and decoding them ahead in worker processes, in batches: the input side of
+every inference script (MindSpore-free).  Every image goes through src/data/preprocess.py (`load_rgb` +
 `eval_transform`), as in eval.py."""
 import argparse
 import os
 import sys
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
-from src.data.preprocess import IMAGE_EXTENSIONS, ImageReadError, eval_transform, is_image_file, load_rgb
+from src.data.batch_workers import BatchWorkers, worker_batches
+from src.data.eval_batches import EvalBatches
+from src.data.preprocess import IMAGE_EXTENSIONS, eval_transform, is_image_file
 from src.errors import ConformerError
 
 
@@ -37,7 +38,8 @@ def add_data_args(parser, data_help: str, data_default: bool = False) -> None:
     the config's batch_size."""
     parser.add_argument("data", metavar="DATA", nargs="?" if data_default else None, default="", help=data_help)
     parser.add_argument("--prefetch", type=non_negative_int, default=16,
-                        help="images decoded ahead in a thread pool; 0 = decode inline (default: 16)")
+                        help="images decoded ahead by min(N, CPUs) worker processes started per run; 0 = decode "
+                             "inline (default: 16)")
 
 
 def find_images(data: str) -> list:
@@ -84,47 +86,53 @@ def load_class_names(source: str) -> list:
     return names
 
 
-def _load(path: str, image_size: int, crop_pct: float):
-    """(path, CHW array or None, reason or None) -- runs in the decoding threads."""
-    try:
-        return path, eval_transform(load_rgb(path), image_size, crop_pct), None
-    except ImageReadError as e:
-        return path, None, str(e)
+class _SkipWarnings:
+    """Records an unreadable image in `errors` {path: reason} with one warning line on stderr."""
+
+    def __init__(self, errors: dict, prog: str):
+        self.errors, self.prog = errors, prog
+
+    def record(self, path: str, reason: str) -> None:
+        self.errors[path] = reason
+        print(f"{self.prog}: warning: skipped {path}: {reason}", file=sys.stderr, flush=True)
 
 
-def decode_ahead(paths: list, image_size: int, crop_pct: float, prefetch: int):
-    """Yield `_load` results in the order of `paths`, keeping up to `prefetch` decoding in threads.
-
-    PIL releases the GIL while decoding and resizing, so threads overlap it with the forward pass.
-    """
-    if prefetch == 0:
-        for path in paths:
-            yield _load(path, image_size, crop_pct)
+def _decoded_chunks(paths: list, cfg, errors: dict, prog: str):
+    """(images [n, 3, S, S], indices into `paths`) of the readable images, in order, in chunks: decoded
+    inline (--prefetch 0, or one image), or ahead by min(prefetch, CPUs) worker processes started for
+    this call (src/data/batch_workers.py), outside this process's interpreter lock, about `prefetch`
+    images in flight."""
+    inline = cfg.prefetch == 0 or len(paths) == 1
+    workers = 1 if inline else min(cfg.prefetch, os.cpu_count() or 1)
+    chunk = max(1, cfg.prefetch // (2 * workers))  # each worker computes one chunk and holds one more
+    transform = partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
+    indices = np.arange(len(paths))
+    source = EvalBatches(paths, indices, indices, transform, chunk, _SkipWarnings(errors, prog))
+    if inline:
+        for b in range(len(source)):
+            batch = source.deliver(source.compute(b))
+            if len(batch[0]):
+                yield batch
         return
-    with ThreadPoolExecutor(max_workers=min(prefetch, os.cpu_count() or 1)) as pool:
-        pending = deque()
-        for path in paths:
-            pending.append(pool.submit(_load, path, image_size, crop_pct))
-            if len(pending) > prefetch:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    pool = BatchWorkers(workers)
+    try:
+        yield from worker_batches(source, pool)
+    finally:
+        pool.close()
 
 
 def image_batches(paths: list, batch_size: int, cfg, errors: dict, prog: str):
-    """Yield (paths, images [B, 3, S, S]) of the readable images; unreadable ones go to `errors`
-    {path: reason} and get one warning line on stderr."""
-    batch_paths, arrays = [], []
-    for path, array, reason in decode_ahead(paths, cfg.image_size, cfg.crop_pct, cfg.prefetch):
-        if reason is not None:
-            errors[path] = reason
-            print(f"{prog}: warning: skipped {path}: {reason}", file=sys.stderr, flush=True)
-            continue
-        batch_paths.append(path)
-        arrays.append(array)
-        if len(arrays) == batch_size:
-            yield batch_paths, np.stack(arrays)
-            batch_paths, arrays = [], []
-    if arrays:
-        yield batch_paths, np.stack(arrays)
-
+    """Yield (paths, images [B, 3, S, S]) of the readable images, full batches but the last; unreadable
+    ones go to `errors` {path: reason} and get one warning line on stderr."""
+    images, indices = [], []
+    for chunk, chunk_indices in _decoded_chunks(paths, cfg, errors, prog):
+        images.append(chunk)
+        indices.append(chunk_indices)
+        if sum(map(len, indices)) >= batch_size:
+            images, indices = np.concatenate(images), np.concatenate(indices)
+            while len(indices) >= batch_size:
+                yield [paths[i] for i in indices[:batch_size]], images[:batch_size]
+                images, indices = images[batch_size:], indices[batch_size:]
+            images, indices = [images], [indices]
+    if sum(map(len, indices)):
+        yield [paths[i] for i in np.concatenate(indices)], np.concatenate(images)

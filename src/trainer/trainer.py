@@ -150,12 +150,13 @@ class Trainer:
                                    ": continue them with --resume CKPT or --checkpoint auto")
                                 + ", or choose another ckpt_root_dir/best_ckpt_root_dir or model_postfix")
         self.net = self._build_net()
-        self.val_data = create_dataset(cfg, "val")  # every rank validates the whole set: identical metrics
+        # started once, they serve every epoch and validation; ended by fit() (or at exit)
+        self.batch_workers = BatchWorkers(data_workers(cfg)) if cfg.data_workers_mode == "process" else None
+        # every rank validates the whole set: identical metrics
+        self.val_data = create_dataset(cfg, "val", batch_workers=self.batch_workers)
         self.keeper.meta.update(checkpoint_entry(cfg, self.val_data.class_names))
         self.skipped = SkippedImages()  # unreadable training images: warned once each, counted over the run
         self.decoded = DecodedImages(cfg.cache_decoded_mib) if cfg.cache_decoded_mib else None
-        # started once, they serve every epoch; ended by fit() (or at exit)
-        self.batch_workers = BatchWorkers(data_workers(cfg)) if cfg.data_workers_mode == "process" else None
         self.micro_batches = cfg.grad_accumulation_steps
         self.finish = batch_finish(cfg)  # uint8 batches normalised, erased and mixed in a graph
         self.data_times = []  # per optimizer step of the current epoch: seconds waited for its batches
