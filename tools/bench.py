@@ -79,6 +79,7 @@ CHAIN_OPS = 400
 DATA_ROUNDS = 3  # each round of the data part's train rows: every configuration, DATA_EPOCHS epochs
 DATA_EPOCHS = 2
 TORCH_LOADER = "torch"  # the data part's anchor: tools/bench_torch_loader.py under --torch_python
+EVAL_ROW = "eval, "  # prefix of the data part's eval pipeline rows
 HOST_FINISHED = "process, host-finished"  # a data row of float32 batches normalised, erased and mixed by the workers
 FEED_ROUNDS = 3  # each round of the feed part is three runs of --feed_batches batches
 FEED_DATA, FEED_FIXED, FEED_FED = ("data: the config's training pipeline", "feed: train step, one fixed batch",
@@ -156,12 +157,12 @@ def _write_jpegs(root: str, count: int, classes: int = 4) -> None:
             Image.fromarray(pixels).save(os.path.join(folder, f"{i}.JPEG"), quality=90)
 
 
-def _time_train_data(data_cfg, epochs: int, pool, busy: bool, raw: bool = True) -> tuple:
-    """(seconds, CPU seconds of the data work, images) of `epochs` training pipelines (one per epoch,
-    as train.py: raw batches, or `raw` False finished on the host), after one untimed epoch; a busy
-    thread's own CPU is not counted."""
+def _time_data(data_cfg, epochs: int, pool, busy: bool, split: str = "train", raw: bool = True) -> tuple:
+    """(seconds, CPU seconds of the data work, images) of `epochs` pipelines of `split` (one per epoch,
+    as train.py; train: raw batches, or `raw` False finished on the host), after one untimed epoch; a
+    busy thread's own CPU is not counted."""
     def run(epoch):
-        data = create_dataset(data_cfg, "train", epoch=epoch, batch_workers=pool, raw=raw)
+        data = create_dataset(data_cfg, split, epoch=epoch, batch_workers=pool, raw=raw)
         return sum(len(b) for b, *_ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
     run(0)
@@ -190,10 +191,11 @@ def _time_torch_loader(cfg, data_cfg, root: str, workers: int, busy: bool) -> tu
 
 
 def bench_data(cfg) -> list:
-    """img/s of the eval pipeline, and img/s and CPU-ms per image of the full train recipe (one
-    pipeline per epoch, as train.py) in worker threads and in worker processes, at 1 worker and at
-    the config's count (capped at the CPU count), each alone and beside a busy pure-Python thread in
-    the process; the train rows in interleaved rounds (--repeats, at least 3), medians."""
+    """img/s and CPU-ms per image of the full train recipe (one pipeline per epoch, as train.py) in
+    worker threads and in worker processes, at 1 worker and at the config's count (capped at the CPU
+    count), and of the eval pipeline at the config's count, each alone and beside a busy pure-Python
+    thread in the process, in interleaved rounds (--repeats, at least 3), medians; one row of the
+    train batches finished on the host (float32) instead of raw, what the graph's finishing saves."""
     rows = []
     with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as stack:
         _write_jpegs(root, cfg.images)
@@ -202,14 +204,6 @@ def bench_data(cfg) -> list:
         data_cfg = argparse.Namespace(**{**vars(cfg), **dict(
             dataset="ImageNet", data_url=root, train_dir="train", val_dir="val", train_labels="", val_labels="",
             train_num_samples=-1, val_num_samples=-1, num_classes=4, batch_size=16, repeated_aug=0)})
-        load = os.getloadavg()[0]
-        counts, start = 0, time.perf_counter()
-        for epoch in range(2):
-            data = create_dataset(data_cfg, "val", epoch=epoch)
-            counts += sum(len(b) for b, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True))
-        rows.append({"what": "data: eval transform", "batch": 16, "img_per_s": counts / (time.perf_counter() - start),
-                     "note": f"{data_workers(data_cfg)} threads, {cfg.images} JPEGs 500x375; "
-                             f"load {load:.1f} before"})
         calls = {}
         for workers in sorted({1, data_workers(data_cfg)}):
             for mode in ("thread", "process"):
@@ -218,10 +212,14 @@ def bench_data(cfg) -> list:
                 pool = stack.enter_context(contextlib.closing(BatchWorkers(workers))) if mode == "process" else None
                 for busy in (False, True):
                     calls[(mode, workers, busy)] = (lambda c=mode_cfg, p=pool, b=busy:
-                                                    _time_train_data(c, DATA_EPOCHS, p, b))
+                                                    _time_data(c, DATA_EPOCHS, p, b))
+                if workers > 1:
+                    for busy in (False, True):
+                        calls[(EVAL_ROW + mode, workers, busy)] = (lambda c=mode_cfg, p=pool, b=busy:
+                                                               _time_data(c, DATA_EPOCHS, p, b, split="val"))
                 if mode == "process" and workers > 1:  # what finishing batches in the graph saves the host
                     calls[(HOST_FINISHED, workers, False)] = (lambda c=mode_cfg, p=pool:
-                                                              _time_train_data(c, DATA_EPOCHS, p, False, raw=False))
+                                                              _time_data(c, DATA_EPOCHS, p, False, raw=False))
             if cfg.torch_ref or cfg.torch_python != sys.executable:
                 for busy in (False, True):
                     calls[(TORCH_LOADER, workers, busy)] = (lambda w=workers, b=busy:
@@ -237,9 +235,10 @@ def bench_data(cfg) -> list:
             rate = statistics.median(images / seconds for seconds, _, images in runs)
             cpu_ms = statistics.median(1e3 * cpu / images for _, cpu, images in runs)
             kind = {TORCH_LOADER: "torch DataLoader worker process",
-                    HOST_FINISHED: "process"}.get(mode, mode)
+                    HOST_FINISHED: "process"}.get(mode, mode).replace(EVAL_ROW, "")
             plural = "" if workers == 1 else ("s" if kind == "thread" else "es")
-            rows.append({"what": f"data: train recipe, {workers} {kind}{plural}"
+            what = "eval transform" if mode.startswith(EVAL_ROW) else "train recipe"
+            rows.append({"what": f"data: {what}, {workers} {kind}{plural}"
                                  + (", busy Python thread beside" if busy else "")
                                  + (", finished on the host (float32)" if mode == HOST_FINISHED else ""),
                          "batch": 16, "img_per_s": rate, "cpu_ms_per_img": cpu_ms,

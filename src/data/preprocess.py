@@ -70,10 +70,16 @@ def resize_shorter_center_crop(img: Image.Image, image_size: int, crop_pct: floa
     return img.crop((left, top, left + image_size, top + image_size))
 
 
+def normalize_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3, H, W] -> float32, ImageNet mean/std normalised (= ToTensor + Normalize); the training
+    graph's version: src/data/batch_finish.py."""
+    mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
+    return (pixels.astype(np.float32, order="C") / np.float32(255.0) - mean) / std
+
+
 def normalize(img: Image.Image) -> np.ndarray:
     """RGB image -> float32 CHW array, ImageNet mean/std normalised."""
-    array = np.asarray(img, dtype=np.float32) / 255.0
-    return ((array - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+    return normalize_pixels(np.asarray(img).transpose(2, 0, 1))
 
 
 def eval_transform(img: Image.Image, image_size: int, crop_pct: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from src.data.augment import Mixup, RandomErasing, RandomResizedCrop, create_aut
 from src.data.augment.mixup import apply_mix
 from src.data.augment.auto_augment import INTERPOLATIONS
 from src.data.folder import DatasetError
-from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageReadError, load_rgb
+from src.data.preprocess import ImageReadError, load_rgb, normalize_pixels
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,9 @@ ERASE_FIELDS = 5  # an erasing box in a raw batch's boxes: top, left, h, w, nois
 CUTMIX_FIELDS = 4  # the CutMix box first: top, bottom, left, right (empty: none)
 
 
-def normalize_pixels(pixels: np.ndarray) -> np.ndarray:
-    """uint8 [..., 3, H, W] -> float32 ImageNet-normalised, the same operations as preprocess.normalize."""
-    mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
-    return (pixels.astype(np.float32) / np.float32(255.0) - mean) / std
+def _drawn(slots: np.ndarray) -> list:
+    """A sample's erasing slots [E, 5] -> its boxes as RandomErasing.apply takes them (unused slots left out)."""
+    return [tuple(int(v) for v in box) for box in slots if box[2] > 0]
 
 
 def finish_batch(pixels: np.ndarray, weights: np.ndarray, boxes: np.ndarray, erasing: "RandomErasing") -> np.ndarray:
@@ -128,7 +127,7 @@ def finish_batch(pixels: np.ndarray, weights: np.ndarray, boxes: np.ndarray, era
     images = normalize_pixels(pixels)
     if erasing is not None:
         for i, row in enumerate(boxes[:, CUTMIX_FIELDS:].reshape(len(boxes), -1, ERASE_FIELDS)):
-            images[i] = erasing.apply(images[i], [tuple(int(v) for v in box) for box in row if box[2] > 0])
+            images[i] = erasing.apply(images[i], _drawn(row))
     return apply_mix(images, weights, boxes[:, :CUTMIX_FIELDS])
 
 
@@ -165,7 +164,7 @@ class TrainTransform:
     def __call__(self, img: Image.Image, rng: random.Random) -> np.ndarray:
         pixels, boxes = self.raw(img, rng)
         array = normalize_pixels(pixels)  # = ToTensor + Normalize
-        return array if self.erasing is None else self.erasing.apply(array, [tuple(b) for b in boxes if b[2] > 0])
+        return array if self.erasing is None else self.erasing.apply(array, _drawn(boxes))
 
     def raw(self, img: Image.Image, rng: random.Random) -> tuple:
         """-> (uint8 [3, S, S], int64 [re_count, 5] erasing boxes, rows of zeros unused; [0, 5] without erasing)."""

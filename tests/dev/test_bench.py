@@ -359,8 +359,9 @@ def _feed_names():
 
 
 def test_data_part_rows_threads_processes_with_and_without_a_busy_thread(tmp_path):
-    """--parts data: the train recipe in 1 and 2 worker threads and processes, each alone and beside
-    a busy Python thread, with img/s and CPU-ms per image (the workers' CPU included)."""
+    """--parts data: the train recipe in 1 and 2 worker threads and processes and the eval pipeline in 2,
+    each alone and beside a busy Python thread, and the train batches finished on the host, with img/s
+    and CPU-ms per image (the workers' CPU included)."""
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--parts", "data", "--images", "16", "--num_parallel_workers", "2",
                         "--json_out", str(out))
@@ -368,7 +369,10 @@ def test_data_part_rows_threads_processes_with_and_without_a_busy_thread(tmp_pat
     rows = {r["what"]: r for r in json.loads(out.read_text())["results"]}
     names = [f"data: train recipe, {kind}{beside}" for kind in ("1 thread", "1 process", "2 threads", "2 processes")
              for beside in ("", ", busy Python thread beside")]
-    assert sorted(rows) == sorted(["data: eval transform", *names])
+    names += [f"data: eval transform, {kind}{beside}" for kind in ("2 threads", "2 processes")
+              for beside in ("", ", busy Python thread beside")]
+    names.append("data: train recipe, 2 processes, finished on the host (float32)")
+    assert sorted(rows) == sorted(names)
     for name in names:
         assert rows[name]["img_per_s"] > 0 and rows[name]["cpu_ms_per_img"] > 0
         assert "load" in rows[name]["note"]  # the machine's load beside every figure
