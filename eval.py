@@ -14,6 +14,7 @@ from src.checkpoint import load_weights
 from src.checkpoint_settings import apply_checkpoint_settings
 from src.config import add_checkpoint_arg, add_results_file_arg, parse_args, start_weights
 from src.conformer import create_model_from_config, param_count_line
+from src.data.batch_finish import NormalizedInput
 from src.data.imagenet import create_dataset
 from src.inference.evaluate import evaluate
 from src.inference.metrics import format_eval_results
@@ -38,7 +39,7 @@ def main() -> int:
     load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
     print(param_count_line(net, cfg.arch), flush=True)
     data = create_dataset(cfg, "val")
-    results = evaluate(inference_network(net, cfg.amp_level), data, cfg.tta)
+    results = evaluate(NormalizedInput(inference_network(net, cfg.amp_level)), data, cfg.tta)  # uint8 batches
     if cfg.results_file:
         write_results(cfg.results_file, results_record(results, data.class_names))
     print(format_eval_results(results["summed"]))

@@ -1,6 +1,6 @@
-"""The training graph's end of the input pipeline: a raw training batch (uint8 pixels, mixing weights
-and boxes, from `create_dataset(..., raw=True)`) normalised, erased and mixed on the device, as timm's
-prefetcher does on the GPU; the same operations as `finish_batch` (src/data/train_batches.py) does in
+"""The graph's end of the input pipeline: a raw training batch (uint8 pixels, mixing weights and boxes,
+from `create_dataset(..., raw=True)`) normalised, erased and mixed on the device, as timm's prefetcher
+does on the GPU, and the uint8 evaluation batches normalised; the same operations as `finish_batch` (src/data/train_batches.py) does in
 NumPy, so both give the same values within float rounding. Why and what it saves:
 docs/training.md "Data workers"."""
 import math
@@ -35,18 +35,41 @@ def _inside(rows, cols, top, bottom, left, right):
     return ops.logical_and(ops.logical_and(rows >= top, rows < bottom), ops.logical_and(cols >= left, cols < right))
 
 
+class Normalize(nn.Cell):
+    """uint8 [B, 3, H, W] -> float32, ImageNet mean/std normalised: preprocess.normalize_pixels in the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.mean = ms.Tensor(IMAGENET_MEAN.reshape(1, 3, 1, 1))
+        self.std = ms.Tensor(IMAGENET_STD.reshape(1, 3, 1, 1))
+
+    def construct(self, pixels):
+        return (ops.cast(pixels, ms.float32) / 255.0 - self.mean) / self.std
+
+
+class NormalizedInput(nn.Cell):
+    """`net` taking uint8 images: they are normalised first (evaluation of eval.py's pipeline)."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__(auto_prefix=False)  # the network keeps its parameter names
+        self.normalize = Normalize()
+        self.net = net
+
+    def construct(self, pixels):
+        return self.net(self.normalize(pixels))
+
+
 class BatchFinish(nn.Cell):
     """(pixels uint8 [B, 3, S, S], weights float32 [B, 2], boxes int64 [B, 4 + 5 E]) -> float32
     [B, 3, S, S]; `erase_mode` the recipe's re_mode, `erase_slots` E its re_count (0: no erasing)."""
 
     def __init__(self, erase_mode: str = "pixel", erase_slots: int = 0):
         super().__init__()
-        self.mean = ms.Tensor(IMAGENET_MEAN.reshape(1, 3, 1, 1))
-        self.std = ms.Tensor(IMAGENET_STD.reshape(1, 3, 1, 1))
+        self.normalize = Normalize()
         self.erase_mode, self.erase_slots = erase_mode, erase_slots
 
     def construct(self, pixels, weights, boxes):
-        images = (ops.cast(pixels, ms.float32) / 255.0 - self.mean) / self.std
+        images = self.normalize(pixels)
         _, channels, height, width = images.shape
         rows = ops.arange(height, dtype=ms.int64).reshape(1, 1, height, 1)
         cols = ops.arange(width, dtype=ms.int64).reshape(1, 1, 1, width)

@@ -1,8 +1,8 @@
 """ImageFolder datasets: the official DeiT/timm training recipe and the shared eval transform.
 
 `create_dataset(cfg, split, rank_id, rank_size, ..., epoch=e, skip_batches=k)` returns a batched
-pipeline (train: image float32 [B, 3, S, S] and soft-target labels [B, num_classes]; val: image
-and int32 labels [B]) whose order, shards and every augmentation draw are a function of (seed,
+pipeline (train: image float32 [B, 3, S, S] and soft-target labels [B, num_classes], or raw; val:
+image uint8 [B, 3, S, S], eval-transformed but not normalised, and int32 labels [B]) whose order, shards and every augmentation draw are a function of (seed,
 epoch, position), so a resumed run sees the batches of the uninterrupted one; `SkippedImages`
 counts unreadable files and `DatasetError` names a bad folder, CSV row or batch in one line. The
 training batches are computed by src/data/train_batches.py, in threads or in the worker processes
@@ -23,7 +23,7 @@ from src.data.batch_workers import BatchWorkers, WorkerBatches, worker_batches
 from src.data.eval_batches import EvalBatches
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
-from src.data.preprocess import ImageReadError, eval_transform, load_rgb
+from src.data.preprocess import ImageReadError, eval_pixels, load_rgb
 from src.data.train_batches import DecodedImages, SkippedImages, TrainTransform, _MixBatch, _Samples, _TrainBatches
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class _KeepReadable:
 
 
 def _eval_transform(cfg):
-    return partial(eval_transform, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
+    return partial(eval_pixels, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
 
 
 class _InWorkers:

@@ -82,6 +82,12 @@ def normalize(img: Image.Image) -> np.ndarray:
     return normalize_pixels(np.asarray(img).transpose(2, 0, 1))
 
 
+def eval_pixels(img: Image.Image, image_size: int, crop_pct: float) -> np.ndarray:
+    """The official eval transform of one RGB image before its normalisation -> uint8 [3, image_size,
+    image_size] (eval.py's pipeline: a graph normalises, src/inference/evaluate.py)."""
+    return np.asarray(resize_shorter_center_crop(img, image_size, crop_pct)).transpose(2, 0, 1).copy()
+
+
 def eval_transform(img: Image.Image, image_size: int, crop_pct: float) -> np.ndarray:
     """The official eval transform of one RGB image -> float32 [3, image_size, image_size]."""
-    return normalize(resize_shorter_center_crop(img, image_size, crop_pct))
+    return normalize_pixels(eval_pixels(img, image_size, crop_pct))

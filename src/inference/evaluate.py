@@ -10,8 +10,10 @@ from src.inference.tta import with_tta
 
 
 def evaluate(net, dataset, tta: str = "") -> dict:
-    """Loss, top-1 and top-5 accuracy over a dataset yielding (images float32, labels int32), and the
-    confusion matrix of the summed logits: `EvalCounts.results()` with both heads; `tta` as the config's.
+    """Loss, top-1 and top-5 accuracy over a dataset yielding (images, labels int32), and the confusion
+    matrix of the summed logits: `EvalCounts.results()` with both heads; `tta` as the config's. `net` takes
+    the dataset's images as they are: for create_dataset's uint8 ones, wrap it in NormalizedInput
+    (src/data/batch_finish.py).
 
     The "summed" entry ranks conv + trans logits and, as the official evaluate does, its Loss is the mean
     of the two heads' cross entropies (not the cross entropy of the summed logits).  Data parallel
@@ -21,7 +23,7 @@ def evaluate(net, dataset, tta: str = "") -> dict:
     net.set_train(False)
     counts, forward = EvalCounts(), None
     for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
-        if forward is None:  # the first batch is a full one (or the only one)
+        if forward is None:  # the first batch is a full one (or the only one, or one short of an unreadable file)
             forward = with_tta(numpy_forward(net, len(images)), tta)
         conv, trans = forward(images)
         counts.add(labels, conv + trans, conv, trans)

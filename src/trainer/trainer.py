@@ -13,7 +13,7 @@ import mindspore as ms
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
-from src.data.batch_finish import batch_finish
+from src.data.batch_finish import NormalizedInput, batch_finish
 from src.data.batch_workers import BatchWorkers
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset, data_workers
 from src.errors import ConformerError
@@ -168,6 +168,7 @@ class Trainer:
         self.train_step, self.optimizer, self.ema = build_train_step(cfg, self.net, self.steps_per_epoch,
                                                                      self.rank_size)
         self.eval_net = create_model_from_config(cfg)
+        self.eval_forward = NormalizedInput(self.eval_net)  # the validation batches are uint8; built once: compiled once
         self.metrics_log = MetricsLog(cfg.summary_root_dir, enabled=self.is_main)
         self.loss_log = LossLog(cfg.summary_root_dir, cfg.summary_loss_collect_freq, enabled=self.is_main)
         self.global_batch = cfg.batch_size * self.micro_batches * self.rank_size
@@ -382,7 +383,7 @@ class Trainer:
         the epoch's training speed; `started`: its perf_counter start."""
         weights = validation_weights(self.net, self.ema)
         ms.load_param_into_net(self.eval_net, {w["name"]: ms.Parameter(w["data"], name=w["name"]) for w in weights})
-        results = evaluate(self.eval_net, self.val_data)
+        results = evaluate(self.eval_forward, self.val_data)
         if not self.is_main:
             return
         label = "EMA " if self.ema is not None else ""

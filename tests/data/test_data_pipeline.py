@@ -9,6 +9,7 @@ import time
 
 import mindspore as ms
 import mindspore.dataset as ds
+from mindspore import ops
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,10 +19,10 @@ from src.config import parse_args
 from src.data.folder import scan_image_folder
 from src.data.imagenet import (DatasetError, DecodedImages, SkippedImages, TrainTransform, _mix_batch, _Samples,
                                 _shard_order, _split_samples, create_dataset)
-from src.data.batch_finish import batch_finish
+from src.data.batch_finish import NormalizedInput, batch_finish
 from src.data.batch_workers import BatchWorkers, DataWorkerError
 from src.data.train_batches import finish_batch, sample_rng
-from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb
+from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb, normalize_pixels
 
 CLASSES = ("zebra", "apple", "mango")  # created in this order, indexed sorted: apple 0, mango 1, zebra 2
 PER_CLASS = 6
@@ -62,7 +63,10 @@ def _epochs(dataset, num_epochs=1):
 
 
 def _file_ids(images):
-    """Uniform images -> the (R, G, B) colour that names each file."""
+    """Uniform images (normalised, or uint8 as the eval pipeline gives them) -> the (R, G, B) colour that
+    names each file."""
+    if images.dtype == np.uint8:
+        return [tuple(int(v) for v in rgb) for rgb in images[:, :, 0, 0]]
     pixels = images[:, :, 0, 0] * IMAGENET_STD + IMAGENET_MEAN
     return [tuple(int(round(v)) for v in rgb * 255) for rgb in pixels]
 
@@ -294,16 +298,40 @@ def test_pair_mode_with_odd_batch_is_refused_up_front(data_root):
 
 # ----- evaluation pipeline -----
 
-def test_val_batches_use_the_shared_eval_transform_and_sorted_classes(data_root):
-    cfg = _cfg(data_root)
+@pytest.mark.parametrize("mode", MODES)
+def test_val_batches_use_the_shared_eval_transform_and_sorted_classes(data_root, mode):
+    cfg = _cfg(data_root, "--data_workers_mode", mode)
     (batches,) = _epochs(create_dataset(cfg, "val"))
     assert [len(label) for _, label in batches] == [4, 4, 4, 4, 2]  # drop_remainder False for val
     images = np.concatenate([image for image, _ in batches])
     labels = np.concatenate([label for _, label in batches])
-    assert images.dtype == np.float32 and images.shape == (18, 3, 32, 32) and labels.dtype == np.int32
+    assert images.dtype == np.uint8 and images.shape == (18, 3, 32, 32) and labels.dtype == np.int32
     assert labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6  # apple, mango, zebra
     first = os.path.join(data_root, "val", "apple", "0.png")
-    assert np.array_equal(images[0], eval_transform(load_rgb(first), 32, cfg.crop_pct))
+    # uint8 out of the pipeline; normalised by the graph (NormalizedInput), the shared eval transform
+    expected = eval_transform(load_rgb(first), 32, cfg.crop_pct)
+    assert np.array_equal(normalize_pixels(images[0]), expected)
+    assert np.allclose(NormalizedInput(ops.Identity())(ms.Tensor(images[:1])).asnumpy()[0], expected, atol=1e-6)
+
+
+def test_val_pipeline_leaves_out_unreadable_images_alike_in_threads_and_processes(tmp_path, caplog):
+    for c, name in enumerate(("a", "b")):
+        os.makedirs(tmp_path / "val" / name)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (10 + 40 * c + i, 50, 60)).save(tmp_path / "val" / name / f"{i}.png")
+    (tmp_path / "val" / "a" / "1.png").write_bytes(b"not a png")
+    got = {}
+    for mode in MODES:
+        skipped = SkippedImages()
+        with caplog.at_level(logging.WARNING):
+            (batches,) = _epochs(create_dataset(_cfg(str(tmp_path), "--batch_size", "2", "--data_workers_mode", mode),
+                                                "val", skipped=skipped))
+        got[mode] = (_file_ids(np.concatenate([b for b, _ in batches])),
+                     np.concatenate([label for _, label in batches]).tolist(), skipped.paths)
+    assert got["thread"] == got["process"]
+    ids, labels, paths = got["process"]
+    assert ids == [(10, 50, 60), (12, 50, 60), (50, 50, 60), (51, 50, 60), (52, 50, 60)] and labels == [0, 0, 1, 1, 1]
+    assert paths == [os.path.join(tmp_path, "val", "a", "1.png")]
 
 
 def test_class_index_and_file_order_equal_image_folder_dataset(data_root):
