@@ -18,6 +18,7 @@ from src.conformer import ARCH_NAMES, create_model, param_count_line
 from src.convert.state_dict import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.convert.torch_checkpoint import load_torch_checkpoint
 from src.runtime.console import run_main
+from src.runtime.targets import DEVICE_TARGETS
 import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
                         help=f"{VOCABULARY['--output']}: the MindSpore checkpoint (.ckpt, or .safetensors)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the heads (default: read from the checkpoint)")
-    parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
+    parser.add_argument("--device_target", default="CPU", choices=DEVICE_TARGETS,
                         help="device that builds the target network (conversion itself is host-side)")
     args = parser.parse_args(argv)
     state_dict, source = unwrap_state_dict(load_torch_checkpoint(args.src))

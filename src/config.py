@@ -24,10 +24,14 @@ import yaml
 from .data.augment.auto_augment import INTERPOLATIONS
 from .data.augment.mixup import MODES as MIXUP_MODES
 from .data.augment.random_erasing import MODES as ERASING_MODES
+from .data.labels import LAYOUTS
 from .deploy.formats import FORMATS
 from .errors import ConformerError
+from .inference.amp import AMP_LEVELS
 from .inference.tta import TTA_MODES
+from .runtime.targets import DEVICE_TARGETS
 from .trainer.lr_schedule import SCHEDULES
+from .trainer.optimizer import OPTIMIZERS
 from .variants import ARCH_NAMES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,7 +138,7 @@ SCHEMA = {
         "dataset": Option("ImageNet", "how a split is read: ImageNet = class folders data_url/<split>/<class>/<image>, "
                                       "or a flat split folder when its labels key names a CSV; ImageFolder = class "
                                       "folders only (a labels key set is an error)",
-                          read_by=LABELS_READERS | TRAIN_SET, choices=("ImageNet", "ImageFolder")),
+                          read_by=LABELS_READERS | TRAIN_SET, choices=tuple(LAYOUTS)),
         "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | TRAIN_SET | {EVAL_ONNX}),
         "train_dir": Option("train", "training split folder under data_url (its sorted class folders also index "
                                      "the class names of a labels CSV)", read_by=CLASS_NAMES | TRAIN_SET),
@@ -182,7 +186,7 @@ SCHEMA = {
                                check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {
-        "optimizer": Option("adamw", "optimizer", read_by=OPTIMIZER, choices=("adamw", "momentum", "sgd")),
+        "optimizer": Option("adamw", "optimizer", read_by=OPTIMIZER, choices=OPTIMIZERS),
         "beta": Option([0.9, 0.999], "AdamW betas",
                        read_by=OPTIMIZER, check=lambda v: all(0.0 <= b < 1.0 for b in v), check_msg="must be in [0, 1)"),
         "eps": Option(1.0e-8, "AdamW epsilon", read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
@@ -250,7 +254,7 @@ SCHEMA = {
                        read_by=MODEL, choices=ARCH_NAMES),
         "amp_level": Option("O0", "float16 mixed precision of training and of eval.py / infer.py's network "
                                   "(an exported file keeps its own)", read_by=TRAIN_STEP | {EVAL, INFER},
-                            choices=("O0", "O1", "O2", "O3")),
+                            choices=AMP_LEVELS),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=FORMATS),
         "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
                                              "size re-initialised); the other scripts load it when no --checkpoint "
@@ -281,7 +285,7 @@ SCHEMA = {
         "device_num": Option(1, "number of devices (set by the launch scripts)", read_by=MINDSPORE, check=_positive,
                              check_msg="must be > 0"),
         "device_target": Option("GPU", "GPU or CPU (Ascend where MindSpore has it)", read_by=ALL,
-                                choices=("GPU", "CPU", "Ascend")),
+                                choices=DEVICE_TARGETS),
         "cpu_kernels": Option(True, "on CPU, run LayerNorm, GELU and softmax as the project's own C++ kernels "
                                     "(compiled once per machine into the kernel cache; without a compiler, one "
                                     "warning and MindSpore's ops); no effect on GPU/Ascend or in exported files",

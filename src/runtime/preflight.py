@@ -12,6 +12,7 @@ import os
 import sys
 
 from src.config import OPTIONS, ConfigError, load_yaml
+from src.runtime.targets import DEVICE_TARGETS
 
 
 def configured_device(config: str, train_args: list) -> str:
@@ -26,7 +27,7 @@ def check(device: str, num_devices: int, device_ids: list) -> None:
     # MindSpore warns about every backend it cannot load; this process's output is its one line
     os.environ["GLOG_v"] = "3"
     import mindspore as ms
-    contexts = {"CPU": ms.device_context.cpu, "GPU": ms.device_context.gpu, "Ascend": ms.device_context.ascend}
+    contexts = {name: getattr(ms.device_context, name.lower()) for name in DEVICE_TARGETS}
     if device not in contexts:
         raise ValueError(f"device_target {device}: must be one of {', '.join(contexts)}")
     if not contexts[device].is_available():
