@@ -10,7 +10,8 @@ Precedence: command line > YAML > its base (> the base's base ...) > schema defa
 wrong type, bad choice, out-of-range value, missing file) exits with status 2
 and one line naming the key and what is wrong.
 
-`python -m src.config --markdown` prints the key table of docs/configuration.md from SCHEMA.
+`python -m src.config [--config FILE] [--key value ...]` prints the resolved configuration as YAML;
+`--markdown` alone prints the key table of docs/configuration.md from SCHEMA.
 """
 import argparse
 import os
@@ -493,6 +494,16 @@ def _explicit_keys(parser, argv: list, keys: list, yaml_cfg: dict, config: str) 
     return origin
 
 
+def resolved_config(cfg, script: Optional[str] = None) -> dict:
+    """Every key `script` reads (None = every key), in schema order, with the value `cfg` holds."""
+    return {key: getattr(cfg, key) for key in script_keys(script)}
+
+
+def config_yaml(cfg, script: Optional[str] = None) -> str:
+    """`resolved_config` as YAML, a file `--config` takes (the run record's config.yaml, `python -m src.config`)."""
+    return yaml.safe_dump(resolved_config(cfg, script), sort_keys=False, default_flow_style=None)
+
+
 def _readers(read_by: frozenset) -> str:
     if read_by == ALL:
         return "all"
@@ -515,4 +526,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:
         print(markdown_table())
     else:
-        print(parse_args())
+        print(config_yaml(parse_args(description="print the configuration a script runs with, as YAML "
+                                                 "(--markdown: the key table of docs/configuration.md)")), end="")

@@ -12,6 +12,7 @@ import mindspore as ms
 
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
+from src.config import TRAIN, resolved_config
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.batch_workers import BatchWorkers
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset, data_workers
@@ -28,7 +29,7 @@ from src.trainer.loss import create_loss
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.optimizer import create_optimizer, current_lr
 from src.trainer.recompute import recompute_blocks
-from src.trainer.run_record import config_yaml, resolved_config, write_run_record
+from src.trainer.run_record import record_yaml, write_run_record
 from src.trainer.signals import Interrupted, StopRequest, SumOverRanks
 from src.trainer.tensorboard import TensorBoardLog
 from src.trainer.train_one_step import ACCUMULATED, GRAD_NORM, NetWithLoss, TrainOneStep
@@ -293,7 +294,7 @@ class Trainer:
         self.tensorboard = TensorBoardLog(self.cfg.summary_root_dir, self.cfg.summary_loss_collect_freq, first,
                                           enabled=self.is_main and self.cfg.tensorboard)
         if not self.resume_from:
-            self.tensorboard.hyper_parameters(resolved_config(self.cfg), config_yaml(self.cfg, sys.argv))
+            self.tensorboard.hyper_parameters(resolved_config(self.cfg, TRAIN), record_yaml(self.cfg, sys.argv))
 
     def _count_nonfinite(self, applied: bool, epoch: int, step: int) -> None:
         """Stop after max_nonfinite_steps steps in a row with non-finite gradients (the same on every
