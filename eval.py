@@ -32,10 +32,10 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    apply_checkpoint_settings(cfg, start_weights(cfg), "eval.py")
+    checkpoint = apply_checkpoint_settings(cfg, start_weights(cfg), "eval.py")
     init_context(cfg)
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
+    load_weights(net, start_weights(cfg), use_ema=cfg.use_ema, checkpoint=checkpoint)
     print(param_count_line(net, cfg.arch), flush=True)
     data = create_dataset(cfg, "val")
     results = evaluate(inference_network(net, cfg.amp_level), data, cfg.tta)

@@ -17,6 +17,7 @@ position embedding, so any multiple of 32 works), so the maps keep its aspect.
 """
 import io
 import os
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -142,8 +143,9 @@ def default_output(image_path: str) -> str:
     return os.path.splitext(os.path.basename(image_path))[0] + ".conformer.png"
 
 
-def run(cfg) -> str:
-    """visualize.py: build and load the configured model, explain cfg.image, write the PNG; -> summary line.
+def run(cfg, checkpoint: Optional[dict] = None) -> str:
+    """visualize.py: build and load the configured model (`checkpoint`: its weights file as already read),
+    explain cfg.image, write the PNG; -> summary line.
 
     Raises ImageReadError, CheckpointError, DeviceError (one line each).
     """
@@ -154,7 +156,7 @@ def run(cfg) -> str:
     init_context(cfg)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE mode only
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg))
+    load_weights(net, start_weights(cfg), checkpoint=checkpoint)
     print(param_count_line(net, cfg.arch), flush=True)
     net.set_train(False)
     result = explain(net, image, cfg.image_size, variant_hparams(cfg.arch)["patch_size"])
