@@ -479,6 +479,31 @@ def parse_args(argv=None, description: str = "", add_script_args: Optional[Calla
     return args
 
 
+class _EarlyParseError(Exception):
+    pass
+
+
+class _EarlyParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _EarlyParseError(message)
+
+
+def early_value(key: str, argv: list, default_config: str = DEFAULT_CONFIG):
+    """The value `key` takes in `parse_args(argv)` (command line > --config and its bases > default), for
+    the one decision a script must make before it can import what its full parse needs (tools/bench.py and
+    tools/memory.py define MindSpore cells; graph_kernel_fusion sets OpenMP threads before MindSpore loads).
+    Any problem gives the default here: parse_args then reports it in one line."""
+    parser = _EarlyParser(add_help=False)
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument(f"--{key}", type=_cli_type(OPTIONS[key].default), default=None)
+    try:
+        given, _ = parser.parse_known_args(argv)
+        value = getattr(given, key)
+        return load_yaml(given.config).get(key, OPTIONS[key].default) if value is None else value
+    except (_EarlyParseError, ConfigError):
+        return OPTIONS[key].default
+
+
 def _explicit_keys(parser, argv: list, keys: list, yaml_cfg: dict, config: str) -> dict:
     """{key: where the user set it}: the command line, or a --config given on it (not the default
     config); the keys a checkpoint's settings may fill in are the others (src/checkpoint_settings.py)."""

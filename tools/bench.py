@@ -25,9 +25,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E402
+from src.config import early_value  # noqa: E402  (MindSpore-free)
+from src.runtime.openmp import limit_openmp_threads  # noqa: E402
 
-if fusion_requested(sys.argv[1:]):
+if early_value("graph_kernel_fusion", sys.argv[1:]):
     limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 import numpy as np  # noqa: E402
