@@ -1,20 +1,6 @@
-"""Where a Conformer looks: the CNN branch's class activation map and the transformer's attention rollout.
-
-- CNN branch: class activation map (CAM, Zhou et al., CVPR 2016) of the predicted
-  class on the last stage's map (stride 32).  The conv head is global average
-  pooling + Dense, so its logit for class k is exactly the spatial mean of
-  CAM_k = sum_c W[k, c] * map[c] + b[k]: the CAM shows where that logit comes from.
-- Transformer branch: class-token attention rollout (Abnar & Zuidema, ACL 2020):
-  per block, the attention weights averaged over heads, plus the identity for the
-  residual connection, rows renormalised to 1; the product over all blocks
-  (first block rightmost), row of the class token, patch columns.  Conformer's
-  transformer also receives the CNN's tokens through FCU-down at every block;
-  rollout follows only the attention paths.
-
-The image is fed whole, not center-cropped: its shorter side is resized to
-image_size and its longer side to the nearest multiple of 32 (Conformer has no
-position embedding, so any multiple of 32 works), so the maps keep its aspect.
-"""
+"""Where a Conformer looks: the CNN branch's class activation map and the transformer's class-token
+attention rollout, on the whole image resized to multiples of 32 (what each panel shows and why it is
+exact: docs/inference.md "Visualisation")."""
 import io
 import os
 from typing import Optional
