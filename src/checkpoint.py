@@ -1,10 +1,7 @@
-"""Checkpoint files that are never half-written, carry a CRC32 checked on load, and load strictly.
-
-All checkpoint writing goes through `save_checkpoint_atomic`, all reading through `read_checkpoint`;
-`load_weights` puts weights of any format into a network: a MindSpore .ckpt, a .safetensors file
-(MindSpore's layout, readable by the `safetensors` package too), or an official / mmpretrain
-PyTorch .pth converted in memory with convert.py's rename table and checks.
-"""
+"""Checkpoint files that are never half-written, carry a CRC32 checked on load, and load strictly:
+writing goes through `save_checkpoint_atomic`, reading through `read_checkpoint`, and `load_weights`
+puts weights of any format into a network (MindSpore .ckpt, .safetensors, or an official /
+mmpretrain PyTorch .pth converted in memory with convert.py's rename table and checks)."""
 import os
 import sys
 import zlib

@@ -1,12 +1,7 @@
-"""The settings a checkpoint carries so that it can be used alone, and how a script's config takes them.
-
-train.py writes them into every checkpoint (one JSON text entry, `checkpoint_entry`): the model's
-config keys (`MODEL_KEYS`: variant, classes, resolution, numerics, eval crop) and the class names.
-eval.py, export.py, infer.py and visualize.py read them back through `apply_checkpoint_settings`: a
-key neither an explicitly given --config nor the command line sets takes the checkpoint's value; a
-key set to another value keeps it with one warning line, except arch and num_classes, whose
-conflict is an error naming both values (the weights could not load).
-"""
+"""The settings a checkpoint carries so that it can be used alone: train.py writes the model's config
+keys (`MODEL_KEYS`) and the class names into every checkpoint, and eval.py, export.py, infer.py and
+visualize.py take them back for every key neither an explicit --config nor the command line sets
+(another value set there wins with one warning, except arch and num_classes: an error naming both)."""
 import json
 import sys
 from typing import Optional

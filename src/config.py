@@ -1,18 +1,8 @@
-"""One config for every script: YAML file (over its base recipe) -> defaults, command line -> overrides.
-
-`SCHEMA` is the single list of options (the ModelZoo users' contract in
-shared/interface.md plus our extensions).  Each YAML key must be in it, with a
-value of the schema's type.  Each key records the scripts that read it
-(`read_by`); in those it becomes a `--key` option typed the same way, and the
-other scripts accept it in the YAML only (one file serves every script).
-A YAML may name a base recipe (`base: FILE`, relative to its folder) whose keys it overrides.
-Precedence: command line > YAML > its base (> the base's base ...) > schema default.  Any error (unknown key,
-wrong type, bad choice, out-of-range value, missing file) exits with status 2
-and one line naming the key and what is wrong.
-
-`python -m src.config [--config FILE] [--key value ...]` prints the resolved configuration as YAML;
-`--markdown` alone prints the key table of docs/configuration.md from SCHEMA.
-"""
+"""One config for every script: `SCHEMA` is the single list of keys, each with its default, its
+documentation and the scripts that read it (which offer it as a `--key` flag); a YAML file, over its
+`base:` recipe, overrides the defaults and the command line overrides the YAML, and any error is one
+line with exit status 2 (docs/configuration.md).  `python -m src.config [--config FILE] [--key V ...]`
+prints the resolved configuration as YAML; `--markdown` alone, the key table of docs/configuration.md."""
 import argparse
 import os
 import sys

@@ -1,11 +1,9 @@
 """Launcher preflight: the configured device exists in this MindSpore and there are enough of them.
+Run by scripts/run_*_train_gpu.sh before any worker starts, for train.py's device (`--device_target`
+among TRAIN ARGS, else the YAML's, else the default); exit status 0, or 2 with one `NAME: error: ...`
+line instead of one traceback per worker.
 
     python -m src.runtime.preflight --script NAME --config CFG [--num_devices N] [--device_ids 0,1] [TRAIN ARGS...]
-
-Run by scripts/run_*_train_gpu.sh before any worker starts, so that a run that cannot work
-fails in one line instead of in every worker (under msrun, each behind its own traceback).
-The device is train.py's: `--device_target` among TRAIN ARGS, else the YAML's, else the default.
-Exit status 0 when the run can start, 2 with one `NAME: error: ...` line otherwise.
 """
 import argparse
 import os
