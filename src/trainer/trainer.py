@@ -1,5 +1,4 @@
 """The training loop: setup from the config, epochs of train steps, validation, checkpoints, logs.
-
 train.py only parses the config and calls `Trainer(cfg).fit()`.  Only rank 0
 prints and writes; every rank trains and validates.
 """
