@@ -1,5 +1,5 @@
 """Fewer glibc malloc arenas, so a long training run's resident memory stays flat (why:
-docs/development.md "How it works: the train step").  MindSpore-free and NumPy-free on purpose: glibc
+docs/training.md "Memory levers").  MindSpore-free and NumPy-free on purpose: glibc
 reads the limit only until a second arena is first needed, so train.py sets it before anything starts
 threads; a MALLOC_ARENA_MAX in the environment is left as the user set it."""
 import ctypes
