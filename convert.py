@@ -5,9 +5,7 @@
 
 An output ending in .safetensors is written in that format (MindSpore's layout, with its CRC32),
 any other as a MindSpore .ckpt.  Every script also loads the .pth itself, converted in memory.
-
-Torch is not needed: the .pth file is read by a restricted unpickler that only
-admits tensor-rebuild and container globals (src/convert/torch_checkpoint.py).
+Torch is not needed: the .pth file is read by a restricted unpickler (src/convert/torch_checkpoint.py).
 """
 import argparse
 import sys

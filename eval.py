@@ -1,12 +1,11 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
-val_dir holds class folders, or (with --val_labels CSV) a flat folder of images; --results_file also
-writes per-class top-1 and the confusion matrix (docs/inference.md "Results files").
-
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
                    [--results_file R.json] [--use_ema] [--tta flip] [--amp_level O2]
 
-The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
+val_dir holds class folders, or (with --val_labels CSV) a flat folder of images; --results_file also
+writes per-class top-1 and the confusion matrix (docs/inference.md "Results files").  The checkpoint
+may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
 """
 import sys
 
