@@ -4,6 +4,7 @@ prints and writes; every rank trains and validates.
 """
 import hashlib
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ import mindspore as ms
 
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
-from src.config import TRAIN, resolved_config
+from src.config import TRAIN, config_yaml, resolved_config
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.batch_workers import BatchWorkers
 from src.data.imagenet import DecodedImages, SkippedImages, create_dataset, data_workers
@@ -174,6 +175,9 @@ class Trainer:
         self.nonfinite, self.last_good = 0, ""  # the current run of steps with non-finite gradients
         if self.is_main:
             write_run_record(cfg, sys.argv, self.rank_size, self.resume_from)
+            # indented, so no line of it reads as one of the run's own lines (e.g. `epochs:` beside `epoch 1`)
+            self._print("resolved configuration (also in summary_root_dir/config.yaml):\n"
+                        + textwrap.indent(config_yaml(cfg, TRAIN), "  ").rstrip())
 
     def _newest_intact_checkpoint(self) -> tuple:
         """--checkpoint auto: (path, its entries) of the newest readable checkpoint of this run in
