@@ -5,9 +5,7 @@
 
 An output ending in .safetensors is written in that format (MindSpore's layout, with its CRC32),
 any other as a MindSpore .ckpt.  Every script also loads the .pth itself, converted in memory.
-
-Torch is not needed: the .pth file is read by a restricted unpickler that only
-admits tensor-rebuild and container globals (src/convert/torch_checkpoint.py).
+Torch is not needed: the .pth file is read by a restricted unpickler (src/convert/torch_checkpoint.py).
 """
 import argparse
 import sys
@@ -18,6 +16,7 @@ from src.conformer import ARCH_NAMES, create_model, param_count_line
 from src.convert.state_dict import ConversionError, convert_state_dict, head_classes, unwrap_state_dict
 from src.convert.torch_checkpoint import load_torch_checkpoint
 from src.runtime.console import run_main
+from src.runtime.targets import DEVICE_TARGETS
 import mindspore as ms  # after src: src/__init__.py sets MindSpore's log level first
 
 
@@ -32,7 +31,7 @@ def main(argv=None) -> int:
                         help=f"{VOCABULARY['--output']}: the MindSpore checkpoint (.ckpt, or .safetensors)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the heads (default: read from the checkpoint)")
-    parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
+    parser.add_argument("--device_target", default="CPU", choices=DEVICE_TARGETS,
                         help="device that builds the target network (conversion itself is host-side)")
     args = parser.parse_args(argv)
     state_dict, source = unwrap_state_dict(load_torch_checkpoint(args.src))

@@ -1,12 +1,11 @@
 """Evaluate a checkpoint on data_url/val_dir: loss, top-1 and top-5 of the summed heads, then each head.
 
-val_dir holds class folders, or (with --val_labels CSV) a flat folder of images; --results_file also
-writes per-class top-1 and the confusion matrix (docs/inference.md "Results files").
-
     python eval.py --config src/configs/conformer_tiny.yaml --checkpoint conformer_tiny.ckpt --data_url /data/imagenet/
                    [--results_file R.json] [--use_ema] [--tta flip] [--amp_level O2]
 
-The checkpoint may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
+val_dir holds class folders, or (with --val_labels CSV) a flat folder of images; --results_file also
+writes per-class top-1 and the confusion matrix (docs/inference.md "Results files").  The checkpoint
+may be a .ckpt, a .safetensors or an official / mmpretrain .pth (converted in memory).
 """
 import sys
 
@@ -33,10 +32,10 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="eval.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    apply_checkpoint_settings(cfg, start_weights(cfg), "eval.py")
+    checkpoint = apply_checkpoint_settings(cfg, start_weights(cfg), "eval.py")
     init_context(cfg)
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg), use_ema=cfg.use_ema)
+    load_weights(net, start_weights(cfg), use_ema=cfg.use_ema, checkpoint=checkpoint)
     print(param_count_line(net, cfg.arch), flush=True)
     data = create_dataset(cfg, "val")
     results = evaluate(NormalizedInput(inference_network(net, cfg.amp_level)), data, cfg.tta)  # uint8 batches

@@ -50,13 +50,13 @@ def _check_air(cfg) -> None:
 
 def main() -> int:
     cfg = parse_args(script="export.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
+    checkpoint = apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
     default_name = cfg.arch + EXTENSIONS[cfg.file_format]
     path = os.path.join(cfg.output, default_name) if os.path.isdir(cfg.output) else cfg.output or default_name
     _check_air(cfg)
     init_context(cfg)
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg))
+    load_weights(net, start_weights(cfg), checkpoint=checkpoint)
     print(param_count_line(net, cfg.arch), flush=True)
     example = ms.Tensor(np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
     names = output_names(cfg.export_heads, cfg.export_features)

@@ -52,9 +52,9 @@ def _mindir_forward(path: str):
     return forward
 
 
-def _network_forward(cfg, batch_size: int):
+def _network_forward(cfg, batch_size: int, checkpoint):
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg))
+    load_weights(net, start_weights(cfg), checkpoint=checkpoint)
     # stderr: stdout carries exactly one line per image
     print(param_count_line(net, cfg.arch), file=sys.stderr, flush=True)
     if cfg.features:  # (logits, conv features, transformer features): AMP around InferenceNet, whose
@@ -66,22 +66,23 @@ def _network_forward(cfg, batch_size: int):
     return with_tta(numpy_forward(outputs, batch_size), cfg.tta)
 
 
-def _build_forward(cfg):
+def _build_forward(cfg, checkpoint):
     def build(batch_size: int):
         init_context(cfg)
         # the MINDIR is run as exported (its precision is the export's); the flip is averaged outside it
-        return with_tta(_mindir_forward(cfg.mindir), cfg.tta) if cfg.mindir else _network_forward(cfg, batch_size)
+        if cfg.mindir:
+            return with_tta(_mindir_forward(cfg.mindir), cfg.tta)
+        return _network_forward(cfg, batch_size, checkpoint)
     return build
 
 
 def main() -> int:
     cfg = parse_args(script="infer.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    if not cfg.mindir:
-        apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
+    checkpoint = None if cfg.mindir else apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
     if cfg.features and cfg.mindir:
         raise InferenceError("--features reads the embeddings from the network: give a --checkpoint instead of "
                              "--mindir (or export ONNX with --export_features and use infer_onnx.py --features)")
-    return predict(cfg, PROG, _build_forward(cfg))
+    return predict(cfg, PROG, _build_forward(cfg, checkpoint))
 
 
 if __name__ == "__main__":

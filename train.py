@@ -7,17 +7,14 @@ Multi-device runs are started by scripts/run_distribute_train_gpu.sh (msrun).
 import shlex
 import sys
 
-from src.runtime.openmp import fusion_requested, limit_openmp_threads
 from src.trainer.allocator import limit_malloc_arenas
 
 limit_malloc_arenas()  # first: glibc fixes its arena limit when the first thread needs an arena
-if fusion_requested(sys.argv[1:]):
-    limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
+# MindSpore-free: the config is parsed before MindSpore is imported (main)
 from src.config import VOCABULARY, parse_args  # noqa: E402  (after the allocator setting)
 from src.runtime.console import run_main  # noqa: E402
-from src.trainer.signals import Interrupted  # noqa: E402
-from src.trainer.trainer import AUTO, Trainer  # noqa: E402
+from src.runtime.openmp import limit_openmp_threads  # noqa: E402
 
 
 def _script_args(parser):
@@ -42,6 +39,10 @@ def resume_command(argv: list, checkpoint: str) -> str:
 
 def main() -> int:
     cfg = parse_args(script="train.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
+    if cfg.graph_kernel_fusion:
+        limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
+    from src.trainer.signals import Interrupted  # MindSpore: imported after that setting
+    from src.trainer.trainer import AUTO, Trainer
     trainer = None
     try:
         trainer = Trainer(cfg)

@@ -23,8 +23,7 @@ def _script_args(parser):
 
 def main() -> int:
     cfg = parse_args(script="visualize.py", description=__doc__.splitlines()[0], add_script_args=_script_args)
-    apply_checkpoint_settings(cfg, start_weights(cfg), PROG)
-    print(run(cfg))
+    print(run(cfg, apply_checkpoint_settings(cfg, start_weights(cfg), PROG)))
     return 0
 
 

@@ -1,14 +1,12 @@
-"""Checkpoint files that are never half-written, carry a CRC32 checked on load, and load strictly.
-
-All checkpoint writing goes through `save_checkpoint_atomic`, all reading through `read_checkpoint`;
-`load_weights` puts weights of any format into a network: a MindSpore .ckpt, a .safetensors file
-(MindSpore's layout, readable by the `safetensors` package too), or an official / mmpretrain
-PyTorch .pth converted in memory with convert.py's rename table and checks.
-"""
+"""Checkpoint files that are never half-written, carry a CRC32 checked on load, and load strictly:
+writing goes through `save_checkpoint_atomic`, reading through `read_checkpoint`, and `load_weights`
+puts weights of any format into a network (MindSpore .ckpt, .safetensors, or an official /
+mmpretrain PyTorch .pth converted in memory with convert.py's rename table and checks)."""
 import os
 import sys
 import zlib
 from contextlib import contextmanager
+from typing import Optional
 
 import numpy as np
 import mindspore as ms
@@ -203,10 +201,14 @@ def ema_weights(params: dict, path: str) -> dict:
     return {**ema, **{k: v for k, v in params.items() if isinstance(v, str)}}
 
 
-def read_weights(net, path: str, skip_mismatched_head: bool = False, use_ema: bool = False) -> dict:
+def read_weights(net, path: str, skip_mismatched_head: bool = False, use_ema: bool = False,
+                 checkpoint: Optional[dict] = None) -> dict:
     """{name: Parameter or str} of the weights at `path` in any format `weights_format` knows
-    (a .pth converted for `net`); with `use_ema`, the EMA shadows in place of the weights."""
-    if weights_format(path) == "torch":
+    (a .pth converted for `net`), or of `checkpoint`, that file as `read_checkpoint` already read it;
+    with `use_ema`, the EMA shadows in place of the weights."""
+    if checkpoint is not None:
+        params = checkpoint
+    elif weights_format(path) == "torch":
         params = _converted_from_torch(net, path, skip_mismatched_head)
     else:
         params = read_checkpoint(path)
@@ -223,7 +225,8 @@ def _warn_approximations(net, origin, path: str) -> None:
               "model's; set both keys True for its numerics", file=sys.stderr, flush=True)
 
 
-def load_weights(net, path: str, skip_mismatched_head: bool = False, use_ema: bool = False) -> list:
+def load_weights(net, path: str, skip_mismatched_head: bool = False, use_ema: bool = False,
+                 checkpoint: Optional[dict] = None) -> list:
     """Load `net`'s parameters from `path` (.ckpt, .safetensors or .pth, see `read_weights`)
     strictly; returns the names left as initialised.
 
@@ -231,9 +234,10 @@ def load_weights(net, path: str, skip_mismatched_head: bool = False, use_ema: bo
     epoch/step) are ignored.  A missing or wrongly-shaped parameter raises
     CheckpointError naming it -- except, with `skip_mismatched_head`, the
     classifier heads, which keep their fresh initialisation (fine-tuning with
-    another number of classes).  `use_ema`: the EMA weights of a training checkpoint.
+    another number of classes).  `use_ema`: the EMA weights of a training checkpoint.  `checkpoint`:
+    the file as already read (`apply_checkpoint_settings` returns it), so it is not read twice.
     """
-    params = read_weights(net, path, skip_mismatched_head, use_ema)
+    params = read_weights(net, path, skip_mismatched_head, use_ema, checkpoint)
     _warn_approximations(net, params.get("converted_from"), path)
     selected, kept_init = {}, []
     for p in net.get_parameters():

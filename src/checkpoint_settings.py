@@ -1,14 +1,10 @@
-"""The settings a checkpoint carries so that it can be used alone, and how a script's config takes them.
-
-train.py writes them into every checkpoint (one JSON text entry, `checkpoint_entry`): the model's
-config keys (`MODEL_KEYS`: variant, classes, resolution, numerics, eval crop) and the class names.
-eval.py, export.py, infer.py and visualize.py read them back through `apply_checkpoint_settings`: a
-key neither an explicitly given --config nor the command line sets takes the checkpoint's value; a
-key set to another value keeps it with one warning line, except arch and num_classes, whose
-conflict is an error naming both values (the weights could not load).
-"""
+"""The settings a checkpoint carries so that it can be used alone: train.py writes the model's config
+keys (`MODEL_KEYS`) and the class names into every checkpoint, and eval.py, export.py, infer.py and
+visualize.py take them back for every key neither an explicit --config nor the command line sets
+(another value set there wins with one warning, except arch and num_classes: an error naming both)."""
 import json
 import sys
+from typing import Optional
 
 from src.config import ConfigError
 from src.variants import canonical_arch
@@ -27,14 +23,10 @@ def checkpoint_entry(cfg, class_names) -> dict:
     return {ENTRY: json.dumps(settings)}
 
 
-def read_settings(path: str) -> dict:
-    """The settings train.py stored in the checkpoint at `path` ({} for a file that has none: a
-    converted or foreign checkpoint, a PyTorch .pth); the file is read and its CRC checked by
-    src/checkpoint.py's reader, whose one-line errors pass through."""
-    from src.checkpoint import read_checkpoint, weights_format  # MindSpore: only when a checkpoint is read
-    if weights_format(path) == "torch":
-        return {}
-    text = read_checkpoint(path).get(ENTRY)
+def read_settings(checkpoint: dict) -> dict:
+    """The settings train.py stored in a checkpoint as read ({} for one that has none: a converted or
+    foreign checkpoint)."""
+    text = checkpoint.get(ENTRY)
     return json.loads(text) if isinstance(text, str) else {}
 
 
@@ -42,13 +34,19 @@ def _same(key: str, a, b) -> bool:
     return canonical_arch(a) == canonical_arch(b) if key == "arch" else a == b
 
 
-def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
+def apply_checkpoint_settings(cfg, path: str, prog: str) -> Optional[dict]:
     """Fill `cfg`'s model keys from the checkpoint at `path` (see the module docstring); when it records
-    settings, prints one line on stderr saying where the settings came from.  Returns the checkpoint's
-    settings ({} if none)."""
+    settings, prints one line on stderr saying where the settings came from.  Returns the checkpoint as
+    read and CRC-checked by src/checkpoint.py's reader (whose one-line errors pass through), for
+    `load_weights(..., checkpoint=)` to load without reading the file again; None when nothing was read
+    (no path, a PyTorch .pth, which holds no settings)."""
     if not path:
-        return {}
-    settings = read_settings(path)
+        return None
+    from src.checkpoint import read_checkpoint, weights_format  # MindSpore: only when a checkpoint is read
+    if weights_format(path) == "torch":
+        return None
+    checkpoint = read_checkpoint(path)
+    settings = read_settings(checkpoint)
     explicit = getattr(cfg, "explicit_keys", {})
     config = f"--config {cfg.config}" if "config" in explicit else f"the default config {cfg.config}"
     taken = []
@@ -66,10 +64,10 @@ def apply_checkpoint_settings(cfg, path: str, prog: str) -> dict:
                                   "--config, or one without it) to use the checkpoint's")
             print(f"{prog}: warning: {clash}; using {ours!r}", file=sys.stderr, flush=True)
     if not settings:  # a checkpoint of another tool or of an earlier version: the config as always
-        return settings
+        return checkpoint
     if taken:
         source = f"{path} ({', '.join(taken)}); the rest from {config} and the command line"
     else:
         source = f"{config} and the command line (all agree with {path})"
     print(f"{prog}: model settings from {source}", file=sys.stderr, flush=True)
-    return settings
+    return checkpoint

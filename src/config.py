@@ -1,17 +1,8 @@
-"""One config for every script: YAML file (over its base recipe) -> defaults, command line -> overrides.
-
-`SCHEMA` is the single list of options (the ModelZoo users' contract in
-shared/interface.md plus our extensions).  Each YAML key must be in it, with a
-value of the schema's type.  Each key records the scripts that read it
-(`read_by`); in those it becomes a `--key` option typed the same way, and the
-other scripts accept it in the YAML only (one file serves every script).
-A YAML may name a base recipe (`base: FILE`, relative to its folder) whose keys it overrides.
-Precedence: command line > YAML > its base (> the base's base ...) > schema default.  Any error (unknown key,
-wrong type, bad choice, out-of-range value, missing file) exits with status 2
-and one line naming the key and what is wrong.
-
-`python -m src.config --markdown` prints the key table of docs/configuration.md from SCHEMA.
-"""
+"""One config for every script: `SCHEMA` is the single list of keys, each with its default, its
+documentation and the scripts that read it (which offer it as a `--key` flag); a YAML file, over its
+`base:` recipe, overrides the defaults and the command line overrides the YAML, and any error is one
+line with exit status 2 (docs/configuration.md).  `python -m src.config [--config FILE] [--key V ...]`
+prints the resolved configuration as YAML; `--markdown` alone, the key table of docs/configuration.md."""
 import argparse
 import os
 import sys
@@ -24,10 +15,14 @@ import yaml
 from .data.augment.auto_augment import INTERPOLATIONS
 from .data.augment.mixup import MODES as MIXUP_MODES
 from .data.augment.random_erasing import MODES as ERASING_MODES
+from .data.labels import LAYOUTS
 from .deploy.formats import FORMATS
 from .errors import ConformerError
+from .inference.amp import AMP_LEVELS
 from .inference.tta import TTA_MODES
+from .runtime.targets import DEVICE_TARGETS
 from .trainer.lr_schedule import SCHEDULES
+from .trainer.optimizer import OPTIMIZERS
 from .variants import ARCH_NAMES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,7 +129,7 @@ SCHEMA = {
         "dataset": Option("ImageNet", "how a split is read: ImageNet = class folders data_url/<split>/<class>/<image>, "
                                       "or a flat split folder when its labels key names a CSV; ImageFolder = class "
                                       "folders only (a labels key set is an error)",
-                          read_by=LABELS_READERS | TRAIN_SET, choices=("ImageNet", "ImageFolder")),
+                          read_by=LABELS_READERS | TRAIN_SET, choices=tuple(LAYOUTS)),
         "data_url": Option("/data/imagenet/", "dataset root folder", read_by=DATASET | TRAIN_SET | {EVAL_ONNX}),
         "train_dir": Option("train", "training split folder under data_url (its sorted class folders also index "
                                      "the class names of a labels CSV)", read_by=CLASS_NAMES | TRAIN_SET),
@@ -182,7 +177,7 @@ SCHEMA = {
                                check_msg="must be 0 (off) or a repeat count >= 2"),
     },
     "Optimizer": {
-        "optimizer": Option("adamw", "optimizer", read_by=OPTIMIZER, choices=("adamw", "momentum", "sgd")),
+        "optimizer": Option("adamw", "optimizer", read_by=OPTIMIZER, choices=OPTIMIZERS),
         "beta": Option([0.9, 0.999], "AdamW betas",
                        read_by=OPTIMIZER, check=lambda v: all(0.0 <= b < 1.0 for b in v), check_msg="must be in [0, 1)"),
         "eps": Option(1.0e-8, "AdamW epsilon", read_by=OPTIMIZER, check=_positive, check_msg="must be > 0"),
@@ -250,7 +245,7 @@ SCHEMA = {
                        read_by=MODEL, choices=ARCH_NAMES),
         "amp_level": Option("O0", "float16 mixed precision of training and of eval.py / infer.py's network "
                                   "(an exported file keeps its own)", read_by=TRAIN_STEP | {EVAL, INFER},
-                            choices=("O0", "O1", "O2", "O3")),
+                            choices=AMP_LEVELS),
         "file_format": Option("ONNX", "export format", read_by=frozenset({EXPORT}), choices=FORMATS),
         "pretrained": Option("", VOCABULARY["--pretrained"] + ": train.py fine-tunes from it (heads of another "
                                              "size re-initialised); the other scripts load it when no --checkpoint "
@@ -281,7 +276,7 @@ SCHEMA = {
         "device_num": Option(1, "number of devices (set by the launch scripts)", read_by=MINDSPORE, check=_positive,
                              check_msg="must be > 0"),
         "device_target": Option("GPU", "GPU or CPU (Ascend where MindSpore has it)", read_by=ALL,
-                                choices=("GPU", "CPU", "Ascend")),
+                                choices=DEVICE_TARGETS),
         "cpu_kernels": Option(True, "on CPU, run LayerNorm, GELU and softmax as the project's own C++ kernels "
                                     "(compiled once per machine into the kernel cache; without a compiler, one "
                                     "warning and MindSpore's ops); no effect on GPU/Ascend or in exported files",
@@ -474,6 +469,31 @@ def parse_args(argv=None, description: str = "", add_script_args: Optional[Calla
     return args
 
 
+class _EarlyParseError(Exception):
+    pass
+
+
+class _EarlyParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _EarlyParseError(message)
+
+
+def early_value(key: str, argv: list, default_config: str = DEFAULT_CONFIG):
+    """The value `key` takes in `parse_args(argv)` (command line > --config and its bases > default), for
+    the one decision a script must make before it can import what its full parse needs (tools/bench.py and
+    tools/memory.py define MindSpore cells; graph_kernel_fusion sets OpenMP threads before MindSpore loads).
+    Any problem gives the default here: parse_args then reports it in one line."""
+    parser = _EarlyParser(add_help=False)
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument(f"--{key}", type=_cli_type(OPTIONS[key].default), default=None)
+    try:
+        given, _ = parser.parse_known_args(argv)
+        value = getattr(given, key)
+        return load_yaml(given.config).get(key, OPTIONS[key].default) if value is None else value
+    except (_EarlyParseError, ConfigError):
+        return OPTIONS[key].default
+
+
 def _explicit_keys(parser, argv: list, keys: list, yaml_cfg: dict, config: str) -> dict:
     """{key: where the user set it}: the command line, or a --config given on it (not the default
     config); the keys a checkpoint's settings may fill in are the others (src/checkpoint_settings.py)."""
@@ -487,6 +507,16 @@ def _explicit_keys(parser, argv: list, keys: list, yaml_cfg: dict, config: str) 
         origin.update({key: f"--config {config}" for key in yaml_cfg if key in keys})
     origin.update({key: "the command line" for key in keys if key in given})
     return origin
+
+
+def resolved_config(cfg, script: Optional[str] = None) -> dict:
+    """Every key `script` reads (None = every key), in schema order, with the value `cfg` holds."""
+    return {key: getattr(cfg, key) for key in script_keys(script)}
+
+
+def config_yaml(cfg, script: Optional[str] = None) -> str:
+    """`resolved_config` as YAML, a file `--config` takes (the run record's config.yaml, `python -m src.config`)."""
+    return yaml.safe_dump(resolved_config(cfg, script), sort_keys=False, default_flow_style=None)
 
 
 def _readers(read_by: frozenset) -> str:
@@ -511,4 +541,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:
         print(markdown_table())
     else:
-        print(parse_args())
+        print(config_yaml(parse_args(description="print the configuration a script runs with, as YAML "
+                                                 "(--markdown: the key table of docs/configuration.md)")), end="")

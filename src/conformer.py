@@ -1,12 +1,8 @@
-"""Conformer (Peng et al., ICCV 2021): a CNN branch and a transformer branch coupled by FCUs.
-
-Parameter names and shapes follow the official implementation
-(pengzhiliang/Conformer, conformer.py) so that its checkpoints convert with a
-fixed rename table (see src/convert/state_dict.py).  Variants are rows of
-`VARIANTS` (src/variants.py, MindSpore-free); `create_model` is the only way
-scripts build a network, as a classifier (`Conformer`) or, with `features_only=True`, as a backbone
-(`ConformerFeatures`: stride-4/8/16/32 CNN maps and the transformer tokens).
-"""
+"""Conformer (Peng et al., ICCV 2021): a CNN branch and a transformer branch coupled by FCUs, with the
+official implementation's parameter names and shapes so its checkpoints convert with a fixed rename
+table.  `create_model` is the only way scripts build a network from a `VARIANTS` row
+(src/variants.py): a classifier (`Conformer`) or, with `features_only=True`, a backbone
+(`ConformerFeatures`: stride-4/8/16/32 CNN maps and the transformer tokens)."""
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops

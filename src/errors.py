@@ -1,10 +1,7 @@
-"""The one base class of the errors a user can act on.
-
-Each is raised with a one-line message that names the file or option and what is wrong; every
-entry point catches ConformerError once (src/runtime/console.py: run_main) and prints
-`PROG: error: MESSAGE`, so no such problem ends in a traceback.  The subclasses keep the built-in
-class they had before (ValueError, RuntimeError, ...) so `except ValueError` still catches them.
-"""
+"""The one base class of the errors a user can act on: each is raised with a one-line message naming
+the file or option and what is wrong, and every entry point catches ConformerError once
+(src/runtime/console.py) and prints `PROG: error: MESSAGE`.  The subclasses keep the built-in class
+they had before (ValueError, RuntimeError, ...), so `except ValueError` still catches them."""
 
 
 class ConformerError(Exception):

@@ -1,12 +1,7 @@
-"""Files that are never half-written: write a temp file beside the target, then rename it over.
-
-Every file the project writes goes through `replacing` (checkpoints, best.json, the metrics
-CSV/PNG, predictions, eval results, exports, the demo data's marker).  A write that fails
-(full disk, read-only or unwritable folder) raises one WriteError naming the target and the
-cause, leaves no temp file, and leaves the previous file at the target untouched.
-
-MindSpore-free, so the onnxruntime scripts can use it too.
-"""
+"""Files that are never half-written: write a temp file beside the target, fsync, then rename it over.
+Every file the project writes goes through `replacing`; a write that fails (full disk, read-only or
+unwritable folder) raises one WriteError naming the target and the cause, leaves no temp file and the
+previous file untouched.  MindSpore-free, so the onnxruntime scripts use it too."""
 import json
 import os
 import shutil

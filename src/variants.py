@@ -1,11 +1,7 @@
-"""The Conformer variants, one registry row each: hyper-parameters, official size, paper accuracy.
-
-Plain data and arithmetic, no MindSpore: src/config.py takes its `arch` choices from here, so
-`--help` stays fast, and `macs` counts a variant's forward multiply-accumulates from its shapes.
-src/conformer.py builds the networks from these rows.
-
-`python -m src.variants --markdown` prints the variant table of README.md.
-"""
+"""The Conformer variants, one registry row each: hyper-parameters, official size, paper accuracy, and
+`macs` counting a variant's forward multiply-accumulates from its shapes.  Plain data, no MindSpore:
+the config schema takes its `arch` choices from here; src/conformer.py builds the networks.
+`python -m src.variants --markdown` prints the variant table of README.md."""
 import fnmatch
 import sys
 from dataclasses import dataclass

@@ -1,22 +1,9 @@
-"""Where a Conformer looks: the CNN branch's class activation map and the transformer's attention rollout.
-
-- CNN branch: class activation map (CAM, Zhou et al., CVPR 2016) of the predicted
-  class on the last stage's map (stride 32).  The conv head is global average
-  pooling + Dense, so its logit for class k is exactly the spatial mean of
-  CAM_k = sum_c W[k, c] * map[c] + b[k]: the CAM shows where that logit comes from.
-- Transformer branch: class-token attention rollout (Abnar & Zuidema, ACL 2020):
-  per block, the attention weights averaged over heads, plus the identity for the
-  residual connection, rows renormalised to 1; the product over all blocks
-  (first block rightmost), row of the class token, patch columns.  Conformer's
-  transformer also receives the CNN's tokens through FCU-down at every block;
-  rollout follows only the attention paths.
-
-The image is fed whole, not center-cropped: its shorter side is resized to
-image_size and its longer side to the nearest multiple of 32 (Conformer has no
-position embedding, so any multiple of 32 works), so the maps keep its aspect.
-"""
+"""Where a Conformer looks: the CNN branch's class activation map and the transformer's class-token
+attention rollout, on the whole image resized to multiples of 32 (what each panel shows and why it is
+exact: docs/inference.md "Visualisation")."""
 import io
 import os
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -142,8 +129,9 @@ def default_output(image_path: str) -> str:
     return os.path.splitext(os.path.basename(image_path))[0] + ".conformer.png"
 
 
-def run(cfg) -> str:
-    """visualize.py: build and load the configured model, explain cfg.image, write the PNG; -> summary line.
+def run(cfg, checkpoint: Optional[dict] = None) -> str:
+    """visualize.py: build and load the configured model (`checkpoint`: its weights file as already read),
+    explain cfg.image, write the PNG; -> summary line.
 
     Raises ImageReadError, CheckpointError, DeviceError (one line each).
     """
@@ -154,7 +142,7 @@ def run(cfg) -> str:
     init_context(cfg)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # forward hooks run in PYNATIVE mode only
     net = create_model_from_config(cfg)
-    load_weights(net, start_weights(cfg))
+    load_weights(net, start_weights(cfg), checkpoint=checkpoint)
     print(param_count_line(net, cfg.arch), flush=True)
     net.set_train(False)
     result = explain(net, image, cfg.image_size, variant_hparams(cfg.arch)["patch_size"])

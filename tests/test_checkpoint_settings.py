@@ -10,7 +10,7 @@ import mindspore as ms
 
 from conftest import REPO, run_script
 from datasets import write_digits_folder
-from src.checkpoint import save_checkpoint_atomic
+from src.checkpoint import load_weights, save_checkpoint_atomic
 from src.checkpoint_settings import apply_checkpoint_settings, checkpoint_entry
 from src.config import ConfigError, parse_args
 from src.conformer import create_model_from_config
@@ -85,6 +85,19 @@ def test_a_checkpoint_without_settings_leaves_the_config(trained, capsys):
     cfg = _applied(["--pretrained", bare])
     assert (cfg.arch, cfg.num_classes, cfg.image_size) == ("conformer_tiny_patch16", 1000, 224)
     assert capsys.readouterr().err == ""  # as before checkpoints carried settings
+
+
+def test_the_file_is_read_once_for_its_settings_and_its_weights(trained, monkeypatch):
+    _, path, _ = trained
+    read, reads = ms.load_checkpoint, []
+    monkeypatch.setattr(ms, "load_checkpoint", lambda *args, **kwargs: reads.append(args[0]) or read(*args, **kwargs))
+    cfg = parse_args(["--pretrained", path], script="eval.py")
+    checkpoint = apply_checkpoint_settings(cfg, path, "eval.py")
+    net = create_model_from_config(cfg)
+    load_weights(net, path, checkpoint=checkpoint)
+    assert reads == [path]
+    saved = read(path)
+    assert all((p.asnumpy() == saved[p.name].asnumpy()).all() for p in net.get_parameters())
 
 
 @pytest.mark.e2e

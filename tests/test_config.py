@@ -201,3 +201,17 @@ def test_docs_key_table_is_generated_from_the_schema():
         page = f.read()
     assert markdown_table() in page, ("the key table of docs/configuration.md is stale: regenerate it with "
                                       "python -m src.config --markdown")
+
+
+def test_python_m_src_config_prints_the_resolved_configuration_as_a_config_file(tmp_path):
+    demo = os.path.join(REPO, "src", "configs", "demo_cpu.yaml")
+    result = run_script("-m", "src.config", "--config", demo, "--batch_size", "7", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert list(printed) == list(OPTIONS)  # every key, in schema order, the base's keys resolved
+    expected = vars(parse_args(["--config", demo, "--batch_size", "7", "--seed", "3"]))
+    assert printed == {key: expected[key] for key in OPTIONS}
+    assert (printed["batch_size"], printed["seed"], printed["image_size"]) == (7, 3, 32)
+    again = tmp_path / "printed.yaml"
+    again.write_text(result.stdout)
+    assert load_yaml(str(again)) == printed  # a file --config takes, giving the same run

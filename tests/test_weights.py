@@ -159,7 +159,7 @@ def test_flip_tta_is_the_mean_of_the_two_passes(weights, images):
 
 
 def test_amp_level_evaluates_close_to_float32_on_cpu(weights, images):
-    """O1 here (O2 through eval.py below; every level trains on CPU, tests/test_train.py)."""
+    """O1 here (O2 through eval.py below; every level trains on CPU, tests/trainer/test_train.py)."""
     net, paths = weights
     reference = _logits(net, images)
     amp = _logits(inference_network(create_model(ARCH, num_classes=10, pretrained=paths["ckpt"]), "O1"), images)
@@ -246,7 +246,7 @@ def test_eval_scripts_take_every_format_ema_amp_and_tta(weights, tmp_path):
 
 
 def test_resuming_needs_a_training_checkpoint(weights):
-    """train.py prints this CheckpointError as its one line (tests/test_train.py shows the printing)."""
+    """train.py prints this CheckpointError as its one line (tests/trainer/test_train.py shows the printing)."""
     from src.trainer.trainer import read_training_checkpoint
     _, paths = weights
     for fmt, name in (("safetensors", "safetensors"), ("pth", "torch")):

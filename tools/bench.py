@@ -1,17 +1,14 @@
-"""One benchmark run on this machine: data pipeline, MindSpore forward and train step, MINDIR,
-onnxruntime, and a NumPy matmul probe of the machine's reachable GFLOP/s, with ratios.
+"""One benchmark run on this machine, every figure with its ratio to a baseline of the same run.
 
     .venv/bin/python tools/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
         [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels cpu_kernels feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
-Every figure comes from the same run: each timed call is preceded by an untimed one (MindSpore
-compiles there), img/s is batch / median time (`median_time`, or `interleaved_medians` where two
-runtimes are compared, order reversed every other round so a slow spell of a shared machine hits
-both sides), and weights are seeded random ones (speed does not depend on their values). Prints a
-table, then the results as one JSON line. What each part measures and what --torch_ref adds (the
-official PyTorch Conformer, run by tools/bench_torch_worker.py under --torch_python):
-docs/benchmark.md.
+Parts: data pipeline, MindSpore forward and train step, MINDIR, onnxruntime, and a NumPy matmul probe
+of the machine's reachable GFLOP/s.  Each timed call follows an untimed one (MindSpore compiles there),
+img/s is batch / median time, two runtimes compared are timed in interleaved rounds, and weights are
+seeded random ones.  Prints a table, then the results as one JSON line; what each part measures and
+what --torch_ref adds: docs/benchmark.md.
 """
 import argparse
 import contextlib
@@ -25,9 +22,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E402
+from src.config import early_value  # noqa: E402  (MindSpore-free)
+from src.runtime.openmp import limit_openmp_threads  # noqa: E402
 
-if fusion_requested(sys.argv[1:]):
+if early_value("graph_kernel_fusion", sys.argv[1:]):
     limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 import numpy as np  # noqa: E402

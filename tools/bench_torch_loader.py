@@ -1,19 +1,12 @@
-"""PyTorch side of `tools/bench.py --parts data --torch_python PYTHON`: the same training batches
-made by torch's DataLoader, the loader timm's train.py uses (worker processes, persistent across
-epochs, batches passed in shared memory), in the form train.py takes them: uint8 images and the
-draws of erasing and mixing (timm's loader with its prefetcher likewise hands over uint8 and leaves
-normalising, erasing and mixing to the device).
+"""PyTorch side of `tools/bench.py --parts data --torch_python PYTHON`: the same training batches made
+by torch's DataLoader, the loader timm's train.py uses, in the form train.py takes them (uint8 images
+and the draws of erasing and mixing, as timm's loader with its prefetcher hands over uint8).
 
     PYTHON tools/bench_torch_loader.py SPEC.json
 
-SPEC (written by bench.py) holds the recipe's keys (`cfg`), the worker count, the epochs to time
-and whether a busy pure-Python thread runs beside the loop. Each sample is this repository's
-TrainTransform.raw (timm's recipe with per-sample draws, the same code as ours) in the DataLoader's
-workers, each batch stacked and its mixing drawn (Mixup/CutMix, label smoothing) in its collate
-function, also in the workers: the work of ours, only the loader differs. After one untimed epoch it times
-`epochs` more and prints one JSON line `{"seconds": S, "cpu": C, "images": N}` (C: CPU seconds of
-this process, the busy thread's left out, and of the workers). Needs torch, numpy and Pillow,
-nothing of MindSpore.
+The samples and batches are this repository's own TrainTransform.raw and mixing draws, in the
+DataLoader's workers, so only the loader differs (docs/development.md "The PyTorch side of the tools").
+Needs torch, NumPy and Pillow, nothing of MindSpore.
 """
 import argparse
 import json

@@ -2,32 +2,9 @@
 
     python tools/bench_torch_worker.py SPEC.json
 
-bench.py and memory.py start this file with --torch_python's interpreter, which needs torch
-(and the numpy torch uses), nothing of conformer-ms's requirements.  SPEC (written by
-`write_spec`) names the official checkout, the constructor arguments, the image size, the
-optimizer settings and a mode.  The worker builds the official `Conformer`
-(tools/official_torch.py) under torch.manual_seed(seed), then:
-
-mode "serve" (bench.py; SPEC also names an output folder OUT)
-- saves its random initial weights as the official main.py does (`{"model": state_dict}`,
-  OUT/official.pth) and its eval-mode summed logits of OUT/numerics_input.npy
-  (OUT/numerics_logits.npy), before anything changes the weights,
-- exports the summed logits with torch.onnx.export (OUT/official.onnx: input `images`,
-  output `logits`, dynamic batch),
-- prints one JSON line `{"ready": NOTE}` (NOTE: torch version and threads), then reads one
-  JSON command per line on stdin and answers each with one JSON line on stdout:
-  `{"cmd": "forward", "batch": B}` times one eager forward (eval, torch.no_grad) of B images,
-  `{"cmd": "train", "batch": B}` one train step (train mode, AdamW without decay on biases,
-  norms and cls_token, mean of both heads' cross entropies), `{"cmd": "kernel", "batch": B,
-  "name": NAME, "backward": false | true}` one op of tools/kernel_cases.py at batch B, forward
-  alone or forward and backward of its sum, each answered `{"seconds": S}` (the call alone,
-  timed in here); `{"cmd": "quit"}` (or the end of stdin) ends it.  The caller decides which calls are warm-up and which are timed.
-mode "memory" (memory.py; SPEC also names `batch` and `steps`)
-- runs 1 + steps train steps of `batch` images (the first allocates AdamW's moments, as our
-  compilation allocates ours) and prints `{"peak_mib": ..., "step_s": ...}`: the process's
-  peak resident memory (getrusage ru_maxrss) and the median time of the last `steps`.
-
-A problem is one line on stderr, exit status 2.
+Started by bench.py and memory.py under --torch_python's interpreter (torch and its NumPy, nothing of
+conformer-ms's requirements); its SPEC, its two modes and the JSON lines it answers:
+docs/development.md "The PyTorch side of the tools".  A problem is one line on stderr, exit status 2.
 """
 import json
 import os

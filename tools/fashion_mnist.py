@@ -3,23 +3,11 @@
     .venv/bin/python tools/fashion_mnist.py --out demo_out/data/fashion-mnist [--src /usr/share/datasets/fashion-mnist]
                                               [--train_per_class N] [--val_per_class N]
 
-Reads the four idx files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
-`t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`; gzipped or not) with NumPy and
-writes the 28x28 grayscale images unchanged as PNG:
-
-    <out>/train/<k>_<class name>/<n>.png     (the 60,000 training images)
-    <out>/val/<k>_<class name>/<n>.png       (the 10,000 test images)
-
-`<k>` is the official label and `<n>` the image's index in its idx file (zero-padded), so
-the sorted folder names give the official class indices (the ImageFolder convention of
-src/data/folder.py) and the sorted file names the idx order. Class names are the official
-list with '/' and ' ' replaced ("0_T-shirt-top", ..., "9_Ankle_boot").
-
-Idempotent and kill-safe: each split is written into a temporary folder and renamed into
-place, then `<out>/prepared.json` records what was written; a second call with the same
-request checks that file and the folders' image counts and returns at once.
-
-MindSpore-free (NumPy + PIL), so it runs before any model code is imported.
+Reads the four idx files (gzipped or not) with NumPy and writes each 28x28 image unchanged as
+`<out>/{train,val}/<k>_<class name>/<n>.png`, with `<k>` the official label and `<n>` the image's
+index in its idx file, so sorted names give the official class indices and the idx order.  Idempotent
+and kill-safe: each split is written into a temporary folder and renamed into place, and
+`<out>/prepared.json` lets a repeated call return at once.  MindSpore-free (NumPy + PIL).
 """
 import argparse
 import gzip

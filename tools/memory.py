@@ -5,20 +5,9 @@
         [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]]
 
 Variants of an optimizer step of `--batch_size` images: `plain`; `recompute` (recompute: True);
-`accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches).
-`pool MiB` is the peak of MindSpore's own memory pool (the tensors a step
-allocates: activations kept for the backward pass, gradients, workspace), as MindSpore reports it when
-the process ends (MS_DEV_RUNTIME_CONF=memory_statistics:True); the rest of `peak` is host memory
-outside that pool. Any YAML key can be set as for train.py (e.g. --drop_path 0, --amp_level O2). See
-tools/memory_probe.py for what is measured. Prints a table, then the results as one JSON line.
-
---torch_ref adds the official PyTorch Conformer (a checkout of pengzhiliang/Conformer, run by
-tools/bench_torch_worker.py under --torch_python) in a fresh process of its own: the same
-variant, image size, dropout rates and optimizer settings, 1 + --steps AdamW train steps of
---batch_size images; its peak is the process's ru_maxrss (like `peak`, everything from the start
-included), and each of our rows gets peak / that peak.  Measured here rather than in
-bench.py: that worker also exports ONNX and runs forwards at other batches, which would set
-its high-water mark.
+`accumulation` (grad_accumulation_steps --micro_batches, batch_size --batch_size / --micro_batches);
+any YAML key can be set as for train.py.  Prints a table, then the results as one JSON line; the
+columns and what --torch_ref adds: docs/benchmark.md "tools/memory.py".
 """
 import argparse
 import json
@@ -27,9 +16,10 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
-from src.runtime.openmp import fusion_requested, limit_openmp_threads  # noqa: E402
+from src.config import early_value  # noqa: E402  (MindSpore-free)
+from src.runtime.openmp import limit_openmp_threads  # noqa: E402
 
-if fusion_requested(sys.argv[1:]):
+if early_value("graph_kernel_fusion", sys.argv[1:]):
     limit_openmp_threads()  # before MindSpore loads libgomp, which reads OMP_NUM_THREADS then
 
 from tools.torch_ref import TorchRefError, check_torch_ref, torch_peak_memory  # noqa: E402

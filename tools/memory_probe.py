@@ -1,26 +1,7 @@
-"""Peak host memory of training steps under the memory levers (recompute, gradient accumulation).
-
-`measure(cfg, steps)` runs in the process it measures (tools/memory.py starts a
-fresh one per configuration, so no allocator pool or compiled graph of another
-configuration is counted): it builds the network and train step as train.py
-does, compiles its graphs, then runs `steps` optimizer steps on one synthetic
-batch, and reads the kernel's counters of its resident memory (MiB):
-- built: VmRSS once everything is built (weights, optimizer moments, EMA,
-  accumulation buffers);
-- compiled: VmRSS once the graphs are compiled, before any step;
-- step: the peak resident memory while the steps run (VmHWM, reset through
-  /proc/self/clear_refs after compiling) minus `compiled`: what executing a step
-  adds (activations kept for the backward pass, gradients, workspace; MindSpore
-  keeps its memory pool afterwards, so the peak is reached in the first step);
-- peak: VmHWM of the whole process, compiling included (what a job's memory
-  limit sees).
-- pool (tools/memory.py, `pool_peak_mib`): the peak of MindSpore's own memory
-  pool, which holds the tensors a step allocates; the rest is host memory
-  outside it (compiled graphs and kernels).
-On CPU every tensor lives in host memory, so these are the training memory. The
-counters are Linux's (>= 4.0 for the reset); elsewhere only `peak` is given, from
-getrusage's ru_maxrss.
-"""
+"""Peak host memory of training steps under the memory levers, measured in the process that runs them:
+`measure(cfg, steps)` builds the network and train step as train.py does, compiles its graphs, runs
+`steps` optimizer steps on one synthetic batch and reads the kernel's counters of its resident memory
+(the columns: docs/benchmark.md "tools/memory.py"; Linux >= 4.0, elsewhere only `peak`)."""
 import os
 import re
 import resource

@@ -1,15 +1,7 @@
-"""The official PyTorch Conformer, imported from a user's checkout of pengzhiliang/Conformer.
-
-For the developer tools that compare against it (tests/fixtures/make_fidelity_fixture.py,
-tools/bench_torch_worker.py); needs torch, which conformer-ms itself never imports.
-Nothing of the official code is vendored: `conformer.py` is loaded from the checkout.
-
-The official file does `from timm.models.layers import DropPath, trunc_normal_`.
-Importing timm pulls in torchvision, which often cannot be loaded next to a given
-torch build, so a minimal `timm.models.layers` is put into `sys.modules` first:
-`trunc_normal_` is `torch.nn.init.trunc_normal_` (timm's algorithm and defaults)
-and `DropPath` is timm's stochastic depth (identity outside training).
-"""
+"""The official PyTorch Conformer, imported from a user's checkout of pengzhiliang/Conformer for the
+developer tools that compare against it (tests/fixtures/make_fidelity_fixture.py,
+tools/bench_torch_worker.py), with a minimal stand-in for the `timm.models.layers` it imports
+(why: docs/development.md "The PyTorch side of the tools").  Needs torch; nothing official is vendored."""
 import importlib.util
 import sys
 import types

@@ -3,15 +3,10 @@
     .venv/bin/python tools/soak.py [--config src/configs/demo_cpu.yaml] [--epochs 12] [--images 1280 5120]
         [--val_images 256] [--output F] [any train.py key, e.g. --batch_size 64]
 
-For each --images count a fresh process trains as train.py does (src/trainer/trainer.py's Trainer: one
-pipeline per epoch, checkpoints, validation, logs) on generated 28x28 images of 10 classes (written
-once, as PNG, into a temporary folder; each run takes that many of them) and reads its VmRSS at the
-end of every epoch, after the epoch's checkpoint and validation.  Reported per count: the RSS of each
-epoch, the growth from the end of epoch 2 (compiling, first-use pools and warm-up are over by then) to
-the end of the run, in MiB and %, and its slope in MiB per epoch (least squares over epochs 2..N).
-With two counts, the per-image term is the difference of the slopes over the difference of images per
-epoch (KiB per training image per epoch); the rest of the slope is the per-epoch term.  Ends with the
-results as one JSON line.  A developer benchmark, not a test: minutes per count (Linux: reads /proc).
+For each --images count a fresh process trains as train.py does on generated 28x28 images of 10
+classes and reads its VmRSS after each epoch's checkpoint and validation; it reports each count's
+growth and slope from the end of epoch 2 and, from two counts, the per-image term (docs/benchmark.md
+"Memory over a long run"), then the results as one JSON line.  Linux only (reads /proc).
 """
 import argparse
 import json

@@ -1,13 +1,6 @@
-"""Official / mmpretrain PyTorch Conformer checkpoints -> MindSpore parameter dict.
-
-The mapping is a fixed rename table, no shape guessing:
-  * mmpretrain -> official names: drop the "backbone." / "head." prefixes and
-    rename the transformer block parts (ln1 -> norm1, ffn.layers.0.0 -> mlp.fc1, ...);
-  * official -> MindSpore: norm layers' weight/bias -> gamma/beta, BN running
-    stats -> moving_mean/moving_variance, num_batches_tracked dropped.
-Every name and shape is then checked against the target network; the first
-mismatch is reported in one line.
-"""
+"""Official / mmpretrain PyTorch Conformer checkpoints -> MindSpore parameter dict, through a fixed
+rename table (docs/weights.md), no shape guessing; every name and shape is checked against the target
+network and the first mismatch is reported in one line."""
 import re
 
 import numpy as np

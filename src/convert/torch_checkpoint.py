@@ -1,20 +1,8 @@
-"""Read PyTorch checkpoints (``torch.save`` files) into numpy, without torch.
-
-A checkpoint is a pickle, and unpickling calls whatever the pickle names. So
-the pickle is read by an unpickler whose ``find_class`` resolves only an
-allow-list of torch/collections globals, each to a local stand-in that builds
-numpy arrays; any other global raises UnsafeCheckpointError before it can run.
-
-Formats:
-  * zip (torch.save default since torch 1.6): ``<name>/data.pkl``, one raw
-    storage per ``<name>/data/<key>``, ``<name>/byteorder``;
-  * legacy (torch < 1.6, or ``_use_new_zipfile_serialization=False``): the
-    pickles magic, protocol version, sys_info, data and storage keys back to
-    back, then every storage as an int64 element count and its raw bytes.
-
-Tensors and nn.Parameters become C-contiguous numpy arrays (bfloat16 is
-widened to float32); torch dtype objects become their names ("float16").
-"""
+"""Read PyTorch checkpoints (`torch.save` files, zip or legacy format) into NumPy, without torch: the
+pickle is read by an unpickler whose `find_class` resolves only an allow-list of torch/collections
+globals, each to a local stand-in that builds NumPy arrays, so any other global raises
+UnsafeCheckpointError before it can run.  Tensors become C-contiguous arrays (bfloat16 widened to
+float32), torch dtypes their names ("float16")."""
 import collections
 import functools
 import io

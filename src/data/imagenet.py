@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import os
 import weakref
-from functools import partial
+from functools import lru_cache, partial
 
 import mindspore.dataset as ds
 import numpy as np
@@ -48,9 +48,13 @@ def data_workers(cfg) -> int:
     """The data workers (threads or processes) a pipeline of `cfg` uses: num_parallel_workers, capped."""
     available = multiprocessing.cpu_count()  # the bound MindSpore checks each op against
     if cfg.num_parallel_workers > available:
-        log.warning("num_parallel_workers %d > %d CPUs here: using %d per pipeline op",
-                    cfg.num_parallel_workers, available, available)
+        _warn_capped(cfg.num_parallel_workers, available)
     return min(cfg.num_parallel_workers, available)
+
+
+@lru_cache(maxsize=None)  # once per run: each epoch builds its pipelines again
+def _warn_capped(requested: int, available: int) -> None:
+    log.warning("num_parallel_workers %d > %d CPUs here: using %d per pipeline op", requested, available, available)
 
 
 def _shard_order(num: int, shuffle: bool, seed: int, epoch: int, rank_id: int, rank_size: int,

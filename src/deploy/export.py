@@ -1,19 +1,5 @@
-"""Export a network to ONNX / MINDIR / AIR, and load a MINDIR back for inference.
-
-ONNX and MINDIR files take any batch size:
-- MINDIR is traced with a dynamic batch dimension (`Tensor(shape=[None, ...])`).
-  A statically traced MINDIR does not reload at another batch: `nn.Dense` on a
-  3-D input reshapes its output to the traced shape, batch included.
-- MindSpore's ONNX exporter refuses dynamic shapes and bakes the traced batch
-  into those same Dense reshapes.  So the graph is traced at an unusual batch
-  size, every Reshape target that starts with it gets -1 there, the input and
-  output batch dims become the symbol 'batch', and onnxruntime then checks
-  batch 1 and 2 against each other before the file is written.
-- The ONNX graph is then rewritten into forms onnxruntime fuses (one LayerNorm
-  and one Gelu kernel each, no float->float Casts; src/deploy/onnx_cleanup.py),
-  and onnxruntime checks it against the graph before the rewrite.
-AIR (Ascend only, untestable here) is written at the example's batch size.
-"""
+"""Export a network to ONNX / MINDIR / AIR with a dynamic batch (AIR, Ascend only: at the example's
+batch), and load a MINDIR back for inference; how each format gets its dynamic batch: docs/export.md."""
 import os
 import stat
 

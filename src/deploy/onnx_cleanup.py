@@ -1,30 +1,6 @@
-"""Rewrite MindSpore's ONNX export into the forms onnxruntime fuses into single kernels.
-
-MindSpore 2.10 writes LayerNorm as ReduceMean, Sub, ReduceSumSquare, Div, Add,
-Sqrt, Div, Mul, Add; GELU as exportable_ops' erf polynomial (about 20
-element-wise nodes, as MindSpore cannot export Erf); and a float->float Cast
-before many nodes.  onnxruntime's optimizer recognises none of these, so every
-node runs as its own pass over memory.  The rewrites below stay within opset 11
-and give:
-- LayerNorm: `ReduceSumSquare / N` becomes `ReduceMean(Pow(x, 2))`, the pattern
-  onnxruntime's LayerNormFusion turns into one LayerNormalization kernel;
-- GELU: `0.5 * x * (1 + Erf(x / sqrt2))`, which GeluFusion turns into one Gelu
-  kernel (exact erf, as MindSpore and PyTorch compute it, where the polynomial
-  was accurate to 1.5e-7);
-- Casts to the type their input already has are dropped.
-Three more make the graph the one onnxruntime runs fastest (measured in one
-process, interleaved, against the same graph without the rewrite):
-- Linear layers: nn.Dense on tokens exports as Reshape to 2-D, Gemm, Reshape
-  back; a MatMul on the 3-D tokens plus Add of the bias runs the same GEMM
-  faster in onnxruntime (its MatMul is the path torch.onnx exports take) and
-  lets the bias Add fuse with the following GELU;
-- the stem's max-pool with edge padding by concatenation (exportable_ops.
-  TorchMaxPool2d: MindSpore cannot export padded pooling) becomes one padded
-  MaxPool, as onnxruntime pads with -inf inside the kernel;
-- nearest upsampling by Reshape, Tile, Reshape becomes one Resize(nearest).
-Each rewrite checks its pattern structurally and leaves anything else untouched;
-export.py compares the outputs before and after in onnxruntime.
-"""
+"""Rewrite MindSpore's ONNX export into the forms onnxruntime fuses into single kernels or runs fastest;
+each rewrite checks its pattern structurally and leaves anything else untouched, and export.py compares
+the outputs before and after in onnxruntime (what each rewrite does and why: docs/export.md "ONNX")."""
 import math
 from collections import defaultdict
 

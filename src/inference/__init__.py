@@ -1,3 +1,3 @@
 """Evaluation and inference: the inference network, test-time augmentation, both evaluation loops,
-the metrics, and labelling image files.  Only network.py, amp.py and evaluate.py import MindSpore: the
-onnxruntime scripts use the rest."""
+the metrics, and labelling image files.  Only network.py and evaluate.py import MindSpore, and
+amp.py when it casts a network: the onnxruntime scripts use the rest."""

@@ -1,12 +1,7 @@
-"""One compiled graph per evaluation: a short last batch is padded to the size of the others.
-
-MindSpore GRAPH mode compiles a network once per input shape, so a dataset whose size is not a
-multiple of the batch would compile the forward pass a second time for its last batch alone (about
-as long as the first compilation: seconds for a small model, much more for a large one on CPU).
-Padding that batch with zero images and cutting their rows from the outputs costs at most one
-batch's compute and leaves the real images' outputs unchanged: in inference every image is computed
-on its own (BatchNorm uses its running statistics, attention mixes the tokens of one image only).
-"""
+"""One compiled graph per evaluation: GRAPH mode compiles once per input shape, so a short last batch
+is padded with zero images to the size of the others and their rows are cut from the outputs, which
+leaves the real images' outputs unchanged (in inference each image is computed on its own: BatchNorm
+uses its running statistics, attention mixes one image's tokens)."""
 import numpy as np
 
 

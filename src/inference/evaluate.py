@@ -1,5 +1,4 @@
 """Run the MindSpore net over a validation dataset and count its metrics (src/inference/metrics.py).
-
 The network always runs at the first batch's size: a short last batch is padded
 (src/inference/batch_padding.py), so GRAPH mode compiles the forward pass once, not twice, and the
 padding's rows are not counted.

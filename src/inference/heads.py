@@ -1,5 +1,4 @@
 """The model's outputs by name: the summed logits (the prediction) and each head's.
-
 These names are used everywhere: results dicts, the --results_file JSON, metrics.csv columns
 (`summed_top1`, ...), the training log's per-head lines."""
 

@@ -1,12 +1,7 @@
-"""Validation metrics of the two-head model: per head and for the summed logits, whose confusion
-matrix also gives the per-class top-1.
-
-Counts are exact: correct predictions and per-image losses are summed in
-numpy over every batch (the last, partial one included) and divided by the
-number of images at the end.  The official engine.py reports the loss as a
-mean of per-batch means, which weights a short last batch more; per image is
-the exact mean.  NumPy only: the onnxruntime scripts count with it too.
-"""
+"""Validation metrics of the two-head model, per head and for the summed logits (whose confusion matrix
+gives the per-class top-1), counted exactly: per-image sums over every batch divided by the number of
+images, where the official engine.py averages per-batch means.  NumPy only: the onnxruntime scripts
+count with it too."""
 import numpy as np
 
 from src.inference.heads import HEADS

@@ -1,10 +1,7 @@
-"""How every entry point ends: its errors as one line, and stdout that its reader may close early.
-
-run_main is the one place the project's errors (src/errors.py) are caught.  MindSpore-free, so the
-onnxruntime scripts use it too.  Python ignores SIGPIPE, so a write to a closed pipe
-(`infer.py DATA | head -n 1`) raises BrokenPipeError, and once more when the interpreter flushes
-stdout at exit ("Exception ignored ..."), unless stdout is pointed elsewhere.
-"""
+"""How every entry point ends: `run_main` is the one place the project's errors (src/errors.py) are
+caught and printed as one line, and a reader closing stdout early (`infer.py DATA | head -n 1`: Python
+ignores SIGPIPE, so writes raise BrokenPipeError) ends the script quietly.  MindSpore-free, so the
+onnxruntime scripts use it too."""
 import os
 import signal
 import sys

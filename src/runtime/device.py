@@ -1,5 +1,4 @@
 """Execution context from the config: GRAPH/PYNATIVE mode, device, seeds, data-parallel group.
-
 One code path for GPU and CPU: only `device_target` differs.
 """
 import importlib.util

@@ -1,40 +1,9 @@
-"""One OpenMP thread unless the user chose otherwise: set before MindSpore is imported.
-
-MindSpore loads libgomp when it is imported, and libgomp reads OMP_NUM_THREADS (and its wait
-policy) only then. Nothing of MindSpore's own CPU kernels uses it, they run on MindSpore's thread
-pool; the kernels that graph kernel fusion compiles (`graph_kernel_fusion`, AKG) do. Left unset,
-each fused kernel starts a team on every core whose threads spin after it, beside MindSpore's
-own threads on the same cores, and a train step runs several times slower (docs/training.md
-"Memory levers"). So the entry points that read `graph_kernel_fusion` call this first thing.
-
-MindSpore-free and NumPy-free on purpose (it must run before they are imported).
-"""
+"""One OpenMP thread for runs with graph_kernel_fusion, unless the user chose otherwise: set before
+MindSpore is imported, since libgomp reads OMP_NUM_THREADS only then (why: docs/training.md "Memory
+levers"). MindSpore-free, so an entry point can call it once its config is parsed."""
 import os
 
 _SET_HERE = []  # the variable this process set, which a child that is not MindSpore must not inherit
-
-
-def fusion_requested(argv) -> bool:
-    """Whether a run with these arguments turns graph_kernel_fusion on: `--graph_kernel_fusion V` (or
-    `=V`), else the key in the `--config` YAML; read before MindSpore and the config system are
-    imported, so only for this one boolean. Runs without fusion keep libgomp's default, which
-    trains faster than OMP_NUM_THREADS=1 without fusion."""
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg.startswith("--graph_kernel_fusion"):
-            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
-            return value.lower() in ("true", "1", "yes")
-    for i, arg in enumerate(args):
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
-            args[i + 1] if arg == "--config" and i + 1 < len(args) else None)
-        if path:
-            import yaml  # PyYAML: MindSpore-free
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return (yaml.safe_load(f) or {}).get("graph_kernel_fusion") is True
-            except (OSError, yaml.YAMLError, AttributeError):
-                return False  # the config system reports a bad file in one line later
-    return False
 
 
 def limit_openmp_threads() -> bool:

@@ -1,17 +1,16 @@
 """Launcher preflight: the configured device exists in this MindSpore and there are enough of them.
+Run by scripts/run_*_train_gpu.sh before any worker starts, for train.py's device (`--device_target`
+among TRAIN ARGS, else the YAML's, else the default); exit status 0, or 2 with one `NAME: error: ...`
+line instead of one traceback per worker.
 
     python -m src.runtime.preflight --script NAME --config CFG [--num_devices N] [--device_ids 0,1] [TRAIN ARGS...]
-
-Run by scripts/run_*_train_gpu.sh before any worker starts, so that a run that cannot work
-fails in one line instead of in every worker (under msrun, each behind its own traceback).
-The device is train.py's: `--device_target` among TRAIN ARGS, else the YAML's, else the default.
-Exit status 0 when the run can start, 2 with one `NAME: error: ...` line otherwise.
 """
 import argparse
 import os
 import sys
 
 from src.config import OPTIONS, ConfigError, load_yaml
+from src.runtime.targets import DEVICE_TARGETS
 
 
 def configured_device(config: str, train_args: list) -> str:
@@ -26,7 +25,7 @@ def check(device: str, num_devices: int, device_ids: list) -> None:
     # MindSpore warns about every backend it cannot load; this process's output is its one line
     os.environ["GLOG_v"] = "3"
     import mindspore as ms
-    contexts = {"CPU": ms.device_context.cpu, "GPU": ms.device_context.gpu, "Ascend": ms.device_context.ascend}
+    contexts = {name: getattr(ms.device_context, name.lower()) for name in DEVICE_TARGETS}
     if device not in contexts:
         raise ValueError(f"device_target {device}: must be one of {', '.join(contexts)}")
     if not contexts[device].is_available():

@@ -1,16 +1,7 @@
-"""Fewer glibc malloc arenas, so a long training run's resident memory stays flat.
-
-glibc gives each thread that allocates concurrently its own arena, up to 8 per core. Training
-runs many allocating threads (MindSpore's kernel and pipeline threads, the data workers, a new
-set of pipeline threads every epoch), and memory freed in one arena is not reused by the others
-nor returned to the system while anything in its heap is live: resident memory then creeps up
-every epoch (tools/soak.py measures it; docs/benchmark.md). The limit is set
-with mallopt, which glibc reads only until a second arena is first needed: so before anything
-starts threads (importing NumPy or MindSpore does), i.e. first thing in train.py. A
-MALLOC_ARENA_MAX in the environment is left as the user set it. Elsewhere than glibc: nothing.
-
-MindSpore-free and NumPy-free on purpose (it must run before they are imported).
-"""
+"""Fewer glibc malloc arenas, so a long training run's resident memory stays flat (why:
+docs/training.md "Memory levers").  MindSpore-free and NumPy-free on purpose: glibc
+reads the limit only until a second arena is first needed, so train.py sets it before anything starts
+threads; a MALLOC_ARENA_MAX in the environment is left as the user set it."""
 import ctypes
 import ctypes.util
 import os

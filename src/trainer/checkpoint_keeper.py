@@ -1,5 +1,4 @@
 """The checkpoints a training run keeps: the newest few of its full state, and the best by validation top-1.
-
 Every file is written atomically (src/io.py), so killing a run at any moment leaves only
 complete files, and a failed write raises one WriteError line that names the file and the
 checkpoint still intact.  Only rank 0 writes (`enabled=False` on other ranks).

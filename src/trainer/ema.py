@@ -1,5 +1,4 @@
 """Exponential moving average of the weights (timm's ModelEma, as the official recipe).
-
 Every float parameter of the network -- BatchNorm running statistics included,
 as timm averages the whole state dict -- gets a shadow copy named `ema.<name>`,
 so the shadows are saved in the same checkpoint as the weights.

@@ -1,5 +1,4 @@
 """Training-time logs: progress lines, the metrics and loss CSVs, curves and the input grid.
-
 Every file is written atomically (temp file + rename, src/io.py), so killing a run
 at any moment leaves only complete files, and a failed write (full disk, unwritable folder)
 raises one WriteError line that names the file and what is still intact.  Only rank 0 creates

@@ -1,5 +1,4 @@
 """Training loss: soft-target cross entropy, averaged over the two Conformer heads.
-
 The data pipeline folds label smoothing and Mixup/CutMix into the targets, so
 training always sees a distribution per image and needs one criterion
 (the official main.py uses timm's SoftTargetCrossEntropy whenever mixup is on).

@@ -1,11 +1,6 @@
-"""Learning-rate schedules as one array with an entry per optimizer step.
-
-The optimizer indexes the array with its own step counter (optimizer.py), so the schedule is fixed
-before training and resumes with the optimizer state. Every schedule is per step, with a linear
-warm-up as a prefix; the official recipe (timm's CosineLRScheduler driven per epoch) changes the lr
-once per epoch, and per-step updates follow the same curve without the epoch-long plateaus. The
-formulas: docs/training.md "Learning-rate schedules".
-"""
+"""Learning-rate schedules as one array with an entry per optimizer step, a linear warm-up as its
+prefix; the optimizer indexes it with its own step counter, so the schedule is fixed before training
+and resumes with the optimizer state (formulas: docs/training.md "Learning-rate schedules")."""
 import numpy as np
 
 

@@ -1,19 +1,6 @@
-"""Activation recomputation (`recompute: True`): trade compute for training memory.
-
-`Cell.recompute()` makes a cell keep only its outputs for the backward pass and
-recompute everything inside it there (graph mode), so the activations stored per
-coupled block shrink to the block's two outputs, at the cost of about one more
-forward pass per step.
-
-Random ops must not be recomputed: MindSpore draws them again in the backward
-pass (its `Cell.recompute` note), so the gradient would use another drop-path or
-dropout mask than the forward pass (tests/trainer/test_recompute.py shows it). Hence
-the rule: a block is recomputed as a whole when it holds no active random op
-(DropPath, Dropout with p > 0); otherwise each of its children is, by the same
-rule, and the random cells themselves are not. With the recipe's drop_path 0.1
-that recomputes the CNN blocks, FCUs, attention and MLP of every stage, and
-keeps each drop-path mask from the forward pass.
-"""
+"""Activation recomputation (`recompute: True`): each coupled block keeps only its outputs for the
+backward pass, except that no random op (DropPath, Dropout with p > 0) is recomputed, since MindSpore
+would draw its mask again (docs/training.md "Memory levers")."""
 from mindspore import nn
 
 from ..layers.block import Block

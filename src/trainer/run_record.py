@@ -11,29 +11,21 @@ import shlex
 import subprocess
 from importlib import metadata
 
-import yaml
-
-from src.config import REPO_ROOT, TRAIN, script_keys
+from src.config import REPO_ROOT, TRAIN, config_yaml
 from src.io import write_atomic, write_json_atomic
 
 PACKAGES = ("mindspore", "numpy", "Pillow", "PyYAML", "tensorboardX")
 CONFIG_FILE, RECORD_FILE = "config.yaml", "run.json"
 
 
-def resolved_config(cfg) -> dict:
-    """Every key train.py reads, with the value this run uses."""
-    return {key: getattr(cfg, key) for key in script_keys(TRAIN)}
-
-
 def command_line(argv: list) -> str:
     return shlex.join(["python", *argv])
 
 
-def config_yaml(cfg, argv: list) -> str:
+def record_yaml(cfg, argv: list) -> str:
     """config.yaml's text: the resolved configuration, after a comment with the command that started the run."""
     return (f"# the resolved configuration of the run started by:\n#   {command_line(argv)}\n"
-            "# python train.py --config THIS_FILE repeats it\n"
-            + yaml.safe_dump(resolved_config(cfg), sort_keys=False, default_flow_style=None))
+            "# python train.py --config THIS_FILE repeats it\n" + config_yaml(cfg, TRAIN))
 
 
 def repository_revision() -> str:
@@ -61,7 +53,7 @@ def _versions() -> dict:
 
 def write_run_record(cfg, argv: list, device_num: int, resumed_from: str) -> None:
     """Rewrite config.yaml and add this start to run.json (both atomically)."""
-    write_atomic(os.path.join(cfg.summary_root_dir, CONFIG_FILE), config_yaml(cfg, argv))
+    write_atomic(os.path.join(cfg.summary_root_dir, CONFIG_FILE), record_yaml(cfg, argv))
     path = os.path.join(cfg.summary_root_dir, RECORD_FILE)
     starts = []
     if os.path.isfile(path):

@@ -1,21 +1,7 @@
-"""SIGTERM / SIGINT during training: stop at the next step boundary with a checkpoint, or at once.
-
-The first signal asks the loop to stop after the step in flight (the trainer then writes a
-checkpoint of that position and raises Interrupted); a second one ends the process at once
-with status 128 + its number, as the signal's default action would.
-
-Python runs signal handlers in the main thread only between bytecodes, so while a long graph
-step runs in C++ a handler waits for it.  The signals are therefore also seen through
-`signal.set_wakeup_fd`: the interpreter's C handler writes each signal's number to a socket at
-once, and a watcher thread reads it, so the second signal ends the process even mid-step.
-
-MindSpore installs its own SIGINT handler when it runs a graph, which turns SIGINT into SIGTERM
-(and swallows a second one), so `agreed()` puts ours back after every step.
-
-Under data parallelism every rank must stop after the same step (or the others block forever
-in the next gradient all-reduce): `agreed()` all-reduces the ranks' flags after each step, so a
-signal that reached any rank stops all of them there.
-"""
+"""SIGTERM / SIGINT during training: the first signal stops the loop after the step in flight (the
+trainer checkpoints that position and raises Interrupted), a second ends the process at once, even
+mid-step, and under data parallelism every rank stops after the same step (how: docs/development.md
+"How it works: stopping on a signal")."""
 import os
 import signal
 import socket

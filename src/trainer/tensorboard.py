@@ -1,13 +1,8 @@
 """TensorBoard event files in summary_root_dir: per-step and per-epoch scalars, the input grid and the
 run's hyper-parameters, through tensorboardX (an optional package: without it one line says so).
-
-Every point is placed at the global step (epoch results at the epoch's last step), so a resumed run,
-whose new event file begins with tensorboardX's purge marker at its first step, replaces whatever an
-earlier process logged from that step on: each curve holds each step once.  Event files are not
-written through src/io.py: they are append-only logs whose every record carries its own CRC, so a run
-killed mid-write leaves complete records and at most a torn last one, which TensorBoard skips; a
-file replaced by rename would also hide new records from a TensorBoard that has the old one open.
-"""
+Every point sits at its global step, so a resumed run's purge marker replaces what an earlier process
+logged from there on; why event files are not written through src/io.py: docs/development.md
+"Conventions"."""
 import os
 import sys
 

@@ -1,26 +1,6 @@
-"""One training step where loss scaling, gradient all-reduce, clipping and EMA combine freely.
-
-Order (each part optional, none disables another -- the old ModelZoo port's
-`if with_ema ... elif use_clip_grad_norm` silently dropped clipping):
-  scaled loss -> grads -> mean over devices -> global norm (finite check) ->
-  unscale and clip by global norm (one factor) -> optimizer -> EMA, the last two only when every
-  gradient is finite; the loss scale is updated either way.
-Clipping happens after the all-reduce, so every rank clips the same gradients.
-`nn.TrainOneStepWithLossScaleCell` cannot be used: its overflow check is an
-NPU-only op that fails on CPU.
-
-Gradient accumulation (`accumulation_steps` N > 1): an optimizer step spans N
-micro-batches. The first N-1 go through `accumulate` (its own graph: scaled
-gradients added to the `accumulated.*` buffers, nothing else), the last through
-the step itself, which adds the buffers to its gradients, zeroes them and goes on
-as above with the sum divided by N: one all-reduce, unscale, finite check, clip,
-optimizer update and EMA update per optimizer step, on the mean gradient of the
-N micro-batches (= the gradient of their union, as each loss is a batch mean).
-A non-finite gradient in any micro-batch makes the sum non-finite, so the whole
-step is skipped; the loss scale stays fixed within a step. BatchNorm normalises
-each micro-batch by its own statistics and updates its running statistics N
-times per step, as PyTorch gradient accumulation does.
-"""
+"""One training step where loss scaling, gradient all-reduce, clipping, gradient accumulation and EMA
+combine freely, none disabling another; the order of its parts and why not MindSpore's
+`nn.TrainOneStepWithLossScaleCell`: docs/development.md "How it works: the train step"."""
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.communication.management import GlobalComm

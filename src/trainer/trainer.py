@@ -1,10 +1,10 @@
 """The training loop: setup from the config, epochs of train steps, validation, checkpoints, logs.
-
 train.py only parses the config and calls `Trainer(cfg).fit()`.  Only rank 0
 prints and writes; every rank trains and validates.
 """
 import hashlib
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -12,6 +12,7 @@ import mindspore as ms
 
 from src.checkpoint import CheckpointError, load_weights, read_checkpoint, weights_format
 from src.checkpoint_settings import checkpoint_entry
+from src.config import TRAIN, config_yaml, resolved_config
 from src.conformer import canonical_arch, create_model_from_config, param_count_line
 from src.data.batch_finish import NormalizedInput, batch_finish
 from src.data.batch_workers import BatchWorkers
@@ -29,7 +30,7 @@ from src.trainer.loss import create_loss
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.optimizer import create_optimizer, current_lr
 from src.trainer.recompute import recompute_blocks
-from src.trainer.run_record import config_yaml, resolved_config, write_run_record
+from src.trainer.run_record import record_yaml, write_run_record
 from src.trainer.signals import Interrupted, StopRequest, SumOverRanks
 from src.trainer.tensorboard import TensorBoardLog
 from src.trainer.train_one_step import ACCUMULATED, GRAD_NORM, NetWithLoss, TrainOneStep
@@ -178,6 +179,9 @@ class Trainer:
         self.nonfinite, self.last_good = 0, ""  # the current run of steps with non-finite gradients
         if self.is_main:
             write_run_record(cfg, sys.argv, self.rank_size, self.resume_from)
+            # indented, so no line of it reads as one of the run's own lines (e.g. `epochs:` beside `epoch 1`)
+            self._print("resolved configuration (also in summary_root_dir/config.yaml):\n"
+                        + textwrap.indent(config_yaml(cfg, TRAIN), "  ").rstrip())
 
     def _newest_intact_checkpoint(self) -> tuple:
         """--checkpoint auto: (path, its entries) of the newest readable checkpoint of this run in
@@ -297,7 +301,7 @@ class Trainer:
         self.tensorboard = TensorBoardLog(self.cfg.summary_root_dir, self.cfg.summary_loss_collect_freq, first,
                                           enabled=self.is_main and self.cfg.tensorboard)
         if not self.resume_from:
-            self.tensorboard.hyper_parameters(resolved_config(self.cfg), config_yaml(self.cfg, sys.argv))
+            self.tensorboard.hyper_parameters(resolved_config(self.cfg, TRAIN), record_yaml(self.cfg, sys.argv))
 
     def _count_nonfinite(self, applied: bool, epoch: int, step: int) -> None:
         """Stop after max_nonfinite_steps steps in a row with non-finite gradients (the same on every

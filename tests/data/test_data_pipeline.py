@@ -483,3 +483,14 @@ def test_decoded_images_are_kept_across_epochs_within_the_budget(tmp_path):
 def _pngs(root):
     import glob
     return sorted(glob.glob(os.path.join(str(root), "train", "*", "*.png")))
+
+
+def test_workers_beyond_the_cpu_count_are_capped_with_one_warning_per_run(caplog):
+    from src.data.imagenet import _warn_capped, data_workers
+    n = os.cpu_count()
+    cfg = _cfg(".", "--num_parallel_workers", str(n + 1))
+    _warn_capped.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
+        assert [data_workers(cfg) for _epoch in range(3)] == [n] * 3  # each epoch's pipelines ask again
+    assert [r.getMessage() for r in caplog.records] == [f"num_parallel_workers {n + 1} > {n} CPUs here: using {n} "
+                                                        "per pipeline op"]

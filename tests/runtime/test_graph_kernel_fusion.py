@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, run_script
 from datasets import NO_AUGMENT, SMALL, write_digits_folder
+from src.config import MEMORY, early_value, parse_args
 from src.runtime import device
 from src.runtime import openmp
 
@@ -62,13 +63,14 @@ def test_openmp_threads_default_to_one_a_users_setting_is_kept_and_torch_gets_ne
 PROBE = """
 import os, runpy, sys
 seen = []
-class Watch:  # records OMP_NUM_THREADS when mindspore is first imported, then lets the import proceed
+class Watch:  # records OMP_NUM_THREADS when mindspore is first imported, and stops the script there
     def find_spec(self, name, path=None, target=None):
-        if name == "mindspore" and not seen:
+        if name == "mindspore":
             seen.append(os.environ.get("OMP_NUM_THREADS"))
+            raise SystemExit(0)
         return None
 sys.meta_path.insert(0, Watch())
-sys.argv = [sys.argv[1], *sys.argv[2:], "--help"]
+sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 except SystemExit:
@@ -89,15 +91,26 @@ def test_the_scripts_reading_fusion_set_openmp_threads_before_mindspore_is_impor
             result.stdout[-500:] + result.stderr[-2000:]
 
 
-def test_fusion_is_read_from_the_command_line_over_the_config(tmp_path):
+def test_the_tools_read_fusion_before_parsing_as_parse_args_will(tmp_path):
     fused = tmp_path / "fused.yaml"
     fused.write_text("batch_size: 8\ngraph_kernel_fusion: True\n")
+    inherits = tmp_path / "inherits.yaml"
+    inherits.write_text("base: fused.yaml\nseed: 1\n")
     plain = os.path.join(REPO, "src", "configs", "conformer_tiny.yaml")
-    assert openmp.fusion_requested(["--config", str(fused)]) and openmp.fusion_requested([f"--config={fused}"])
-    assert not openmp.fusion_requested(["--config", plain]) and not openmp.fusion_requested([])
-    assert openmp.fusion_requested(["--config", plain, "--graph_kernel_fusion", "true"])
-    assert not openmp.fusion_requested(["--config", str(fused), "--graph_kernel_fusion=False"])
-    assert not openmp.fusion_requested(["--config", str(tmp_path / "missing.yaml")])
+    cases = [["--config", str(fused)], [f"--config={fused}"], ["--config", str(inherits), "--steps", "2"],
+             ["--config", plain], [], ["--config", plain, "--graph_kernel_fusion", "true"],
+             ["--config", str(fused), "--graph_kernel_fusion=False"]]
+    for argv in cases:
+        assert early_value("graph_kernel_fusion", argv) is parse_args(argv, script=MEMORY,
+                                                                      add_script_args=_steps).graph_kernel_fusion
+    assert [early_value("graph_kernel_fusion", argv) for argv in cases] == [True, True, True, False, False, True, False]
+    # a bad file or value: the default here, parse_args' one-line error later
+    assert early_value("graph_kernel_fusion", ["--config", str(tmp_path / "missing.yaml")]) is False
+    assert early_value("graph_kernel_fusion", ["--config", str(fused), "--graph_kernel_fusion", "maybe"]) is False
+
+
+def _steps(parser):
+    parser.add_argument("--steps", type=int, default=1)
 
 
 def test_fusion_without_its_compiler_dependency_is_one_line(monkeypatch):

@@ -9,7 +9,7 @@ from mindspore import nn, ops
 
 from src.conformer import create_model
 from src.trainer.lr_schedule import build_lr_schedule
-from src.trainer.optimizer import create_optimizer, current_lr, param_groups
+from src.trainer.optimizer import OPTIMIZERS, create_optimizer, current_lr, param_groups
 
 
 def _sched_cfg(**overrides):
@@ -185,7 +185,7 @@ def _flat(net):
     return np.concatenate([p.asnumpy().ravel() for p in net.trainable_params()])
 
 
-@pytest.mark.parametrize("name", ["adamw", "momentum", "sgd"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_optimizer_matches_torch(name):
     init, grads = _reference_inputs()
     net = _LinearNet(init)

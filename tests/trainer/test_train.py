@@ -8,10 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
 import pytest
+import yaml
 import mindspore as ms
 from mindspore import nn
 
@@ -50,6 +52,10 @@ def test_training_learns_real_digits(tmp_path, digits):
                         "--re_prob", "0", "--min_crop", "0.6", "--print_loss_every", "5", "--ema_decay", "0.8",
                         *_outputs(tmp_path, "run"))
     assert result.returncode == 0, result.stderr[-2000:]
+    printed = re.search(r"^resolved configuration .*\n((?:  .*\n)+)", result.stdout, re.M)
+    assert printed, "train.py prints its resolved configuration at start"
+    assert yaml.safe_load(textwrap.dedent(printed.group(1))) == \
+        yaml.safe_load((tmp_path / "run_summary" / "config.yaml").read_text())
     rows = _metrics(tmp_path / "run_summary")
     assert len(rows) == 5
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.2

@@ -1,30 +1,6 @@
-"""timm's RandAugment on PIL images, configured by a timm policy string.
-
-Policy grammar (timm's `rand_augment_transform`): ``rand`` followed by
-``-``-separated sections, each a key and a number, in any order:
-
-    m     magnitude, out of 10 (default 10)
-    n     ops applied per image, drawn with replacement (default 2)
-    mstd  std of Gaussian noise added to the magnitude at each op application
-          (default 0 = none; above 100 = uniform in [0, m] instead)
-    mmax  upper clip of the noisy magnitude (default 10)
-    inc   1 = the "increasing" op set, where a higher magnitude always means a
-          stronger change (default 0)
-    p     probability of each drawn op (default 0.5)
-
-The recipe's ``rand-m9-mstd0.5-inc1`` applies 2 ops from the increasing set,
-each with probability 0.5 at magnitude N(9, 0.5) clipped to [0, 10].
-Differences from timm, on purpose: ``inc0`` turns the increasing set off
-(timm tests `bool("0")`, which is True), a section without a number or an
-unknown/repeated key raises ValueError (timm skips or asserts), and
-PosterizeIncreasing at magnitude 10 keeps 0 bits (a black image, as timm with
-the Pillow it was written for; Pillow >= 10 refuses 0 bits).
-
-Randomness comes from the `random.Random` passed to each call (the training
-pipeline passes one seeded per sample, which makes it reproducible with any
-number of worker threads), else from the one given at construction, else from
-Python's `random` module.
-"""
+"""timm's RandAugment on PIL images, configured by a timm policy string (`auto_augment`); the grammar
+and where it differs from timm on purpose: docs/training.md "Augmentations".  Each call draws from the
+`random.Random` it is given, else the one given at construction, else Python's `random` module."""
 import math
 import random
 import re

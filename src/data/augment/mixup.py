@@ -1,28 +1,7 @@
-"""timm's Mixup / CutMix with label smoothing: a batch of images and class indices in,
-mixed images and soft targets out.
-
-Written here because MindSpore's `vision.MixUp` / `CutMixBatch` take one-hot
-labels, have no label smoothing, no switch probability, no pair/elem modes
-and do not correct the CutMix weight to the box actually pasted.
-
-Semantics (timm `Mixup`, as the DeiT/Conformer recipe uses it):
-- targets: one-hot smoothed (off = smoothing / K, on = 1 - smoothing + off);
-  target = lam * y + (1 - lam) * y_partner. With lam = 1 (no mixing) this is
-  the smoothed one-hot, so training always uses one soft-target loss.
-- partner of sample i is sample B - 1 - i (the batch flipped).
-- mode 'batch': one lam and one mixup/cutmix choice for the whole batch;
-  'pair': one per pair (i, B - 1 - i), both members mixed with each other;
-  'elem': one per sample.
-- with probability `prob` a batch (or pair, or sample) is mixed; then CutMix is
-  chosen with probability `switch_prob` when both alphas are > 0, and
-  lam ~ Beta(alpha, alpha) of the chosen method.
-- CutMix pastes the partner's box of side sqrt(1 - lam) x (H, W), centred
-  uniformly and clipped at the border; lam becomes 1 - box area / image area.
-
-Randomness comes from the `random.Random` passed to the call (the training
-pipeline seeds one per batch), else the one given at construction, else
-Python's `random` module.
-"""
+"""timm's Mixup / CutMix with label smoothing: a batch of images and class indices in, mixed images and
+soft targets out (semantics: docs/training.md "Augmentations"; why not MindSpore's: docs/development.md
+"How it works: the data pipeline").  Each call draws from the `random.Random` it is given, else the one
+given at construction, else Python's `random` module."""
 import random
 from typing import Optional
 

@@ -1,14 +1,5 @@
-"""timm's RandomErasing on one normalised CHW float32 image.
-
-Written here because MindSpore's `vision.RandomErasing` follows torchvision:
-one box, fill 0 or a single random value, no per-pixel normal noise and no box
-count. timm (Zhong et al. 2017): with probability `probability`, erase
-`count` boxes (count uniform in [min_count, max_count]); each box tries up to
-10 times to draw an area fraction uniform in [min_area, max_area] divided by
-count and a log-uniform aspect ratio in [min_aspect, 1 / min_aspect], and fills
-it with zeros (const), one N(0, 1) value per channel (rand) or N(0, 1) per
-pixel (pixel). Zero is the dataset mean once normalised.
-"""
+"""timm's RandomErasing on one normalised CHW float32 image (semantics: docs/training.md "Augmentations";
+why not MindSpore's: docs/development.md "How it works: the data pipeline")."""
 import math
 import random
 from typing import Optional

@@ -1,13 +1,6 @@
-"""torchvision's RandomResizedCrop (timm's RandomResizedCropAndInterpolation) on an RGB PIL image.
-
-Written here because MindSpore's `vision.RandomResizedCrop` draws from the process-wide
-`random` module (its PIL path) or its own per-op generator, so with several worker threads
-which image gets which draw depends on thread timing; this one draws from the `random.Random`
-it is given. Box sampler as torchvision's `get_params`: up to 10 tries of an area fraction
-uniform in `scale` and a log-uniform aspect ratio in `ratio`, w = round(sqrt(area * ratio)),
-h = round(sqrt(area / ratio)), a uniform position; then a centre crop of the image clipped to
-`ratio`. The crop is resized to size x size with PIL (antialiased, as torchvision on PIL).
-"""
+"""torchvision's RandomResizedCrop (timm's RandomResizedCropAndInterpolation) on an RGB PIL image, drawing
+from the `random.Random` it is given (semantics: docs/training.md "Augmentations"; why not MindSpore's:
+docs/development.md "How it works: the data pipeline")."""
 import math
 import random
 from typing import Optional

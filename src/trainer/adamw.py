@@ -1,0 +1,58 @@
+"""AdamW with torch semantics (`torch.optim.AdamW`, amsgrad=False) on MindSpore's fused kernel, taking
+the whole per-step learning-rate array and reading entry `global_step` of it at each update; why not
+MindSpore's own AdamW: docs/training.md "Optimizers"."""
+import mindspore as ms
+from mindspore import nn, ops
+
+
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+
+
+@_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_update_one(fused, beta1, beta2, eps_hat, lr_hat, decay_per_lr, weight_decay, param, m, v, grad):
+    """torch.optim.AdamW on one tensor, as one fused AdamWeightDecay kernel (see AdamW.construct)."""
+    return fused(param, m, v, lr_hat, beta1, beta2, eps_hat, weight_decay * decay_per_lr,
+                 ops.cast(grad, param.dtype))
+
+
+class AdamW(nn.Optimizer):
+    """torch.optim.AdamW (amsgrad=False) with an lr array indexed by `global_step`.
+
+    `params` may be `param_groups(...)` output (per-group weight decay) or a list of
+    Parameters (then `weight_decay` applies to all of them).
+
+    Each tensor is updated by MindSpore's fused `AdamWeightDecay` kernel (one kernel per tensor
+    instead of a dozen elementwise ones: with hundreds of tensors the update's kernel count, not its
+    arithmetic, is its cost).  That kernel has no bias correction; torch's step
+        p <- p * (1 - lr*wd) - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+    equals its  p <- p - lr_hat * (m / (sqrt(v) + eps_hat) + decay * p)  with
+        lr_hat = lr * sqrt(bc2) / bc1,  eps_hat = eps * sqrt(bc2),  decay = wd * lr / lr_hat,
+    so the three are computed per step and passed in (the kernel takes them as tensors).
+    """
+
+    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        self.beta1 = ms.Tensor(beta1, ms.float32)
+        self.beta2 = ms.Tensor(beta2, ms.float32)
+        self.eps = ms.Tensor(eps, ms.float32)
+        self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
+        self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
+        self.fused = ops.AdamWeightDecay()
+
+    def construct(self, gradients):
+        lr = self.get_lr()  # entry `global_step` of the schedule, read before the increment
+        weight_decay = self.get_weight_decay()
+        step = ops.cast(self.global_step, ms.float32).reshape(()) + 1.0
+        bias_correction1 = 1.0 - ops.pow(self.beta1, step)
+        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(self.beta2, step))
+        lr_hat = lr * bias_correction2_sqrt / bias_correction1
+        decay_per_lr = bias_correction1 / bias_correction2_sqrt  # wd * lr / lr_hat = wd * this
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        update = ops.partial(_adamw_update, self.fused, self.beta1, self.beta2, self.eps * bias_correction2_sqrt,
+                             lr_hat, decay_per_lr)
+        if self.is_group:
+            return self.hyper_map(update, weight_decay, self._parameters, self.moments1, self.moments2,
+                                  gradients)
+        return self.hyper_map(ops.partial(update, weight_decay), self._parameters, self.moments1,
+                              self.moments2, gradients)
