@@ -690,7 +690,7 @@ def add_ratios(cfg, rows: list) -> None:
     macs = gmacs(cfg.arch_name, cfg.image_size, cfg.num_classes)
     forward = {r["batch"]: r["img_per_s"] for r in rows if r["what"] == "MindSpore GRAPH forward"}
     for r in rows:
-        if r["img_per_s"] and not r["what"].startswith(("data", "conv ")):  # whole-model rows only
+        if r["img_per_s"] and not r["what"].startswith(("data", "conv ")) and r["what"] != FEED_FINISH:  # the model's
             flops = 3 if "train" in r["what"] else 1  # backward ~ 2x forward
             r["gflops"] = r["img_per_s"] * 2 * macs * flops
             if probe:

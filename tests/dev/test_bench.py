@@ -351,6 +351,8 @@ def test_feed_part_times_the_configs_pipeline_the_step_and_the_fed_step(tmp_path
     assert all(r["batch"] == 4 and r["img_per_s"] > 0 and r["cpu_us_per_img"] > 0 for r in (data, fixed, fed))
     assert fed["note"].startswith(f"{fed['img_per_s'] / fixed['img_per_s']:.2f}x the fixed-batch step")
     assert "gflops" not in data and fed["gflops"] == pytest.approx(fixed["gflops"] * fed["img_per_s"] / fixed["img_per_s"])
+    finish = rows[_load(BENCH, "bench_script").FEED_FINISH]  # the graph normalising the uint8 batches alone
+    assert finish["img_per_s"] > 0 and "gflops" not in finish
 
 
 def _feed_names():
