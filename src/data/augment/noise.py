@@ -1,5 +1,5 @@
 """Counter-based standard normal noise: value i of stream `seed` is a pure function of (seed, i), computed
-the same way by NumPy here and by the training graph (src/trainer/batch_finish.py), so random erasing's
+the same way by NumPy here and by the training graph (src/data/batch_finish.py), so random erasing's
 noise can be drawn where the batch is finished and still be reproducible.
 
 Written here because NumPy's and MindSpore's generators are sequential streams that neither side can
