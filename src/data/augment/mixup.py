@@ -27,7 +27,7 @@ def mixup_target(labels: np.ndarray, num_classes: int, lam, smoothing: float) ->
 def apply_mix(images: np.ndarray, weights: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Images float32 [B, C, H, W] mixed with their partners B-1-i: out = x * w + partner * w' with
     (w, w') = weights[i], except inside boxes[i] (top, bottom, left, right), where out = partner.
-    The graph's version: src/trainer/batch_finish.py."""
+    The graph's version: src/data/batch_finish.py."""
     partners = images[::-1]
     out = images * weights[:, 0, None, None, None] + partners * weights[:, 1, None, None, None]
     for i, (top, bottom, left, right) in enumerate(boxes):
