@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.kernels import Softmax
+from src.kernels.dense import Dense
 
 
 class Attention(nn.Cell):
@@ -16,9 +17,9 @@ class Attention(nn.Cell):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
-        self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
+        self.qkv = Dense(dim, dim * 3, has_bias=qkv_bias)
         self.attn_drop = nn.Dropout(p=attn_drop)
-        self.proj = nn.Dense(dim, dim)
+        self.proj = Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
         # BatchMatMul's own transpose flag instead of transposing k, and the primitive rather than ops.matmul,
         # whose backward transposes its operands: MindSpore's CPU Transpose keeps a table of 8 bytes per

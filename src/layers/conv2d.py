@@ -10,6 +10,8 @@ and why: docs/model.md "How it works: the CPU convolution".
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.kernels.columns import Columns, shifted_columns
+
 
 def cpu_formulation() -> bool:
     """The device decision, made once: the matmul formulation on CPU, the plain op elsewhere."""
@@ -35,8 +37,9 @@ def zero_pad(x, top: int, bottom: int, left: int, right: int):
     return _cat_zeros(_cat_zeros(x, left, right, 3), top, bottom, 2)
 
 
-def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
-    """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul."""
+def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None):
+    """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul; `columns`
+    (src/kernels/columns.py) gathers the shifted slices when the kernel size after space-to-depth is > 1."""
     x = x.astype(weight.dtype)  # mixed precision (amp O2/O3) casts the weight, not always this input
     b, c, h, w = x.shape
     out_ch = weight.shape[0]
@@ -59,20 +62,15 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int):
         pad_k = kk * s - k
         weight = zero_pad(weight, 0, pad_k, 0, pad_k).reshape(out_ch, c, kk, s, kk, s)
         weight = weight.transpose(0, 1, 3, 5, 2, 4).reshape(out_ch, c * s * s, kk, kk)
-    flat = x.reshape(b, c * s * s, rows * cols)
+    x = x.reshape(b, c * s * s, rows, cols)
     if kk > 1:
-        length = out_h * cols
-        parts = []
-        for i in range(kk):
-            for j in range(kk):
-                parts.append(flat[:, :, i * cols + j:i * cols + j + length])
-        flat = ops.cat(parts, 1)
-        weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of `parts`
+        x = columns(x) if columns is not None else shifted_columns(x, kk)
+        weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of the columns
     # The product as a 1x1 convolution over the [B, K, out_h, cols] columns: MindSpore's 1x1 Conv2D is a
     # plain matmul per image, while ops.matmul of a 2-D weight and a 3-D batch first broadcasts the
     # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
-    depth = flat.shape[1]
-    y = ops.conv2d(flat.reshape(b, depth, out_h, cols), weight.reshape(out_ch, depth, 1, 1))
+    depth = x.shape[1]
+    y = ops.conv2d(x, weight.reshape(out_ch, depth, 1, 1))
     if cols != out_w:
         y = y[:, :, :, :out_w]
     return y
@@ -89,6 +87,8 @@ class Conv2d(nn.Conv2d):
                          group=groups, has_bias=bias)
         self.square = (kernel_size, stride, padding)
         self.choose_formulation()
+        kk = (kernel_size + stride - 1) // stride
+        self.columns = Columns(kk) if kk > 1 else None
 
     def choose_formulation(self, plain: bool = False) -> None:
         """The matmul formulation where the device wants it and it applies (1x1 unstrided is a matmul already)."""
@@ -99,7 +99,7 @@ class Conv2d(nn.Conv2d):
         if not self.as_matmul:
             return super().construct(x)
         k, s, p = self.square
-        y = conv_as_matmul(x, self.weight, k, s, p)
+        y = conv_as_matmul(x, self.weight, k, s, p, self.columns)
         if self.has_bias:
             y = ops.bias_add(y, self.bias)  # not a broadcast Add: see DropPath
         return y

@@ -1,16 +1,18 @@
 """Bottleneck of the CNN branch (official `ConvBlock`), plus the BN helper it shares."""
 from mindspore import nn
 
+from src.kernels.batch_norm import BatchNorm2d
 from .conv2d import conv2d
 from ..variants import EXPANSION  # shared with the MAC count
 
 
-def batch_norm(channels: int, eps: float = 1e-6) -> nn.BatchNorm2d:
+def batch_norm(channels: int, eps: float = 1e-6) -> BatchNorm2d:
     """BatchNorm2d; the official code uses eps 1e-6 everywhere but the stem (1e-5).
 
-    MindSpore's momentum is the weight of the running value (0.9 == torch's 0.1).
+    MindSpore's momentum is the weight of the running value (0.9 == torch's 0.1); on CPU it runs the
+    own kernels (src/kernels/batch_norm.py).
     """
-    return nn.BatchNorm2d(channels, eps=eps, momentum=0.9)
+    return BatchNorm2d(channels, eps=eps, momentum=0.9)
 
 
 class ConvBlock(nn.Cell):

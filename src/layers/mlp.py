@@ -1,15 +1,16 @@
 """Transformer feed-forward: Dense -> GELU -> Dropout -> Dense -> Dropout (official `Mlp`)."""
 from mindspore import nn
 
+from src.kernels.dense import Dense
 from .exportable_ops import GELU
 
 
 class Mlp(nn.Cell):
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0, approximate_gelu: bool = False):
         super().__init__()
-        self.fc1 = nn.Dense(in_features, hidden_features)
+        self.fc1 = Dense(in_features, hidden_features)
         self.act = GELU(approximate_gelu)
-        self.fc2 = nn.Dense(hidden_features, in_features)
+        self.fc2 = Dense(hidden_features, in_features)
         self.drop = nn.Dropout(p=drop)
 
     def construct(self, x):

@@ -1,0 +1,48 @@
+"""The columns of the CPU convolution formulation (src/layers/conv2d.py): the own kernel on CPU,
+MindSpore's slices and concatenation elsewhere (and in exported graphs)."""
+import mindspore as ms
+from mindspore import ops
+
+from .ops import _custom
+from .switch import KernelCell
+
+
+def shifted_columns(x, kk: int):
+    """x [B, C, R, W] -> [B, kk * kk * C, R - kk, W]: of each channel's R * W values, the run of
+    (R - kk) * W that starts at i * W + j, for the kernel offsets (i, j) in row-major order."""
+    b, c, rows, cols = x.shape
+    flat = x.reshape(b, c, rows * cols)
+    length = (rows - kk) * cols
+    parts = []
+    for i in range(kk):
+        for j in range(kk):
+            parts.append(flat[:, :, i * cols + j:i * cols + j + length])
+    return ops.cat(parts, 1).reshape(b, kk * kk * c, rows - kk, cols)
+
+
+def columns_op(library: str, kk: int):
+    """`shifted_columns(x, kk)` as one kernel, its gradient as one kernel that adds the slices back."""
+    backward = _custom(library, "ColumnsBackward", lambda dcol, x: x, lambda dcol, x: x)
+
+    def bprop(x, out, dout):
+        return (backward(dout, x),)
+
+    return _custom(library, "ColumnsForward", lambda x: [x[0], kk * kk * x[1], x[2] - kk, x[3]],
+                   lambda x: x, bprop)
+
+
+class Columns(KernelCell):
+    """`shifted_columns` for one convolution's kernel size after space-to-depth (kk > 1)."""
+
+    def __init__(self, kk: int):
+        super().__init__()
+        self.kk = kk
+        self.choose_kernels()
+
+    def make_kernels(self, library: str) -> None:
+        self.kernel = columns_op(library, self.kk)
+
+    def construct(self, x):
+        if self.use_kernels and x.dtype == ms.float32:
+            return self.kernel(x)
+        return shifted_columns(x, self.kk)

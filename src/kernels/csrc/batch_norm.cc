@@ -1,0 +1,136 @@
+// BatchNorm over the channels of an NCHW map: the training forward (the batch's statistics, and the
+// running statistics moved towards them), its backward pass, and the inference forward (the running
+// statistics). Per-channel sums run over N * H * W values and accumulate in double, as LayerNorm's.
+#include <cmath>
+
+#include "kernel.h"
+
+namespace {
+
+// x [N, C, H, W] (any trailing axes): images, channels, values per channel and image.
+struct Map {
+    int64_t n, c, hw;
+};
+
+Map map_of(int ndim, const int64_t *shape) {
+    Map m{ndim > 0 ? shape[0] : 1, ndim > 1 ? shape[1] : 1, 1};
+    for (int i = 2; i < ndim; ++i) m.hw *= shape[i];
+    return m;
+}
+
+}  // namespace
+
+// params: x, gamma [C], beta [C], moving_mean [C], moving_var [C], momentum [1] (the weight of the
+// batch's statistics), eps [1] -> y, mean [C], rstd [C], new moving_mean [C], new moving_var [C]
+// (the running variance moves towards the unbiased batch variance, as MindSpore's and PyTorch's do)
+CK_KERNEL(BatchNormTrainForward) {
+    const float *x = static_cast<const float *>(params[0]);
+    const float *gamma = static_cast<const float *>(params[1]);
+    const float *beta = static_cast<const float *>(params[2]);
+    const float *moving_mean = static_cast<const float *>(params[3]);
+    const float *moving_var = static_cast<const float *>(params[4]);
+    const float momentum = *static_cast<const float *>(params[5]);
+    const float eps = *static_cast<const float *>(params[6]);
+    float *y = static_cast<float *>(params[7]);
+    float *mean_out = static_cast<float *>(params[8]);
+    float *rstd_out = static_cast<float *>(params[9]);
+    float *new_mean = static_cast<float *>(params[10]);
+    float *new_var = static_cast<float *>(params[11]);
+    const Map m = map_of(ndims[0], shapes[0]);
+    const int64_t count = m.n * m.hw;
+    for (int64_t c = 0; c < m.c; ++c) {
+        double s = 0.0;
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < m.hw; ++i) s += xc[i];
+        }
+        const double mean = s / count;
+        double q = 0.0;
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+#pragma omp simd reduction(+ : q)
+            for (int64_t i = 0; i < m.hw; ++i) {
+                double d = xc[i] - mean;
+                q += d * d;
+            }
+        }
+        const float rstd = static_cast<float>(1.0 / std::sqrt(q / count + eps));
+        const float scale = rstd * gamma[c], mu = static_cast<float>(mean), b = beta[c];
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+            float *yc = y + (n * m.c + c) * m.hw;
+#pragma omp simd
+            for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
+        }
+        mean_out[c] = static_cast<float>(mean);
+        rstd_out[c] = rstd;
+        const double unbiased = count > 1 ? q / (count - 1) : q;
+        new_mean[c] = static_cast<float>((1.0 - momentum) * moving_mean[c] + momentum * mean);
+        new_var[c] = static_cast<float>((1.0 - momentum) * moving_var[c] + momentum * unbiased);
+    }
+    return 0;
+}
+
+// params: dy, x, mean [C], rstd [C], gamma [C] -> dx, dgamma [C], dbeta [C]
+CK_KERNEL(BatchNormTrainBackward) {
+    const float *dy = static_cast<const float *>(params[0]);
+    const float *x = static_cast<const float *>(params[1]);
+    const float *mean = static_cast<const float *>(params[2]);
+    const float *rstd = static_cast<const float *>(params[3]);
+    const float *gamma = static_cast<const float *>(params[4]);
+    float *dx = static_cast<float *>(params[5]);
+    float *dgamma = static_cast<float *>(params[6]);
+    float *dbeta = static_cast<float *>(params[7]);
+    const Map m = map_of(ndims[0], shapes[0]);
+    const int64_t count = m.n * m.hw;
+    for (int64_t c = 0; c < m.c; ++c) {
+        const float mu = mean[c], rs = rstd[c];
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+            const float *gc = dy + (n * m.c + c) * m.hw;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
+            for (int64_t i = 0; i < m.hw; ++i) {
+                sum_dy += gc[i];
+                sum_dy_xhat += static_cast<double>(gc[i]) * ((xc[i] - mu) * rs);
+            }
+        }
+        dgamma[c] = static_cast<float>(sum_dy_xhat);
+        dbeta[c] = static_cast<float>(sum_dy);
+        const float k = gamma[c] * rs;
+        const float mean_dy = static_cast<float>(sum_dy / count);
+        const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / count);
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+            const float *gc = dy + (n * m.c + c) * m.hw;
+            float *dc = dx + (n * m.c + c) * m.hw;
+#pragma omp simd
+            for (int64_t i = 0; i < m.hw; ++i)
+                dc[i] = k * (gc[i] - mean_dy - (xc[i] - mu) * rs * mean_dy_xhat);
+        }
+    }
+    return 0;
+}
+
+// params: x, gamma [C], beta [C], moving_mean [C], moving_var [C], eps [1] -> y
+CK_KERNEL(BatchNormInferForward) {
+    const float *x = static_cast<const float *>(params[0]);
+    const float *gamma = static_cast<const float *>(params[1]);
+    const float *beta = static_cast<const float *>(params[2]);
+    const float *moving_mean = static_cast<const float *>(params[3]);
+    const float *moving_var = static_cast<const float *>(params[4]);
+    const float eps = *static_cast<const float *>(params[5]);
+    float *y = static_cast<float *>(params[6]);
+    const Map m = map_of(ndims[0], shapes[0]);
+    for (int64_t c = 0; c < m.c; ++c) {
+        const float scale = gamma[c] / std::sqrt(moving_var[c] + eps), mu = moving_mean[c], b = beta[c];
+        for (int64_t n = 0; n < m.n; ++n) {
+            const float *xc = x + (n * m.c + c) * m.hw;
+            float *yc = y + (n * m.c + c) * m.hw;
+#pragma omp simd
+            for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
+        }
+    }
+    return 0;
+}
