@@ -45,7 +45,8 @@ from src.data.batch_finish import batch_finish  # noqa: E402
 from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
-from src.kernels import KernelCell, LayerNorm, Softmax, set_plain_kernels  # noqa: E402
+from src.kernels import LayerNorm, Softmax, kernels_in_use, set_plain_kernels  # noqa: E402
+from src.kernels.dense import Dense  # noqa: E402
 from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
 from src.inference.network import InferenceNet  # noqa: E402
@@ -431,7 +432,7 @@ def kernel_op(case: dict) -> nn.Cell:
     """The MindSpore cell of one case of tools/kernel_cases.py: the model's own layer or op."""
     shape, kind = case["shape"], case["kind"]
     if kind == "linear":
-        return nn.Dense(shape[-1], case["out"])
+        return Dense(shape[-1], case["out"])
     if kind == "layernorm":
         return LayerNorm(shape[-1], epsilon=1e-6)
     if kind == "gelu":
@@ -459,10 +460,9 @@ def bench_kernels(cfg, worker=None) -> list:
                   for _ in range(2 if case["kind"] == "scores" else 1)]
         op = kernel_op(case)
         op.set_train(True)  # BatchNorm normalises by the batch's statistics, as in a train step
-        own = op if isinstance(op, KernelCell) and op.use_kernels else None
+        own = op if kernels_in_use(op) else None  # the op, or a layer holding one (a convolution's columns)
         if own:
-            op = kernel_op(case)
-            op.choose_kernels(plain=True)
+            op = set_plain_kernels(kernel_op(case))
         grads = _SumGrads(op, len(inputs))
         timers = {"fwd": clocked(lambda: _wait(op(*inputs))), "both": clocked(lambda: _wait(grads(*inputs)))}
         if own:
