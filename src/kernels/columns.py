@@ -21,18 +21,20 @@ def shifted_columns(x, kk: int):
 
 
 def columns_op(library: str, kk: int):
-    """`shifted_columns(x, kk)` as one kernel, its gradient as one kernel that adds the slices back."""
+    """The columns as one kernel, without the wrap-around ones: x [B, C, R, W] -> [B, kk * kk * C,
+    R - kk, W - kk + 1]; its gradient as one kernel that adds them back into place."""
     backward = _custom(library, "ColumnsBackward", lambda dcol, x: x, lambda dcol, x: x)
 
     def bprop(x, out, dout):
         return (backward(dout, x),)
 
-    return _custom(library, "ColumnsForward", lambda x: [x[0], kk * kk * x[1], x[2] - kk, x[3]],
+    return _custom(library, "ColumnsForward", lambda x: [x[0], kk * kk * x[1], x[2] - kk, x[3] - kk + 1],
                    lambda x: x, bprop)
 
 
 class Columns(KernelCell):
-    """`shifted_columns` for one convolution's kernel size after space-to-depth (kk > 1)."""
+    """The columns of one convolution whose kernel size after space-to-depth is kk > 1: the kernel's
+    (the valid columns only) on CPU, else `shifted_columns` (the caller crops what wraps around)."""
 
     def __init__(self, kk: int):
         super().__init__()

@@ -66,12 +66,12 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     if kk > 1:
         x = columns(x) if columns is not None else shifted_columns(x, kk)
         weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of the columns
-    # The product as a 1x1 convolution over the [B, K, out_h, cols] columns: MindSpore's 1x1 Conv2D is a
+    # The product as a 1x1 convolution over the [B, K, out_h, width] columns: MindSpore's 1x1 Conv2D is a
     # plain matmul per image, while ops.matmul of a 2-D weight and a 3-D batch first broadcasts the
     # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
     depth = x.shape[1]
     y = ops.conv2d(x, weight.reshape(out_ch, depth, 1, 1))
-    if cols != out_w:
+    if y.shape[3] != out_w:  # the columns that wrap around the padded row, unless `columns` left them out
         y = y[:, :, :, :out_w]
     return y
 
