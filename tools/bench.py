@@ -1,7 +1,7 @@
 """One benchmark run on this machine, every figure with its ratio to a baseline of the same run.
 
     .venv/bin/python tools/bench.py --device_target CPU [--config CFG] [--arch ARCH] [--image_size 224]
-        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels cpu_kernels feed]
+        [--batches 1 16] [--train_batch 16] [--repeats 3] [--parts data forward train plain convs deploy dispatch probe kernels cpu_kernels kernel_kinds feed]
         [--ort_threads N] [--torch_ref OFFICIAL_CHECKOUT [--torch_python PYTHON]] [--output bench.json]
 
 Parts: data pipeline, MindSpore forward and train step, MINDIR, onnxruntime, and a NumPy matmul probe
@@ -45,7 +45,7 @@ from src.data.batch_finish import batch_finish  # noqa: E402
 from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
-from src.kernels import LayerNorm, Softmax, kernels_in_use, set_plain_kernels  # noqa: E402
+from src.kernels import KernelCell, LayerNorm, Softmax, kernels_in_use, set_plain_kernels  # noqa: E402
 from src.kernels.dense import Dense  # noqa: E402
 from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
@@ -61,9 +61,10 @@ from src.trainer.optimizer import create_optimizer  # noqa: E402
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep  # noqa: E402
 from src.variants import variant_hparams  # noqa: E402
 
-PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "kernels", "cpu_kernels", "feed")
-# kernels, cpu_kernels: a diagnosis rather than a figure of the model; feed needs a dataset on disk
-DEFAULT_PARTS = PARTS[:-3]
+PARTS = ("data", "forward", "train", "plain", "convs", "deploy", "dispatch", "probe", "kernels", "cpu_kernels",
+         "kernel_kinds", "feed")
+# kernels, cpu_kernels, kernel_kinds: a diagnosis rather than a figure of the model; feed needs a dataset on disk
+DEFAULT_PARTS = PARTS[:-4]
 PLAIN = ", plain Conv2D"  # rows of the model without its CPU convolution formulation
 NUMERICS_BATCH = 2
 NUMERICS_TOLERANCE = 1e-4  # max |diff| relative to the largest |logit|
@@ -521,15 +522,26 @@ def bench_train(cfg, net, suffix: str = "", worker=None) -> list:
     return rows
 
 
-def bench_cpu_kernels(cfg) -> list:
+def bench_cpu_kernels(cfg, each_kind: bool = False) -> list:
     """The forward at the largest batch and the train step two ways, timed interleaved in one process:
-    MindSpore's ops and the own kernels."""
+    MindSpore's ops and the own kernels; with `each_kind`, also the own kernels with one kind of them
+    (a KernelCell class: BatchNorm2d, Columns, ...) switched back to MindSpore's op, each kind in turn."""
     if not cpu_kernels_wanted():  # not on CPU, switched off (cpu_kernels), or no library
         return []
-    nets = {"MindSpore ops": create_model_from_config(cfg), "own kernels": create_model_from_config(cfg)}
-    set_plain_kernels(nets["MindSpore ops"])
-    ms.load_param_into_net(nets["own kernels"], {p.name: ms.Parameter(p.data.copy(), name=p.name)
-                                                 for p in nets["MindSpore ops"].get_parameters()})
+    first = create_model_from_config(cfg)
+    kinds = sorted({type(cell).__name__ for _, cell in first.cells_and_names() if isinstance(cell, KernelCell)})
+    plain = {"MindSpore ops": set(kinds), "own kernels": set(),
+             **({f"own kernels but {kind}": {kind} for kind in kinds} if each_kind else {})}
+    nets = {}
+    for label, kinds_off in plain.items():
+        net = first if not nets else create_model_from_config(cfg)
+        if nets:
+            ms.load_param_into_net(net, {p.name: ms.Parameter(p.data.copy(), name=p.name)
+                                         for p in first.get_parameters()})
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, KernelCell) and type(cell).__name__ in kinds_off:
+                cell.choose_kernels(plain=True)
+        nets[label] = net
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
     batch = max(cfg.batches)
     x = ms.Tensor(_images(batch, cfg.image_size))
@@ -542,12 +554,14 @@ def bench_cpu_kernels(cfg) -> list:
         calls["train step"][label] = train_step_call(cfg, net, rounds + 2)
     rows = []
     for what, timed in calls.items():
+        load = os.getloadavg()[0]
         seconds = interleaved_medians({label: clocked(call) for label, call in timed.items()}, rounds)
         size = batch if what == "forward" else cfg.train_batch
         for label, s in seconds.items():
             rows.append({"what": f"cpu_kernels: {what}, {label}", "batch": size, "img_per_s": size / s,
                          "note": f"{seconds['MindSpore ops'] / s:.2f}x MindSpore's ops; interleaved, "
-                                 f"median of {rounds}"})
+                                 f"median of {rounds}; load average {load:.1f} before, "
+                                 f"{os.getloadavg()[0]:.1f} after"})
     return rows
 
 
@@ -790,8 +804,8 @@ def measure(cfg, workdir: str) -> list:
             rows += bench_forward(cfg, net, PLAIN)
             if "train" in cfg.parts:
                 rows += bench_train(cfg, net, PLAIN)
-    if "cpu_kernels" in cfg.parts:
-        rows += bench_cpu_kernels(cfg)
+    if {"cpu_kernels", "kernel_kinds"} & set(cfg.parts):
+        rows += bench_cpu_kernels(cfg, each_kind="kernel_kinds" in cfg.parts)
     return rows
 
 
