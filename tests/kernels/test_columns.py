@@ -8,6 +8,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.kernels.columns import Columns
+from weighted_sum import SumGrads
 
 # (batch, channels, rows, width, kk): rows - kk output rows of width - kk + 1 columns
 CASES = [(1, 1, 3, 2, 2), (2, 3, 5, 7, 3), (3, 12, 20, 19, 4), (2, 16, 17, 58, 3), (1, 5, 4, 3, 3), (4, 64, 11, 10, 2)]
@@ -26,21 +27,6 @@ class _Valid(nn.Cell):
         return self.columns(x)[:, :, :, :x.shape[3] - self.kk + 1]
 
 
-class _Grad(nn.Cell):
-    """d/dx of sum(cell(x) * sens): the backward pass of a random cotangent."""
-
-    def __init__(self, cell):
-        super().__init__()
-        self.cell = cell
-        self.grad = ms.grad(self.loss, grad_position=0)
-
-    def loss(self, x, sens):
-        return (self.cell(x) * sens).sum()
-
-    def construct(self, x, sens):
-        return self.grad(x, sens)
-
-
 @pytest.mark.parametrize("b,c,rows,width,kk", CASES, ids=str)
 def test_columns_kernel_equals_slices_and_concat(b, c, rows, width, kk):
     fast, plain = Columns(kk), _Valid(kk)
@@ -52,7 +38,7 @@ def test_columns_kernel_equals_slices_and_concat(b, c, rows, width, kk):
     expected, got = plain(x).asnumpy(), fast(x).asnumpy()
     assert got.shape == expected.shape == shape
     np.testing.assert_array_equal(got, expected)  # a copy: bit for bit
-    expected, got = _Grad(plain)(x, sens).asnumpy(), _Grad(fast)(x, sens).asnumpy()
+    expected, got = SumGrads(plain)(x, sens).asnumpy(), SumGrads(fast)(x, sens).asnumpy()
     assert got.shape == expected.shape == (b, c, rows, width)
     # sums of up to kk * kk values, possibly in another order
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1.0))

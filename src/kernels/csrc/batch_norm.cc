@@ -18,6 +18,16 @@ Map map_of(int ndim, const int64_t *shape) {
     return m;
 }
 
+// y = (x - mu) * scale + b over channel c of every image
+void normalise_channel(const Map &m, int64_t c, const float *x, float *y, float mu, float scale, float b) {
+    for (int64_t n = 0; n < m.n; ++n) {
+        const float *xc = x + (n * m.c + c) * m.hw;
+        float *yc = y + (n * m.c + c) * m.hw;
+#pragma omp simd
+        for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
+    }
+}
+
 }  // namespace
 
 // params: x, gamma [C], beta [C], moving_mean [C], moving_var [C], momentum [1] (the weight of the
@@ -56,13 +66,7 @@ CK_KERNEL(BatchNormTrainForward) {
             }
         }
         const float rstd = static_cast<float>(1.0 / std::sqrt(q / count + eps));
-        const float scale = rstd * gamma[c], mu = static_cast<float>(mean), b = beta[c];
-        for (int64_t n = 0; n < m.n; ++n) {
-            const float *xc = x + (n * m.c + c) * m.hw;
-            float *yc = y + (n * m.c + c) * m.hw;
-#pragma omp simd
-            for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
-        }
+        normalise_channel(m, c, x, y, static_cast<float>(mean), rstd * gamma[c], beta[c]);
         mean_out[c] = static_cast<float>(mean);
         rstd_out[c] = rstd;
         const double unbiased = count > 1 ? q / (count - 1) : q;
@@ -124,13 +128,7 @@ CK_KERNEL(BatchNormInferForward) {
     float *y = static_cast<float *>(params[6]);
     const Map m = map_of(ndims[0], shapes[0]);
     for (int64_t c = 0; c < m.c; ++c) {
-        const float scale = gamma[c] / std::sqrt(moving_var[c] + eps), mu = moving_mean[c], b = beta[c];
-        for (int64_t n = 0; n < m.n; ++n) {
-            const float *xc = x + (n * m.c + c) * m.hw;
-            float *yc = y + (n * m.c + c) * m.hw;
-#pragma omp simd
-            for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
-        }
+        normalise_channel(m, c, x, y, moving_mean[c], gamma[c] / std::sqrt(moving_var[c] + eps), beta[c]);
     }
     return 0;
 }
