@@ -1,7 +1,7 @@
 """nn.Dense whose bias runs the own kernel on CPU (same parameters and names): MindSpore's CPU
 BiasAddGrad, the bias gradient of a linear layer over tokens, is far slower than a column sum."""
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
 from .ops import _custom
 from .switch import KernelCell

@@ -1,6 +1,7 @@
 // BatchNorm over the channels of an NCHW map: the training forward (the batch's statistics, and the
 // running statistics moved towards them), its backward pass, and the inference forward (the running
-// statistics). Per-channel sums run over N * H * W values and accumulate in double, as LayerNorm's.
+// statistics). Per-channel sums run over N * H * W values: in float over each image's H * W values
+// (vectorised), in double across the images.
 #include <cmath>
 
 #include "kernel.h"
@@ -49,22 +50,24 @@ CK_KERNEL(BatchNormTrainForward) {
     const Map m = map_of(ndims[0], shapes[0]);
     const int64_t count = m.n * m.hw;
     for (int64_t c = 0; c < m.c; ++c) {
-        double s = 0.0;
+        // one pass: the sums of d = x - k and d * d, k a value of the channel (so the variance
+        // does not cancel when the mean is far from 0), in float per image and in double across
+        const float k = x[c * m.hw];
+        double s = 0.0, ss = 0.0;
         for (int64_t n = 0; n < m.n; ++n) {
             const float *xc = x + (n * m.c + c) * m.hw;
-#pragma omp simd reduction(+ : s)
-            for (int64_t i = 0; i < m.hw; ++i) s += xc[i];
-        }
-        const double mean = s / count;
-        double q = 0.0;
-        for (int64_t n = 0; n < m.n; ++n) {
-            const float *xc = x + (n * m.c + c) * m.hw;
-#pragma omp simd reduction(+ : q)
+            float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
             for (int64_t i = 0; i < m.hw; ++i) {
-                double d = xc[i] - mean;
-                q += d * d;
+                float d = xc[i] - k;
+                a += d;
+                b += d * d;
             }
+            s += a;
+            ss += b;
         }
+        const double shift = s / count, mean = k + shift;
+        const double q = ss - s * shift > 0.0 ? ss - s * shift : 0.0;  // the sum of (x - mean)^2
         const float rstd = static_cast<float>(1.0 / std::sqrt(q / count + eps));
         normalise_channel(m, c, x, y, static_cast<float>(mean), rstd * gamma[c], beta[c]);
         mean_out[c] = static_cast<float>(mean);
@@ -90,15 +93,18 @@ CK_KERNEL(BatchNormTrainBackward) {
     const int64_t count = m.n * m.hw;
     for (int64_t c = 0; c < m.c; ++c) {
         const float mu = mean[c], rs = rstd[c];
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;  // in float per image, in double across
         for (int64_t n = 0; n < m.n; ++n) {
             const float *xc = x + (n * m.c + c) * m.hw;
             const float *gc = dy + (n * m.c + c) * m.hw;
-#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
+            float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
             for (int64_t i = 0; i < m.hw; ++i) {
-                sum_dy += gc[i];
-                sum_dy_xhat += static_cast<double>(gc[i]) * ((xc[i] - mu) * rs);
+                a += gc[i];
+                b += gc[i] * ((xc[i] - mu) * rs);
             }
+            sum_dy += a;
+            sum_dy_xhat += b;
         }
         dgamma[c] = static_cast<float>(sum_dy_xhat);
         dbeta[c] = static_cast<float>(sum_dy);
