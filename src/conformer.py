@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, TruncatedNormal, initializer
 
-from .kernels import LayerNorm
+from .kernels import LayerNorm, Transpose
 from .layers.block import Block
 from .layers.conv2d import conv2d
 from .layers.conv_block import ConvBlock, batch_norm
@@ -61,6 +61,7 @@ class Conformer(nn.Cell):
         self.trans_dw_stride = trans_dw_stride
         self.conv_1 = ConvBlock(64, stage_1_channel, res_conv=True, stride=1)
         self.trans_patch_conv = conv2d(64, embed_dim, trans_dw_stride, stride=trans_dw_stride, bias=True)
+        self.patch_tokens = Transpose((0, 2, 3, 1))
         self.trans_1 = Block(embed_dim, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=trans_dpr[0],
                              **block_args)
         stages = []
@@ -103,7 +104,7 @@ class Conformer(nn.Cell):
         x, _ = self.conv_1(x_base)
         x_t = self.trans_patch_conv(x_base)
         _, e, h, w = x_t.shape
-        x_t = x_t.transpose(0, 2, 3, 1).reshape(-1, h * w, e)  # as FCUDown: the order onnxruntime fuses best
+        x_t = self.patch_tokens(x_t).reshape(-1, h * w, e)  # as FCUDown: the order onnxruntime fuses best
         # x_t[:, :1] * 0 ties the class token's batch to the input instead of a constant
         x_t = self.trans_1(ops.cat((x_t[:, :1] * 0 + self.cls_token, x_t), axis=1))
         maps = (x,)

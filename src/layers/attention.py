@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.kernels import Softmax
+from src.kernels import Softmax, Transpose
 from src.kernels.dense import Dense
 
 
@@ -27,6 +27,8 @@ class Attention(nn.Cell):
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted = ops.BatchMatMul()
         self.softmax = Softmax()
+        self.split_heads = Transpose((0, 2, 1, 3))
+        self.merge_heads = Transpose((0, 2, 1, 3))
 
     def attention_probs(self, x):
         """tokens [B, N, C] -> (attention weights [B, heads, N, N] before dropout, values [B, heads, N, C/heads])."""
@@ -35,7 +37,7 @@ class Attention(nn.Cell):
         # heads split by Split, not by slicing qkv[0], qkv[1], qkv[2] of a [3, B, heads, N, d] tensor:
         # MindSpore's CPU StridedSlice on that 5-D tensor is several times slower, and Unstack, as fast
         # as Split, has no ONNX exporter
-        qkv = self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        qkv = self.split_heads(self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim))
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.scores(q, k) * self.scale
         return self.softmax(attn.astype(ms.float32)).astype(x.dtype), v
@@ -44,5 +46,5 @@ class Attention(nn.Cell):
         _, n, c = x.shape
         attn, v = self.attention_probs(x)
         attn = self.attn_drop(attn)
-        x = self.weighted(attn, v).transpose(0, 2, 1, 3).reshape(-1, n, c)
+        x = self.merge_heads(self.weighted(attn, v)).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))

@@ -10,6 +10,7 @@ and why: docs/model.md "How it works: the CPU convolution".
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.kernels import Transpose
 from src.kernels.columns import Columns, shifted_columns
 
 
@@ -37,9 +38,10 @@ def zero_pad(x, top: int, bottom: int, left: int, right: int):
     return _cat_zeros(_cat_zeros(x, left, right, 3), top, bottom, 2)
 
 
-def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None):
+def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None, space_to_depth=None):
     """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul; `columns`
-    (src/kernels/columns.py) gathers the shifted slices when the kernel size after space-to-depth is > 1."""
+    (src/kernels/columns.py) gathers the shifted slices when the kernel size after space-to-depth is > 1,
+    `space_to_depth` is a Transpose((0, 1, 3, 5, 2, 4)) (src/kernels/transpose.py) for stride > 1."""
     x = x.astype(weight.dtype)  # mixed precision (amp O2/O3) casts the weight, not always this input
     b, c, h, w = x.shape
     out_ch = weight.shape[0]
@@ -58,7 +60,7 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     x = zero_pad(x, p, bottom + overrun * s, p, right)
     rows += overrun
     if s > 1:
-        x = x.reshape(b, c, rows, s, cols, s).transpose(0, 1, 3, 5, 2, 4).reshape(b, c * s * s, rows, cols)
+        x = space_to_depth(x.reshape(b, c, rows, s, cols, s)).reshape(b, c * s * s, rows, cols)
         pad_k = kk * s - k
         weight = zero_pad(weight, 0, pad_k, 0, pad_k).reshape(out_ch, c, kk, s, kk, s)
         weight = weight.transpose(0, 1, 3, 5, 2, 4).reshape(out_ch, c * s * s, kk, kk)
@@ -86,6 +88,7 @@ class Conv2d(nn.Conv2d):
                          pad_mode="pad" if padding else "valid", padding=padding,
                          group=groups, has_bias=bias)
         self.square = (kernel_size, stride, padding)
+        self.space_to_depth = Transpose((0, 1, 3, 5, 2, 4)) if stride > 1 else None
         self.choose_formulation()
         kk = (kernel_size + stride - 1) // stride
         self.columns = Columns(kk) if kk > 1 else None
@@ -99,7 +102,7 @@ class Conv2d(nn.Conv2d):
         if not self.as_matmul:
             return super().construct(x)
         k, s, p = self.square
-        y = conv_as_matmul(x, self.weight, k, s, p, self.columns)
+        y = conv_as_matmul(x, self.weight, k, s, p, self.columns, self.space_to_depth)
         if self.has_bias:
             y = ops.bias_add(y, self.bias)  # not a broadcast Add: see DropPath
         return y

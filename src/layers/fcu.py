@@ -1,7 +1,7 @@
 """Feature Coupling Units: the bridges between the CNN and transformer branches."""
 from mindspore import nn, ops
 
-from src.kernels import LayerNorm
+from src.kernels import LayerNorm, Transpose
 from .conv2d import conv2d
 from .conv_block import batch_norm
 from .exportable_ops import GELU, upsample_nearest
@@ -20,6 +20,7 @@ class FCUDown(nn.Cell):
         self.sample_pooling = nn.AvgPool2d(kernel_size=dw_stride, stride=dw_stride)
         self.ln = LayerNorm(outplanes, epsilon=1e-6)
         self.act = GELU(approximate_gelu)
+        self.channels_last = Transpose((0, 2, 3, 1))
 
     def construct(self, x, x_t):
         x = self.sample_pooling(self.conv_project(x))
@@ -27,7 +28,7 @@ class FCUDown(nn.Cell):
         # channels last, then flatten: in an exported graph onnxruntime folds this transpose into its
         # NCHWc reorder and keeps the LayerNorm on the last axis, where it fuses (flatten-then-transpose
         # gets the transpose pushed past the LayerNorm, which then runs as 7 separate ops)
-        x = x.transpose(0, 2, 3, 1).reshape(-1, h * w, c)
+        x = self.channels_last(x).reshape(-1, h * w, c)
         x = self.act(self.ln(x))
         return ops.cat((x_t[:, :1], x), axis=1)
 
@@ -45,9 +46,10 @@ class FCUUp(nn.Cell):
         self.conv_project = conv2d(inplanes, outplanes, 1, bias=True)
         self.bn = batch_norm(outplanes)
         self.act = nn.ReLU()
+        self.channels_first = Transpose((0, 3, 1, 2))
 
     def construct(self, x, h: int, w: int):
         c = x.shape[2]
-        x = x[:, 1:].reshape(-1, h, w, c).transpose(0, 3, 1, 2)  # a channels-last input onnxruntime's reorder takes
+        x = self.channels_first(x[:, 1:].reshape(-1, h, w, c))  # a channels-last input onnxruntime's reorder takes
         x = self.act(self.bn(self.conv_project(x)))
         return upsample_nearest(x, self.up_stride)
