@@ -277,9 +277,10 @@ SCHEMA = {
                              check_msg="must be > 0"),
         "device_target": Option("GPU", "GPU or CPU (Ascend where MindSpore has it)", read_by=ALL,
                                 choices=DEVICE_TARGETS),
-        "cpu_kernels": Option(True, "on CPU, run LayerNorm, GELU and softmax as the project's own C++ kernels "
-                                    "(compiled once per machine into the kernel cache; without a compiler, one "
-                                    "warning and MindSpore's ops); no effect on GPU/Ascend or in exported files",
+        "cpu_kernels": Option(True, "on CPU, run LayerNorm, GELU, softmax and the layout transposes as the "
+                                    "project's own C++ kernels (compiled once per machine into the kernel cache; "
+                                    "without a compiler, one warning and MindSpore's ops); no effect on GPU/Ascend "
+                                    "or in exported files",
                               read_by=MINDSPORE),
     },
     "Callbacks setup": {

@@ -36,10 +36,10 @@ def gelu_op(library: str):
 
 
 def softmax_op(library: str):
-    """Softmax over the last axis."""
-    backward = _custom(library, "SoftmaxBackward", lambda y, dy: y, lambda y, dy: y)
+    """(x, scale [1]) -> softmax of scale * x over the last axis."""
+    backward = _custom(library, "SoftmaxBackward", lambda y, dy, s: y, lambda y, dy, s: y)
 
-    def bprop(x, out, dout):
-        return (backward(out, dout),)
+    def bprop(x, scale, out, dout):
+        return backward(out, dout, scale), ops.zeros_like(scale)
 
-    return _custom(library, "SoftmaxForward", lambda x: x, lambda x: x, bprop)
+    return _custom(library, "SoftmaxForward", lambda x, s: x, lambda x, s: x, bprop)

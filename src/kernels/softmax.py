@@ -1,4 +1,5 @@
-"""Softmax over the last axis: the own kernel on CPU, ops.softmax elsewhere."""
+"""Softmax of scale * x over the last axis, in float32: the own kernel on CPU, ops.softmax elsewhere."""
+import numpy as np
 import mindspore as ms
 from mindspore import ops
 
@@ -7,8 +8,13 @@ from .switch import KernelCell
 
 
 class Softmax(KernelCell):
-    def __init__(self):
+    """x -> softmax(x * scale) as float32. The kernel scales as it reads, so the scaled x is neither made
+    nor kept for the backward pass; MindSpore's ops scale in x's dtype, then cast."""
+
+    def __init__(self, scale: float = 1.0):
         super().__init__()
+        self.scale = scale
+        self.scale_tensor = ms.Tensor(np.array([scale], np.float32))
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
@@ -16,5 +22,7 @@ class Softmax(KernelCell):
 
     def construct(self, x):
         if self.use_kernels and x.dtype == ms.float32:
-            return self.kernel(x)
-        return ops.softmax(x, -1)
+            return self.kernel(x, self.scale_tensor)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return ops.softmax(x.astype(ms.float32), -1)

@@ -1,5 +1,4 @@
 """Multi-head self-attention of the transformer branch (official `Attention`)."""
-import mindspore as ms
 from mindspore import nn, ops
 
 from src.kernels import Softmax, Transpose
@@ -26,7 +25,7 @@ class Attention(nn.Cell):
         # element for the whole run (docs/benchmark.md "Memory")
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted = ops.BatchMatMul()
-        self.softmax = Softmax()
+        self.softmax = Softmax(self.scale)
         self.split_heads = Transpose((0, 2, 1, 3))
         self.merge_heads = Transpose((0, 2, 1, 3))
 
@@ -39,8 +38,7 @@ class Attention(nn.Cell):
         # as Split, has no ONNX exporter
         qkv = self.split_heads(self.qkv(x).reshape(-1, n, 3 * self.num_heads, self.head_dim))
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
-        attn = self.scores(q, k) * self.scale
-        return self.softmax(attn.astype(ms.float32)).astype(x.dtype), v
+        return self.softmax(self.scores(q, k)).astype(x.dtype), v
 
     def construct(self, x):
         _, n, c = x.shape

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from test_model_kernels import KERNEL_CELLS
 from src.kernels import LayerNorm, Softmax, build, set_cpu_kernels
 from src.layers.exportable_ops import GELU
 
@@ -55,7 +56,7 @@ def test_built_once_then_reused(fresh_cache, monkeypatch):
     assert path.startswith(str(fresh_cache)) and os.path.basename(path) == build.LIBRARY_NAME
     lib = ctypes.CDLL(path)
     for name in ("LayerNormForward", "LayerNormBackward", "GeluForward", "GeluBackward",
-                 "SoftmaxForward", "SoftmaxBackward"):
+                 "SoftmaxForward", "SoftmaxBackward", "TransposeForward"):
         assert getattr(lib, name)
     monkeypatch.setattr(build, "_compile", lambda *a: pytest.fail("rebuilt a library the cache holds"))
     assert build.build_library() == path
@@ -123,8 +124,8 @@ def test_the_cpu_kernels_key_reaches_the_model(value, expected):
     count = int(out.stdout.strip().splitlines()[-1])
     # reduced: 3 blocks of 2 LayerNorms, a softmax and a GELU, 2 FCU-downs (LayerNorm, GELU), the final
     # norm; 22 BatchNorms; the columns of 6 convolutions (the stem and the 5 bottleneck 3x3s); the biases
-    # of the 4 linear layers of each block
-    assert count == (57 if expected else 0)
+    # of the 4 linear layers of each block; 19 layout transposes
+    assert count == (KERNEL_CELLS if expected else 0)
 
 
 def test_prebuild_command_prints_the_library_or_one_line_without_a_compiler(fresh_cache):

@@ -67,6 +67,15 @@ def test_softmax_kernel_equals_ops_softmax(shape):
     _compare(Softmax, x, 1e-6, ("y", "dx"))
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_scaled_softmax_kernel_equals_ops_softmax_of_the_scaled_input(shape):
+    """The attention's Softmax(1/sqrt(head dim)), and a negative scale, whose maximum is the input's minimum."""
+    rng = np.random.RandomState(shape[-1] + 2)
+    x = (rng.randn(*shape) * 20).astype(np.float32)
+    _compare(lambda: Softmax(0.125), x, 2e-6, ("y", "dx"))
+    _compare(lambda: Softmax(-0.7), x, 2e-6, ("y", "dx"))
+
+
 def test_float16_inputs_take_mindspore_ops():
     """The kernels are float32 only: a float16 input (amp O2/O3) runs MindSpore's op in the same cell."""
     fast, plain = _pair(lambda: GELU(approximate=False))

@@ -1,22 +1,25 @@
-// Softmax over the last axis and its backward pass dx = y * (dy - sum(dy * y)).
+// Softmax of scale * x over the last axis and its backward pass dx = scale * y * (dy - sum(dy * y)). The
+// scale (the attention's 1/sqrt(head dim)) is applied here so that no scaled copy of x is made and kept.
 #include "kernel.h"
 #include "vmath.h"
 
+// params: x, scale [1] -> y
 CK_KERNEL(SoftmaxForward) {
     const float *x = static_cast<const float *>(params[0]);
-    float *y = static_cast<float *>(params[1]);
+    const float scale = *static_cast<const float *>(params[1]);
+    float *y = static_cast<float *>(params[2]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        float m = xr[0];
+        float m = xr[0] * scale;
 #pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
+        for (int64_t j = 0; j < n; ++j) m = xr[j] * scale > m ? xr[j] * scale : m;
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < n; ++j) {
-            float e = ck::vexp(xr[j] - m);
+            float e = ck::vexp(xr[j] * scale - m);
             yr[j] = e;
             s += e;
         }
@@ -27,11 +30,12 @@ CK_KERNEL(SoftmaxForward) {
     return 0;
 }
 
-// params: y, dy -> dx
+// params: y, dy, scale [1] -> dx
 CK_KERNEL(SoftmaxBackward) {
     const float *y = static_cast<const float *>(params[0]);
     const float *dy = static_cast<const float *>(params[1]);
-    float *dx = static_cast<float *>(params[2]);
+    const float scale = *static_cast<const float *>(params[2]);
+    float *dx = static_cast<float *>(params[3]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
     for (int64_t r = 0; r < rows; ++r) {
@@ -42,7 +46,7 @@ CK_KERNEL(SoftmaxBackward) {
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < n; ++j) s += yr[j] * gr[j];
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
+        for (int64_t j = 0; j < n; ++j) dr[j] = scale * yr[j] * (gr[j] - s);
     }
     return 0;
 }
