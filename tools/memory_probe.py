@@ -1,7 +1,8 @@
 """Peak host memory of training steps under the memory levers, measured in the process that runs them:
-`measure(cfg, steps)` builds the network and train step as train.py does, compiles its graphs, runs
-`steps` optimizer steps on one synthetic batch and reads the kernel's counters of its resident memory
-(the columns: docs/benchmark.md "tools/memory.py"; Linux >= 4.0, elsewhere only `peak`)."""
+`measure(cfg, steps)` builds the network and train step as train.py does, compiles its graphs (and hands
+the compiler's freed memory back, as the trainer does), runs `steps` optimizer steps on one synthetic
+batch and reads the kernel's counters of its resident memory (the columns: docs/benchmark.md
+"tools/memory.py"; Linux >= 4.0, elsewhere only `peak`)."""
 import os
 import re
 import resource
@@ -68,13 +69,10 @@ def measure(cfg, steps: int) -> dict:
     rng = np.random.default_rng(cfg.seed)
     images = ms.Tensor(rng.standard_normal((cfg.batch_size, 3, cfg.image_size, cfg.image_size), np.float32))
     targets = ms.Tensor(np.eye(cfg.num_classes, dtype=np.float32)[rng.integers(0, cfg.num_classes, cfg.batch_size)])
-    accumulating = cfg.grad_accumulation_steps > 1
     built = _status_mib("VmRSS")
 
     start = time.perf_counter()
-    if accumulating:
-        train_step.accumulate.compile(images, targets)
-    train_step.compile(images, targets)
+    train_step.compile_steps(images, targets)  # as the trainer: compiled, then the freed memory handed back
     compile_s = time.perf_counter() - start
     compiled = _status_mib("VmRSS")
     compile_peak = _status_mib("VmHWM")

@@ -5,6 +5,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.communication.management import GlobalComm
 
+from .allocator import release_free_memory
+
 
 class NetWithLoss(nn.Cell):
     """images, targets -> scalar loss of the two-headed network."""
@@ -114,6 +116,18 @@ class TrainOneStep(nn.Cell):
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix=ACCUMULATED, init="zeros")
             self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.accumulated)
+
+    def compile_steps(self, images, targets) -> None:
+        """Compile the step's graphs (the accumulation step's first) before the first step runs, then
+        hand the compiler's freed memory back to the system: the training peak is the first step's
+        tensors on top of what compiling left resident (docs/training.md "Memory levers"). PyNative
+        compiles nothing ahead."""
+        if ms.get_context("mode") != ms.GRAPH_MODE:
+            return
+        if self.accumulation_steps > 1:
+            self.accumulate.compile(images, targets)
+        self.compile(images, targets)
+        release_free_memory()
 
     def discard_accumulated(self) -> None:
         """Zero the buffers of an optimizer step that will not be completed (an epoch cut short)."""

@@ -168,6 +168,7 @@ class Trainer:
                                 f"{self.micro_batches} x {self.rank_size} device(s)")
         self.train_step, self.optimizer, self.ema = build_train_step(cfg, self.net, self.steps_per_epoch,
                                                                      self.rank_size)
+        self.steps_compiled = False  # compiled ahead of this process's first step (TrainOneStep.compile_steps)
         self.eval_net = create_model_from_config(cfg)
         self.eval_forward = NormalizedInput(self.eval_net)  # the validation batches are uint8; built once: compiled once
         self.metrics_log = MetricsLog(cfg.summary_root_dir, enabled=self.is_main)
@@ -332,6 +333,9 @@ class Trainer:
                 grid = input_grid(images.asnumpy())
                 save_input_grid(grid, cfg.summary_root_dir, epoch)
                 self.tensorboard.input_grid(grid, self._global_step() + 1)
+            if not self.steps_compiled:
+                self.train_step.compile_steps(images, targets)
+                self.steps_compiled = True
             if len(micro_losses) < self.micro_batches - 1:
                 micro_losses.append(self.train_step.accumulate(images, targets))
                 continue
