@@ -45,7 +45,7 @@ from src.data.batch_finish import batch_finish  # noqa: E402
 from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
-from src.kernels import KernelCell, LayerNorm, Softmax, kernels_in_use, set_plain_kernels  # noqa: E402
+from src.kernels import KernelCell, LayerNorm, Softmax, Transpose, kernels_in_use, set_plain_kernels  # noqa: E402
 from src.kernels.dense import Dense  # noqa: E402
 from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
@@ -417,16 +417,23 @@ class _Scores(nn.Cell):
         return self.product(q, k)
 
 
-class _HeadSplit(nn.Cell):
-    """[B, N, 3C] -> [B, 3 * heads, N, C / heads], as the attention splits its qkv projection."""
+class _HeadSplit(KernelCell):
+    """[B, N, 3C] -> [B, 3 * heads, N, C / heads], as the attention splits its qkv projection (its
+    Transpose cell: the own kernel on CPU)."""
 
     def __init__(self, heads: int):
         super().__init__()
         self.heads = heads
+        self.move_heads = Transpose((0, 2, 1, 3))
+        self.use_kernels = self.move_heads.use_kernels
+
+    def choose_kernels(self, plain: bool = False) -> None:
+        self.move_heads.choose_kernels(plain)
+        self.use_kernels = self.move_heads.use_kernels
 
     def construct(self, x):
         n = x.shape[1]
-        return x.reshape(-1, n, 3 * self.heads, x.shape[2] // (3 * self.heads)).transpose(0, 2, 1, 3)
+        return self.move_heads(x.reshape(-1, n, 3 * self.heads, x.shape[2] // (3 * self.heads)))
 
 
 def kernel_op(case: dict) -> nn.Cell:

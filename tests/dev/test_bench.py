@@ -286,10 +286,11 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
         "kernel: conv 3x3 8->8 @8", "kernel: BatchNorm 8 @8"]
     assert all(r["batch"] == 2 and r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > 0 and "ours_over_torch" not in r
                for r in kernels)
-    # every op but q @ k^T and the head split also as the own CPU kernels (the linear layer: its bias)
+    # every op but q @ k^T also as the own CPU kernels (the linear layer: its bias)
     own = [r["what"] for r in kernels if "own_ms_fwd" in r]
     assert own == ["kernel: Linear 192->768 (fc1)", "kernel: LayerNorm 192", "kernel: GELU (MLP, 768)",
-                   "kernel: softmax (attention)", "kernel: conv 3x3 8->8 @8", "kernel: BatchNorm 8 @8"]
+                   "kernel: softmax (attention)", "kernel: qkv split into heads", "kernel: conv 3x3 8->8 @8",
+                   "kernel: BatchNorm 8 @8"]
     assert all(r["own_ms_fwd"] > 0 and r["own_ms_fwd_bwd"] > 0 and "own kernel" in r["note"]
                for r in kernels if "own_ms_fwd" in r)
     # the model with MindSpore's ops and with the own kernels, interleaved
