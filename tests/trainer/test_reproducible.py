@@ -7,9 +7,10 @@ once.  The interrupted run also shows what each interruption leaves: a SIGTERM s
 in flight with one line, a complete checkpoint and the command that resumes at the next step; kill -9
 leaves only complete checkpoints, and resuming from the newest continues at the next step.
 
-One module fixture trains: A uninterrupted (worker processes), T uninterrupted (worker threads); C
-stopped by SIGTERM in epoch 1, resumed, killed -9 in epoch 2 and resumed from its last periodic
-checkpoint; D, the same command line three times (`--checkpoint auto`), stopped by SIGTERM in epoch 1
+One module fixture trains: A uninterrupted (worker processes); C (worker threads) stopped by SIGTERM
+in epoch 1, resumed, killed -9 in epoch 2 and resumed from its last periodic checkpoint, so that its
+final state equal to A's shows both that threads and processes give the same batches and that the
+interruptions change nothing; D, the same command line three times (`--checkpoint auto`), stopped by SIGTERM in epoch 1
 and in epoch 2, its newest checkpoint damaged before the last start."""
 import csv
 import glob
@@ -88,13 +89,12 @@ def runs(tmp_path_factory):
     data = write_digits_folder(root / "digits", train_per_class=5, val_per_class=1)
     base = [*ARGS, "--data_url", data]
     done = {}
-    for name, mode in (("A", "process"), ("T", "thread")):
-        result = run_script("train.py", *base, *_outputs(root, name), "--data_workers_mode", mode)
-        assert result.returncode == 0, result.stderr[-2000:]
-        done[name] = result.stdout
+    result = run_script("train.py", *base, *_outputs(root, "A"), "--data_workers_mode", "process")
+    assert result.returncode == 0, result.stderr[-2000:]
+    done["A"] = result.stdout
 
-    # C: a real SIGTERM once epoch 1's second step is out (it stops after the step in flight)
-    args = [*base, *_outputs(root, "C")]
+    # C, with worker threads: a real SIGTERM once epoch 1's second step is out (it stops after the step in flight)
+    args = [*base, *_outputs(root, "C"), "--data_workers_mode", "thread"]
     proc = _start(args)
     seen = _read_until(proc, f"epoch 1/{EPOCHS} step 2/{STEPS}")
     proc.send_signal(signal.SIGTERM)
@@ -106,6 +106,7 @@ def runs(tmp_path_factory):
     (stop_line,) = [line for line in err.strip().splitlines() if line.startswith("train.py")]
     command = re.fullmatch(r"train\.py: stopped by SIGTERM after epoch 1 step \d+/\d+ .*resume with: (.*)",
                            stop_line).group(1)
+    done["C_stop"]["command"] = command
     done["C_stop"]["state"] = read_checkpoint(re.search(r"; checkpoint (\S+);", stop_line).group(1))
 
     # the printed resume command, killed -9 once epoch 2's third step is out: its newest checkpoint is
@@ -158,19 +159,19 @@ def _assert_identical(a: dict, b: dict):
     assert not different, f"{len(different)} of {len(a)} entries differ, e.g. {different[:3]}"
 
 
-def test_a_second_run_with_the_same_seed_stopped_by_sigterm_and_kill_9_ends_bit_identical(runs):
+def test_a_second_run_with_worker_threads_stopped_by_sigterm_and_kill_9_ends_bit_identical_to_one_with_processes(
+        runs):
+    """One comparison for two behaviours: worker threads and worker processes give the same training, and a
+    run stopped by SIGTERM and kill -9 and resumed ends where the uninterrupted one does."""
     root, stdout = runs
     state = _final_state(root, "A")
     assert {"adam_m", "adam_v", "ema"} <= {name.split(".")[0] for name in state}  # the whole training state
+    # C trained with threads from start to end: its resume commands carry the mode
+    assert "--data_workers_mode thread" in stdout["C_stop"]["command"], stdout["C_stop"]["command"]
     _assert_identical(state, _final_state(root, "C"))
     fingerprint = re.compile(r"weights fingerprint (\w+)")
     assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["C"]).group(1)
     assert min(parse_args(ARGS).num_parallel_workers, os.cpu_count()) > 1  # several data workers
-
-
-def test_worker_threads_and_processes_give_the_same_training(runs):
-    root, _ = runs
-    _assert_identical(_final_state(root, "A"), _final_state(root, "T"))
 
 
 def _first_progress(stdout):
@@ -220,8 +221,7 @@ def test_kill_9_leaves_complete_checkpoints_and_resume_continues_at_the_next_ste
 
 
 def test_the_same_command_with_checkpoint_auto_resumes_after_two_sigterms_to_the_same_weights(runs):
-    root, stdout = runs
-    _assert_identical(_final_state(root, "A"), _final_state(root, "T"))
+    _, stdout = runs
     fingerprint = re.compile(r"weights fingerprint (\w+)")
     assert fingerprint.search(stdout["A"]).group(1) == fingerprint.search(stdout["D"]).group(1)
 

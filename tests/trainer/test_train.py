@@ -284,18 +284,6 @@ def test_amp_levels_train_on_cpu(level):
     assert not np.array_equal(weight.asnumpy(), before)
 
 
-def test_finetuning_reinitialises_heads_of_another_size_at_another_resolution(tmp_path, digits):
-    # the checkpoint comes from the 32-px runs' setup; fine-tuning at 64 px needs nothing resampled
-    # (no position embedding), as fine-tuning a 224 checkpoint at 384
-    pretrained = tmp_path / "four_classes.ckpt"
-    ms.save_checkpoint(create_model("conformer_reduced_patch16", num_classes=4), str(pretrained))
-    result = run_script("train.py", *SMALL, "--data_url", digits, "--pretrained", str(pretrained), "--epochs", "1",
-                        "--train_num_samples", "20", "--val_num_samples", "10", "--batch_size", "10", *NO_AUGMENT,
-                        "--image_size", "64", *_outputs(tmp_path, "finetune"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"pretrained {pretrained}: heads re-initialised for 10 classes" in result.stdout
-
-
 def _train_until(args, first_line_prefix):
     """Start train.py and return (process, stdout lines so far) once a line starting with the prefix is out."""
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
@@ -309,15 +297,23 @@ def _train_until(args, first_line_prefix):
     raise AssertionError("".join(seen) + proc.stderr.read())
 
 
-def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, digits):
+def test_finetuning_at_another_resolution_trains_and_a_second_signal_stops_it_at_once_without_a_checkpoint(
+        tmp_path, digits):
+    """One run, two behaviours. Fine-tuning: the checkpoint comes from the 32-px runs' setup with 4 classes;
+    its heads are re-initialised for 10, and it trains at 64 px with nothing resampled (no position
+    embedding), as fine-tuning a 224 checkpoint at 384. Then two SIGTERMs: the second stops at once."""
+    pretrained = tmp_path / "four_classes.ckpt"
+    ms.save_checkpoint(create_model("conformer_reduced_patch16", num_classes=4), str(pretrained))
     args = [*SMALL, "--data_url", digits, "--batch_size", "30", "--epochs", "1", "--print_loss_every", "1",
-            *NO_AUGMENT, *_outputs(tmp_path, "twice")]
-    proc, _ = _train_until(args, "epoch 1/1 step 1/10")
+            *NO_AUGMENT, "--pretrained", str(pretrained), "--image_size", "64", *_outputs(tmp_path, "twice")]
+    proc, seen = _train_until(args, "epoch 1/1 step 1/10")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.02)  # two signals sent at once may reach the process as one; a step takes longer than this
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
+    assert f"pretrained {pretrained}: heads re-initialised for 10 classes\n" in seen, "fine-tuning: " + "".join(seen)
+    assert re.match(r"epoch 1/1 step 1/10 loss [\d.]+ ", seen[-1]), "fine-tuning at 64 px trains a step: " + seen[-1]
+    assert proc.returncode == 143, "second signal: " + err[-2000:]
     assert err.strip().splitlines() == ["train.py: SIGTERM again: stopped at once, without a checkpoint of the "
-                                        "step in flight"]
-    assert not glob.glob(str(tmp_path / "twice_ckpt" / "*.ckpt"))
+                                        "step in flight"], "second signal"
+    assert not glob.glob(str(tmp_path / "twice_ckpt" / "*.ckpt")), "second signal: no checkpoint"
