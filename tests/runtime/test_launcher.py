@@ -1,6 +1,8 @@
-"""scripts/run_distribute_train_gpu.sh: msrun across nodes (two "nodes" of one process each on this
-machine), the launcher choice (msrun by default, mpirun when asked or when msrun is absent) and its
-command lines, and one device never touching the communication library."""
+"""scripts/run_distribute_train_gpu.sh: msrun data parallel on CPU (two "nodes" of one process each on this
+machine, then one node of two processes: ranks in sync, gradients averaged, resume), the launcher choice
+(msrun by default, mpirun when asked or when msrun is absent) and its command lines, and one device never
+touching the communication library."""
+import glob
 import os
 import re
 import shlex
@@ -10,6 +12,7 @@ import subprocess
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, free_port
@@ -62,16 +65,41 @@ def _stop(proc):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_two_nodes_of_one_process_each_train_in_sync(tmp_path):
-    """msrun starts the scheduler on the node that owns --master_addr, so node 1 is given 127.0.0.2, an
-    address this machine does not own, relayed to node 0's scheduler on 127.0.0.1 as a network would
-    (with 127.0.0.1 on both, both would start a scheduler on the same port)."""
-    data = write_digits_folder(tmp_path / "digits", train_per_class=4, val_per_class=1)
+def _uniform_colour_folder(root):
+    """Images of one colour each: any crop or flip leaves them unchanged, so the random train
+    transform is deterministic and two processes can be compared exactly."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 2)):
+        for label in range(10):
+            os.makedirs(root / split / str(label), exist_ok=True)
+            for i in range(count):
+                colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+                Image.new("RGB", (32, 32), colour).save(root / split / str(label) / f"{i}.png")
+    return str(root)
+
+
+def test_two_nodes_train_in_sync_average_gradients_and_one_node_of_two_processes_resumes(tmp_path):
+    """Two "nodes" of one process each, 8 images per rank: both end with identical weights equal to one
+    process applying the mean of the two half-batches' gradients (BatchNorm statistics are per rank, as in
+    DDP). msrun starts the scheduler on the node that owns --master_addr, so node 1 is given 127.0.0.2, an
+    address this machine does not own, relayed to node 0's scheduler on 127.0.0.1 as a network would (with
+    127.0.0.1 on both, both would start a scheduler on the same port). Then one node of two processes
+    continues with one more epoch: rank 0 picks the checkpoint, rank 1 takes its choice."""
+    import mindspore as ms
+    from src.config import parse_args
+    from src.conformer import create_model_from_config
+    from src.data.imagenet import create_dataset
+    from src.trainer.loss import create_loss
+    from src.trainer.train_one_step import NetWithLoss
+    data = _uniform_colour_folder(tmp_path / "colours")
+    args = [*SMALL, "--data_url", data, "--train_num_samples", "16", "--val_num_samples", "10", "--epochs", "1",
+            *NO_AUGMENT, "--optimizer", "momentum", "--base_lr", "0.05", "--weight_decay", "0",
+            "--lr_scheduler", "constant_lr", "--with_ema", "false", "--batch_size", "8", "--print_loss_every", "1"]
+    outputs = ["--ckpt_root_dir", str(tmp_path / "ckpt"), "--best_ckpt_root_dir", str(tmp_path / "best"),
+               "--summary_root_dir", str(tmp_path / "summary")]
     port = free_port()
     _relay(("127.0.0.2", port), ("127.0.0.1", port))
-    args = [*SMALL[2:], "--data_url", data, "--epochs", "1", "--batch_size", "5", *NO_AUGMENT,
-            "--with_ema", "false", "--print_loss_every", "1", "--ckpt_root_dir", str(tmp_path / "ckpt"),
-            "--best_ckpt_root_dir", str(tmp_path / "best"), "--summary_root_dir", str(tmp_path / "summary")]
     nodes = []
     try:
         for rank in (0, 1):  # each "node" in its own folder with its own logs, as on two machines
@@ -80,23 +108,55 @@ def test_two_nodes_of_one_process_each_train_in_sync(tmp_path):
             env = dict(os.environ, GLOG_v="3", LOG_DIR=str(node / "logs"))
             nodes.append(subprocess.Popen(
                 ["bash", SCRIPT, CONFIG, "--num_devices", "1", "--num_nodes", "2", "--node_rank", str(rank),
-                 "--master_addr", f"127.0.0.{rank + 1}", "--master_port", str(port), "--extra", *args],
+                 "--master_addr", f"127.0.0.{rank + 1}", "--master_port", str(port), "--checkpoint", "auto",
+                 "--extra", *args[2:], *outputs],
                 cwd=node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 start_new_session=True))
-        outputs = [p.communicate(timeout=300)[0] for p in nodes]
+        outputs_of = [p.communicate(timeout=300)[0] for p in nodes]
     finally:
         for proc in nodes:
             _stop(proc)
-    assert not (tmp_path / "node1" / "logs" / "scheduler.log").exists()  # node 1 is not the master
+    assert not (tmp_path / "node1" / "logs" / "scheduler.log").exists(), "node 1 is not the master"
     logs = [(tmp_path / f"node{rank}" / "logs" / f"worker_{rank}.log").read_text() for rank in (0, 1)]
-    for rank, (proc, output, log) in enumerate(zip(nodes, outputs, logs)):
+    for rank, (proc, output, log) in enumerate(zip(nodes, outputs_of, logs)):
         assert proc.returncode == 0, output[-3000:] + log[-3000:]
         # each rank trained: its weights moved from the (shared, seeded) start
         assert _fingerprint(log, "initial weights") != _fingerprint(log, f"rank {rank}/2: weights")
-    assert re.search(r"^epoch 1/1 step 4/4 loss", logs[0], re.M)  # 40 images over 2 ranks x 5: 4 steps
+    assert re.search(r"^epoch 1/1 step 1/1 loss", logs[0], re.M)  # 16 images over 2 ranks x 8: one step
+    assert "rank 1/2: --checkpoint auto: rank 0 chose a fresh start" in logs[1]
     for kind in ("initial weights", ": weights"):  # same start (seeding) and same end (all-reduce)
         assert _fingerprint(logs[0], kind) == _fingerprint(logs[1], kind), kind
-    assert os.listdir(tmp_path / "ckpt")  # rank 0 wrote the checkpoint
+
+    # the same step in one process: seed as train.py does, one gradient per rank's batch, mean, SGD
+    cfg = parse_args(args)
+    ms.set_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    net = create_model_from_config(cfg)
+    loss_net = NetWithLoss(net, create_loss(cfg))
+    loss_net.set_train(True)
+    grad_fn = ms.value_and_grad(loss_net, None, net.trainable_params())
+    grads = []
+    for rank in (0, 1):
+        images, targets = next(create_dataset(cfg, "train", rank_id=rank, rank_size=2).create_tuple_iterator())
+        grads.append([g.asnumpy() for g in grad_fn(images, targets)[1]])
+    (first,) = glob.glob(str(tmp_path / "ckpt" / "*.ckpt"))  # rank 0 wrote the checkpoint
+    trained = ms.load_checkpoint(first)
+    for p, g0, g1 in zip(net.trainable_params(), *grads):
+        expected = p.asnumpy() - 0.05 * (g0 + g1) / 2
+        np.testing.assert_allclose(trained[p.name].asnumpy(), expected, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+    # one node of two processes, one more epoch: rank 0 picks the checkpoint, rank 1 takes its choice
+    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(tmp_path / "logs"), MASTER_PORT=str(free_port()))
+    args[args.index("--epochs") + 1] = "2"
+    launch = ["bash", SCRIPT, CONFIG, "--num_devices", "2", "--device_ids", "0,1", "--checkpoint", "auto", "--extra",
+              *args[2:], *outputs]
+    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    logs = {name: (tmp_path / "logs" / name).read_text() for name in ("worker_0.log", "worker_1.log")}
+    assert f"resumed from {first}: epoch 2, step 1" in logs["worker_0.log"]
+    assert f"rank 1/2: --checkpoint auto: rank 0 chose {first}" in logs["worker_1.log"]
+    fingerprints = {re.search(r": weights fingerprint (\w+)", log).group(1) for log in logs.values()}
+    assert len(fingerprints) == 1
 
 
 def _dry_run(*options, path=None, cwd=None):

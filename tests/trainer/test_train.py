@@ -1,6 +1,6 @@
-"""Training as users run it: learning on real data, msrun data parallel, loss scale + clipping + EMA
-together, a second SIGTERM, and one-line refusals of bad input (SIGTERM, kill -9 and resume: in
-test_reproducible.py, whose interrupted run shows both)."""
+"""Training as users run it: learning on real data, loss scale + clipping + EMA together, AMP, a second
+SIGTERM, and one-line refusals of bad input (SIGTERM, kill -9 and resume: in test_reproducible.py, whose
+interrupted run shows both; msrun data parallel: in tests/runtime/test_launcher.py)."""
 import glob
 import json
 import os
@@ -17,11 +17,10 @@ import yaml
 import mindspore as ms
 from mindspore import nn
 
-from conftest import REPO, free_port, run_script
+from conftest import REPO, run_script
 from datasets import EVAL_SMALL, NO_AUGMENT, SMALL, write_digits_folder
 from src.checkpoint import read_checkpoint
-from src.config import parse_args
-from src.conformer import create_model, create_model_from_config
+from src.conformer import create_model
 from src.trainer.checkpoint_keeper import CheckpointKeeper
 from src.trainer.ema import EMA
 from src.trainer.train_one_step import NetWithLoss, TrainOneStep
@@ -78,72 +77,6 @@ def test_training_learns_real_digits(tmp_path, digits):
     assert evaluated.returncode == 0, evaluated.stderr
     top1 = float(re.search(r"^eval results: .*'Top1-Acc': ([\d.]+)", evaluated.stdout, re.M).group(1))
     assert top1 == pytest.approx(max(float(r["summed_top1"]) for r in rows), abs=1e-6)
-
-
-def _uniform_colour_folder(root):
-    """Images of one colour each: any crop or flip leaves them unchanged, so the random train
-    transform is deterministic and two processes can be compared exactly."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 2)):
-        for label in range(10):
-            os.makedirs(root / split / str(label), exist_ok=True)
-            for i in range(count):
-                colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-                Image.new("RGB", (32, 32), colour).save(root / split / str(label) / f"{i}.png")
-    return str(root)
-
-
-def test_msrun_two_processes_on_cpu_stay_in_sync_and_average_gradients(tmp_path):
-    """Two ranks of 8 images each must end with identical weights equal to one process applying
-    the mean of the two half-batches' gradients (BatchNorm statistics are per rank, as in DDP)."""
-    data = _uniform_colour_folder(tmp_path / "colours")
-    args = [*SMALL, "--data_url", data, "--train_num_samples", "16", "--val_num_samples", "10", "--epochs", "1",
-            *NO_AUGMENT, "--optimizer", "momentum", "--base_lr", "0.05", "--weight_decay", "0",
-            "--lr_scheduler", "constant_lr", "--with_ema", "false", "--batch_size", "8"]
-    log_dir = tmp_path / "logs"
-    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
-    launch = ["bash", os.path.join(REPO, "scripts", "run_distribute_train_gpu.sh"), SMALL[1], "--num_devices", "2",
-              "--device_ids", "0,1", "--checkpoint", "auto", "--extra", *args[2:], *_outputs(tmp_path, "dist")]
-    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    logs = [open(log).read() for log in glob.glob(str(log_dir / "worker_*.log"))]
-    assert len(logs) == 2
-    assert "rank 1/2: --checkpoint auto: rank 0 chose a fresh start" in "".join(logs)
-    for kind in ("initial weights", ": weights"):  # same start (seeding) and same end (all-reduce)
-        fingerprints = {re.search(kind + r" fingerprint (\w+)", log).group(1) for log in logs}
-        assert len(fingerprints) == 1, kind
-
-    # the same step in one process: seed as train.py does, one gradient per rank's batch, mean, SGD
-    cfg = parse_args(args)
-    ms.set_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    net = create_model_from_config(cfg)
-    from src.data.imagenet import create_dataset
-    from src.trainer.loss import create_loss
-    loss_net = NetWithLoss(net, create_loss(cfg))
-    loss_net.set_train(True)
-    grad_fn = ms.value_and_grad(loss_net, None, net.trainable_params())
-    grads = []
-    for rank in (0, 1):
-        images, targets = next(create_dataset(cfg, "train", rank_id=rank, rank_size=2).create_tuple_iterator())
-        grads.append([g.asnumpy() for g in grad_fn(images, targets)[1]])
-    (first,) = glob.glob(str(tmp_path / "dist_ckpt" / "*.ckpt"))
-    trained = ms.load_checkpoint(first)
-    for p, g0, g1 in zip(net.trainable_params(), *grads):
-        expected = p.asnumpy() - 0.05 * (g0 + g1) / 2
-        np.testing.assert_allclose(trained[p.name].asnumpy(), expected, rtol=1e-4, atol=1e-6, err_msg=p.name)
-
-    # the same command with one more epoch: rank 0 picks the checkpoint, rank 1 takes its choice
-    env["LOG_DIR"], env["MASTER_PORT"] = str(tmp_path / "logs2"), str(free_port())
-    launch[launch.index("--epochs") + 1] = "2"
-    result = subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    logs = {os.path.basename(log): open(log).read() for log in glob.glob(str(tmp_path / "logs2" / "worker_*.log"))}
-    assert f"resumed from {first}: epoch 2, step 1" in logs["worker_0.log"]
-    assert f"rank 1/2: --checkpoint auto: rank 0 chose {first}" in logs["worker_1.log"]
-    fingerprints = {re.search(r": weights fingerprint (\w+)", log).group(1) for log in logs.values()}
-    assert len(fingerprints) == 1
 
 
 def test_loss_scale_clip_and_ema_combine_and_overflow_is_skipped_and_amp_o1_trains():
