@@ -35,6 +35,13 @@ def _inside(rows, cols, top, bottom, left, right):
     return ops.logical_and(ops.logical_and(rows >= top, rows < bottom), ops.logical_and(cols >= left, cols < right))
 
 
+def _mask(inside):
+    """bool -> float32 0/1. The finishing selects by multiplying with masks, not by ops.where: with
+    graph_kernel_fusion on, the fused kernel of a `where` over broadcast operands computed wrong values;
+    with 0/1 masks the sums are still exact selections."""
+    return ops.cast(inside, ms.float32)
+
+
 class Normalize(nn.Cell):
     """uint8 [B, 3, H, W] -> float32, ImageNet mean/std normalised: preprocess.normalize_pixels in the graph."""
 
@@ -84,10 +91,11 @@ class BatchFinish(nn.Cell):
                 fill = _standard_normal(seed, channel + ops.zeros_like(pixels, dtype=ms.int64))
             else:
                 fill = _standard_normal(seed, channel * h * w + (rows - top) * w + (cols - left))
-            images = ops.where(_inside(rows, cols, top, top + h, left, left + w), fill, images)
-        cut = _inside(rows, cols, *(fields[:, j:j + 1] for j in range(CUTMIX_FIELDS)))
-        own = ops.where(cut, 0.0, weights[:, 0].reshape(-1, 1, 1, 1))
-        partner = ops.where(cut, 1.0, weights[:, 1].reshape(-1, 1, 1, 1))
+            erased = _mask(_inside(rows, cols, top, top + h, left, left + w))
+            images = images * (1.0 - erased) + fill * erased
+        cut = _mask(_inside(rows, cols, *(fields[:, j:j + 1] for j in range(CUTMIX_FIELDS))))
+        own = weights[:, 0].reshape(-1, 1, 1, 1) * (1.0 - cut)
+        partner = weights[:, 1].reshape(-1, 1, 1, 1) * (1.0 - cut) + cut
         return images * own + ops.flip(images, (0,)) * partner
 
 

@@ -18,4 +18,8 @@ def mixed_precision(net, amp_level: str):
     if amp_level == "O0":
         return net
     import mindspore as ms
+    from src.kernels import set_plain_kernels
+    # AMP inserts its casts per operator after each cell chose its formulation, so an own CPU kernel
+    # (float32 only) would be handed float16 buffers: under AMP the cells run MindSpore's ops
+    set_plain_kernels(net)
     return ms.amp.auto_mixed_precision(net, "auto" if amp_level == "O1" else amp_level)

@@ -2,7 +2,7 @@
 
 As the CPU convolution formulation (src/layers/conv2d.py), the decision is made when a cell is
 built: on CPU, with `cpu_kernels` on and the library built (src/kernels/build.py), a cell that
-has a kernel (KernelCell) calls it; elsewhere, on GPU and Ascend, or for float16 inputs, it runs
+has a kernel (KernelCell) calls it; elsewhere (GPU, Ascend, float16 inputs, any amp_level but O0) it runs
 MindSpore's op. An exported graph must run anywhere, so export switches every such cell to the
 plain op for the trace (`set_plain_kernels`).
 """

@@ -72,6 +72,7 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     # plain matmul per image, while ops.matmul of a 2-D weight and a 3-D batch first broadcasts the
     # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
     depth = x.shape[1]
+    x = x.astype(weight.dtype)  # under amp O2/O3 the columns' and space-to-depth's cells return float16
     y = ops.conv2d(x, weight.reshape(out_ch, depth, 1, 1))
     if y.shape[3] != out_w:  # the columns that wrap around the padded row, unless `columns` left them out
         y = y[:, :, :, :out_w]
