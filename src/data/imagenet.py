@@ -2,13 +2,13 @@
 
 `create_dataset(cfg, split, rank_id, rank_size, ..., epoch=e, skip_batches=k)` returns a batched
 pipeline (train: image float32 [B, 3, S, S] and soft-target labels [B, num_classes], or raw; val:
-image uint8 [B, 3, S, S], eval-transformed but not normalised, and int32 labels [B]) whose order, shards and every augmentation draw are a function of (seed,
-epoch, position), so a resumed run sees the batches of the uninterrupted one; `SkippedImages`
-counts unreadable files and `DatasetError` names a bad folder, CSV row or batch in one line. The
-training batches are computed by src/data/train_batches.py, in threads or in the worker processes
-of src/data/batch_workers.py (`data_workers_mode`). How it works (sampling, repeated augmentation,
-unreadable images, workers, whole-batch items): docs/development.md "How it works: the data pipeline".
-"""
+image uint8 [B, 3, S, S], eval-transformed but not normalised, and int32 labels [B]) whose order,
+shards and every augmentation draw are a function of (seed, epoch, position), so a resumed run sees
+the batches of the uninterrupted one; `SkippedImages` counts unreadable files and `DatasetError`
+names a bad folder, CSV row or batch in one line. The training batches are computed by
+src/data/train_batches.py, in threads or in the worker processes of src/data/batch_workers.py
+(`data_workers_mode`). How it works (sampling, repeated augmentation, unreadable images, workers,
+whole-batch items): docs/development.md "How it works: the data pipeline"."""
 import logging
 import multiprocessing
 import os

@@ -1,21 +1,7 @@
-"""Labels files: a split read as a flat folder of images plus a CSV naming each image's class.
-
-MindSpore-free: the training pipeline (imagenet.py), eval_onnx.py and infer.py read the same
-CSV with the same rules from here.
-
-Two CSV forms, told apart by the first row:
-    path,label                    the path relative to the split folder; the label a class-folder
-                                  name or a class index; a header row is allowed (below)
-    ImageId,PredictionString      ImageNet's LOC_val_solution.csv as distributed: the image is the
-                                  file ImageId + an image extension in the split folder, the class
-                                  the first token (the synset) of PredictionString
-A label that is a class name means that class; otherwise it must be an integer class index.
-Class names are indexed as the ImageFolder reader indexes them: the rank of the sorted class
-folder names of the training split (or, when the training split has a labels file itself, the
-sorted class names that file uses).  In the path,label form a first row whose path names no file
-and whose label is no class is a header.  Every other problem (a missing file, an unknown class,
-a row that is not two fields, a file labelled twice) is one DatasetError naming the line.
-"""
+"""Labels files: a split read as a flat folder of images plus a CSV naming each image's class, in the
+two forms docs/inference.md "Labels files" describes (`path,label` and ImageNet's
+`ImageId,PredictionString`). MindSpore-free, so the training pipeline, eval_onnx.py and infer.py
+read the same CSV with the same rules; every problem in a file is one DatasetError naming the line."""
 import csv
 import os
 
