@@ -43,7 +43,29 @@ DEFAULT_RATES = {"train": 500.0, "eval": 800.0, "onnx": 5000.0}  # refined from 
 STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
 # train.py's progress line: the mean img/s of the summary is in no file train.py writes, and the
 # live estimates need it while train.py runs, before any file is written
+CONFIG_HEADER = "resolved configuration (also in summary_root_dir/config.yaml):"  # train.py's, keys indented below
 PROGRESS_RATE = re.compile(r"^epoch \d+/\d+ step \d+/\d+ .*img/s ([\d.]+)")
+
+
+class ConfigFold:
+    """Folds train.py's resolved configuration (one indented line per key) into one line naming the
+    file that holds it: the demo shows the run, config.yaml keeps the settings."""
+
+    def __init__(self, config_file: str):
+        self.config_file, self.keys = config_file, None
+
+    def shown(self, line: str) -> list:
+        """The lines to print for one line of output: none while inside the block."""
+        if self.keys is not None:
+            if line.startswith("  "):
+                self.keys += line[2] != " "  # a key's own line, not a nested value's
+                return []
+            folded, self.keys = f"  ({self.keys} settings, as in {self.config_file})", None
+            return [folded, *self.shown(line)]
+        if line == CONFIG_HEADER:
+            self.keys = 0
+            return ["resolved configuration:"]
+        return [line]
 
 
 class DemoError(ConformerError):
@@ -168,6 +190,7 @@ class Demo:
         threading.Thread(target=lambda: ([lines_q.put(line) for line in proc.stdout], lines_q.put(None)),
                          daemon=True).start()
         lines, last_output = [], time.time()
+        fold = ConfigFold(os.path.join(self.workdir, "summary_dir", "config.yaml"))
         while True:
             try:
                 line = lines_q.get(timeout=1.0)
@@ -180,7 +203,8 @@ class Demo:
                 break
             line = line.rstrip("\n")
             lines.append(line)
-            print(f"  {line}", flush=True)
+            for shown in fold.shown(line):
+                print(f"  {shown}", flush=True)
             last_output = time.time()
             if stage == "train":
                 self.on_train_line(line, time.time())

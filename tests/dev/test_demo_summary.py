@@ -114,3 +114,12 @@ def test_estimates_take_the_validation_time_from_metrics_csv(tmp_path):
     d.on_train_line("epoch 2/2 step 5/10 loss 1.5 lr 1.000e-03 img/s 310.0 ETA 0:00:05", t0 + 20)
     assert d.rates == {**demo.DEFAULT_RATES, "train": 310.0, "eval": 250.0}  # the same write is counted once
     assert d.mean_train_rate() == 890 / 3  # every line with a figure (the first, compiling one has none)
+
+
+def test_the_resolved_configuration_is_folded_into_one_line_naming_its_file():
+    fold = demo.ConfigFold("/w/summary_dir/config.yaml")
+    out = [shown for line in ["arch x: 5 parameters", demo.CONFIG_HEADER, "  dataset: ImageNet",
+                              "  batch_size: 64", "  epochs: 2", "epoch 1/2 step 1/9 loss 2.3"]
+           for shown in fold.shown(line)]
+    assert out == ["arch x: 5 parameters", "resolved configuration:",
+                   "  (3 settings, as in /w/summary_dir/config.yaml)", "epoch 1/2 step 1/9 loss 2.3"]
