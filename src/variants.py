@@ -70,10 +70,11 @@ def stage_blocks(depth: int, stage_1_channel: int, trans_dw_stride: int):
                trans_dw_stride // 2 ** stage, i == depth)
 
 
-def macs(hparams: dict, image_size: int = 224, num_classes: int = 1000) -> int:
+def macs(hparams: dict, image_size: int = 224, num_classes: int = 1000, as_computed: bool = False) -> int:
     """Forward multiply-accumulates of one S x S image: every convolution and linear layer and the
     attention products q @ k^T and attn @ v (fvcore's convention, which gives the official figures);
-    norms, activations, pooling and additions are not counted."""
+    norms, activations, pooling and additions are not counted. `as_computed`: the FCU-down convolution
+    after its pooling, as this network runs it (src/layers/fcu.py), rather than the official order."""
     hp = {**COMMON, "num_med_block": 0, "base_channel": 64, **hparams}
     embed, mlp_hidden = hp["embed_dim"], int(hp["embed_dim"] * hp["mlp_ratio"])
     total = 0
@@ -107,7 +108,7 @@ def macs(hparams: dict, image_size: int = 224, num_classes: int = 1000) -> int:
     transformer(tokens)  # trans_1
     for _, cin, cout, res_conv, stride, dw, last_fusion in stage_blocks(hp["depth"], stage_1_channel, dw_stride):
         map_size = bottleneck(cin, cout, stride, res_conv, x_size)  # cnn_block
-        conv(cout // EXPANSION, embed, 1, map_size)  # FCU down, before its pooling
+        conv(cout // EXPANSION, embed, 1, map_size // dw if as_computed else map_size)  # FCU down
         transformer(tokens)
         for _ in range(hp["num_med_block"]):
             bottleneck(cout, cout, 1, False, map_size)

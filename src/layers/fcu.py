@@ -10,7 +10,10 @@ from .exportable_ops import GELU, upsample_nearest
 class FCUDown(nn.Cell):
     """CNN map [B, C, H, W] -> tokens [B, 1 + (H/s)(W/s), E], class token taken from x_t.
 
-    1x1 conv to the embedding width, s x s average pooling, LayerNorm (eps 1e-6), GELU.
+    1x1 conv to the embedding width, s x s average pooling, LayerNorm (eps 1e-6), GELU. The pooling
+    runs first: a 1x1 convolution (with its bias) and an average commute, so the result is the
+    official one up to float rounding, while the convolution sees s x s fewer positions and neither
+    pass builds the E-channel map at full resolution.
     """
 
     def __init__(self, inplanes: int, outplanes: int, dw_stride: int, approximate_gelu: bool = False):
@@ -23,7 +26,7 @@ class FCUDown(nn.Cell):
         self.channels_last = Transpose((0, 2, 3, 1))
 
     def construct(self, x, x_t):
-        x = self.sample_pooling(self.conv_project(x))
+        x = self.conv_project(self.sample_pooling(x))
         _, c, h, w = x.shape
         # channels last, then flatten: in an exported graph onnxruntime folds this transpose into its
         # NCHWc reorder and keeps the LayerNorm on the last axis, where it fuses (flatten-then-transpose
