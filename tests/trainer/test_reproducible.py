@@ -27,7 +27,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, script_env
 from datasets import write_digits_folder
 from event_files import read_events
 from src.config import load_yaml, parse_args
@@ -54,7 +54,7 @@ def _outputs(root, name):
 
 
 def _start(args):
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=script_env(["train.py", *args]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
