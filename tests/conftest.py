@@ -52,6 +52,17 @@ def cpu_graph_mode():
     ms.set_device("CPU")
 
 
+@pytest.fixture(autouse=True)
+def graph_mode_kept():
+    """A test that switches to PYNATIVE (forward hooks run only there) switches back: a worker runs its later
+    files in whatever mode the last test left, and some of their nets do not run in PYNATIVE."""
+    yield
+    import mindspore as ms
+    if ms.get_context("mode") != ms.GRAPH_MODE:
+        ms.set_context(mode=ms.GRAPH_MODE)
+        pytest.fail("the test left MindSpore in PYNATIVE mode")
+
+
 def free_port() -> int:
     """A TCP port free at the time of the call, for msrun's scheduler (a fixed one could be taken by
     another run on the machine)."""
