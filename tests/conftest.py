@@ -123,18 +123,20 @@ def compile_cache_folder(args, cwd=REPO, env=None) -> str:
     return os.path.join(_compile_cache_root[0], key.hexdigest()[:32])
 
 
-def script_env(args, cwd=REPO, **overrides) -> dict:
+def script_env(args, cwd=REPO, compile_cache=False) -> dict:
     """The environment a test runs a repository script in (`args` as after the interpreter): MindSpore's
-    logs off and its compile cache in `compile_cache_folder`, unless the test names a cache folder
-    itself (MS_COMPILER_CACHE_PATH is also where graph kernel fusion keeps its kernels)."""
-    env = dict(os.environ, GLOG_v="3", **overrides)
-    if "MS_COMPILER_CACHE_PATH" not in env:
+    logs off; with `compile_cache`, for a command the test starts more than once, MindSpore's compile
+    cache in `compile_cache_folder`, unless the test names a cache folder itself (MS_COMPILER_CACHE_PATH
+    is also where graph kernel fusion keeps its kernels). Off by default: a run that writes its graphs
+    into a cache nobody reads pays for the write."""
+    env = dict(os.environ, GLOG_v="3")
+    if compile_cache and "MS_COMPILER_CACHE_PATH" not in env:
         env.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=compile_cache_folder(args, cwd, env))
     return env
 
 
-def run_script(*args, cwd=REPO, timeout=900):
+def run_script(*args, cwd=REPO, timeout=900, compile_cache=False):
     """Run a repository script as a user would; returns the CompletedProcess."""
     import subprocess
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=script_env(args, cwd), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=script_env(args, cwd, compile_cache),
+                          capture_output=True, text=True, timeout=timeout)

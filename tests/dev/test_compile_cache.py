@@ -1,4 +1,4 @@
-"""The tests' compile cache (tests/conftest.py `script_env`): MindSpore's own cache, keyed by source files
+"""The tests' compile cache (tests/conftest.py `script_env(..., compile_cache=True)`): MindSpore's own cache, keyed by source files
 alone, hands a run with other options the graph compiled for the first; the tests' key keeps each
 command's graphs to that command, and the same command started again loads them."""
 import os
@@ -43,13 +43,13 @@ def test_another_command_compiles_its_own_graph_and_the_same_command_reuses_it(t
     assert plain == ["[3.0, 3.0]", "[3.0, 3.0]"], "MindSpore's cache no longer mixes up configurations: " + str(plain)
 
     # the tests' key: each command its own graph, again from the cache when started again
-    folders = [script_env([str(script), option], tmp_path)["MS_COMPILER_CACHE_PATH"] for option in ("triple", "plus")]
+    folders = [script_env([str(script), option], tmp_path, True)["MS_COMPILER_CACHE_PATH"] for option in ("triple", "plus")]
     assert folders[0] != folders[1]
-    results = [run_script(str(script), option, cwd=tmp_path) for option in ("triple", "plus")]
+    results = [run_script(str(script), option, cwd=tmp_path, compile_cache=True) for option in ("triple", "plus")]
     assert [r.stdout.strip() for r in results] == ["[3.0, 3.0]", "[2.0, 2.0]"], results[-1].stderr
     graph = os.path.join(folders[1], "rank_0", "graph_cache", "compile_cache_0.mindir")
     os.utime(graph, ns=(1, 1))  # a compiling run would write it anew
-    again = run_script(str(script), "plus", cwd=tmp_path)
+    again = run_script(str(script), "plus", cwd=tmp_path, compile_cache=True)
     assert again.stdout.strip() == "[2.0, 2.0]" and os.stat(graph).st_mtime_ns == 1, "loaded, not compiled again"
 
 def test_the_key_changes_with_the_scripts_files_and_environment(tmp_path):
