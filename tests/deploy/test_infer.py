@@ -12,7 +12,7 @@ import pytest
 import mindspore as ms
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, script_env
 from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
 from src.deploy.export import export_model, output_names
@@ -329,7 +329,8 @@ def test_scripts_run_from_another_directory(models, dataset, tmp_path):
 def _closed_early(script, args, tmp_path):
     """Run `script` with its stdout read by nobody: the pipe's read end is closed before the script
     writes, so its first line fails with EPIPE (`| head -n 0`; `| head -n 1` fails on a later line)."""
-    proc = subprocess.Popen([sys.executable, _script(script), *args], cwd=tmp_path, env=dict(os.environ, GLOG_v="3"),
+    proc = subprocess.Popen([sys.executable, _script(script), *args], cwd=tmp_path,
+                            env=script_env([_script(script), *args], tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()
     stderr = proc.stderr.read()

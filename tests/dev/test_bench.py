@@ -310,30 +310,34 @@ def test_kernel_cases_have_the_shapes_of_the_models_own_layers():
     from src.variants import variant_hparams
     bench = _load(BENCH, "bench_script")
     cases = kernel_cases(variant_hparams("conformer_tiny_patch16"), 224, 2)
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    net = create_model("conformer_tiny_patch16", num_classes=10)
-    seen = {}
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # forward pre-hooks; the mode is restored for the worker's next tests
+    try:
+        net = create_model("conformer_tiny_patch16", num_classes=10)
+        seen = {}
 
-    def record(name):
-        def hook(cell, inputs):  # returns None: a returned value would replace the inputs
-            seen.setdefault(name, tuple(inputs[0].shape))
-        return hook
-    hooks = [net.trans_1.mlp.fc1.register_forward_pre_hook(record("fc1")),
-             net.trans_1.norm1.register_forward_pre_hook(record("norm")),
-             net.trans_1.mlp.act.register_forward_pre_hook(record("gelu")),
-             net.conv_1.conv2.register_forward_pre_hook(record("conv"))]
-    net.set_train(False)
-    net(ms.Tensor(np.zeros((2, 3, 224, 224), np.float32)))
-    for hook in hooks:
-        hook.remove()
-    assert cases["Linear 384->1536 (fc1)"]["shape"] == seen["fc1"] and net.trans_1.mlp.fc1.out_channels == 1536
-    assert cases["LayerNorm 384"]["shape"] == seen["norm"] == (2, 197, 384)
-    assert cases["GELU (MLP, 1536)"]["shape"] == seen["gelu"]
-    assert cases["conv 3x3 16->16 @56"]["shape"] == seen["conv"] == (2, 16, 56, 56)
-    assert cases["softmax (attention)"]["shape"] == (2, 6, 197, 197)
-    split = bench.kernel_op(cases["qkv split into heads"])
-    q = split(ms.Tensor(np.zeros(cases["qkv split into heads"]["shape"], np.float32)))
-    assert tuple(q.shape) == (2, 18, 197, 64) and cases["q @ k^T"]["shape"] == (2, 6, 197, 64)
+        def record(name):
+            def hook(cell, inputs):  # returns None: a returned value would replace the inputs
+                seen.setdefault(name, tuple(inputs[0].shape))
+            return hook
+        hooks = [net.trans_1.mlp.fc1.register_forward_pre_hook(record("fc1")),
+                 net.trans_1.norm1.register_forward_pre_hook(record("norm")),
+                 net.trans_1.mlp.act.register_forward_pre_hook(record("gelu")),
+                 net.conv_1.conv2.register_forward_pre_hook(record("conv"))]
+        net.set_train(False)
+        net(ms.Tensor(np.zeros((2, 3, 224, 224), np.float32)))
+        for hook in hooks:
+            hook.remove()
+        assert cases["Linear 384->1536 (fc1)"]["shape"] == seen["fc1"] and net.trans_1.mlp.fc1.out_channels == 1536
+        assert cases["LayerNorm 384"]["shape"] == seen["norm"] == (2, 197, 384)
+        assert cases["GELU (MLP, 1536)"]["shape"] == seen["gelu"]
+        assert cases["conv 3x3 16->16 @56"]["shape"] == seen["conv"] == (2, 16, 56, 56)
+        assert cases["softmax (attention)"]["shape"] == (2, 6, 197, 197)
+        split = bench.kernel_op(cases["qkv split into heads"])
+        q = split(ms.Tensor(np.zeros(cases["qkv split into heads"]["shape"], np.float32)))
+        assert tuple(q.shape) == (2, 18, 197, 64) and cases["q @ k^T"]["shape"] == (2, 6, 197, 64)
+    finally:
+        ms.set_context(mode=mode)
 
 
 def test_feed_part_times_the_configs_pipeline_the_step_and_the_fed_step(tmp_path):

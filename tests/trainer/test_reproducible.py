@@ -27,7 +27,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, script_env
 from datasets import write_digits_folder
 from event_files import read_events
 from src.config import load_yaml, parse_args
@@ -54,7 +54,8 @@ def _outputs(root, name):
 
 
 def _start(args):
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO,
+                            env=script_env(["train.py", *args], compile_cache=True),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -143,7 +144,7 @@ def runs(tmp_path_factory):
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
-    final = run_script("train.py", *auto)
+    final = run_script("train.py", *auto, compile_cache=True)  # the same command: the graphs of the starts before
     assert final.returncode == 0, final.stderr[-2000:]
     (line,) = [line for line in final.stderr.splitlines() if "--checkpoint auto" in line]
     assert line.startswith(f"train.py: --checkpoint auto: {newest}: ") and line.endswith("; trying the one before it")

@@ -17,7 +17,7 @@ import yaml
 import mindspore as ms
 from mindspore import nn
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, script_env
 from datasets import EVAL_SMALL, NO_AUGMENT, SMALL, write_digits_folder
 from src.checkpoint import read_checkpoint
 from src.conformer import create_model
@@ -222,7 +222,7 @@ def test_amp_levels_train_on_cpu(level):
 
 def _train_until(args, first_line_prefix):
     """Start train.py and return (process, stdout lines so far) once a line starting with the prefix is out."""
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=dict(os.environ, GLOG_v="3"),
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=script_env(["train.py", *args]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stdout:
