@@ -2,12 +2,31 @@
 bias, forward and backward, on oneDNN's GEMM (csrc/gemm.h); where this MindSpore has no oneDNN loaded,
 MindSpore's MatMul with the own bias kernel (MindSpore's CPU BiasAddGrad, the bias gradient of a linear
 layer over tokens, is far slower than a column sum)."""
+import ctypes
+import logging
+
 import mindspore as ms
 from mindspore import nn
 
-from .gemm import GemmCell
 from .ops import _custom
-from .switch import KernelCell
+from .switch import KernelCell, cpu_kernels_wanted, kernel_library
+
+_GEMM = {}  # library path -> whether its GEMM found oneDNN in this process
+
+
+def gemm_available() -> bool:
+    """True when the kernel library's GEMM can run here (the oneDNN MindSpore's CPU backend loads);
+    decided once per process, with one warning line when it cannot. The GEMM then shares a product
+    among as many threads as MindSpore's runtime has (`runtime_num_threads`), as MindSpore's MatMul does."""
+    library = kernel_library()
+    if library not in _GEMM:
+        lib = ctypes.CDLL(library)  # the same loaded library as MindSpore's ops call (one path, one copy)
+        _GEMM[library] = bool(lib.CkGemmAvailable())
+        lib.CkSetGemmThreads(int(ms.get_context("runtime_num_threads") or 1))
+        if not _GEMM[library]:
+            logging.getLogger(__name__).warning(
+                "cpu_kernels: this MindSpore has no oneDNN sgemm (libdnnl.so.3); linear layers use its MatMul")
+    return _GEMM[library]
 
 
 def bias_add_op(library: str):
@@ -30,13 +49,16 @@ def dense_op(library: str):
     return _custom(library, "DenseForward", lambda x, w, b: x[:-1] + [w[0]], lambda x, w, b: x, bprop)
 
 
-class Gemm(GemmCell):
+class Gemm(KernelCell):
     """(x [.., K], w [N, K], b [N]) -> x w^T + b as the own GEMM kernel; a Dense's choice between that
     and MatMul with the bias kernel (a kind of its own in `bench.py --parts kernel_kinds`)."""
 
     def __init__(self):
         super().__init__()
         self.choose_kernels()
+
+    def choose_kernels(self, plain: bool = False) -> None:
+        super().choose_kernels(plain or not (cpu_kernels_wanted() and gemm_available()))
 
     def make_kernels(self, library: str) -> None:
         self.kernel = dense_op(library)

@@ -12,7 +12,6 @@ from mindspore import nn, ops
 
 from src.kernels import Transpose
 from src.kernels.columns import Columns, shifted_columns
-from src.kernels.pointwise import Pointwise
 
 
 def cpu_formulation() -> bool:
@@ -39,12 +38,10 @@ def zero_pad(x, top: int, bottom: int, left: int, right: int):
     return _cat_zeros(_cat_zeros(x, left, right, 3), top, bottom, 2)
 
 
-def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None, space_to_depth=None,
-                   pointwise=None):
+def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None, space_to_depth=None):
     """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul; `columns`
     (src/kernels/columns.py) gathers the shifted slices when the kernel size after space-to-depth is > 1,
-    `space_to_depth` is a Transpose((0, 1, 3, 5, 2, 4)) (src/kernels/transpose.py) for stride > 1,
-    `pointwise` (src/kernels/pointwise.py) multiplies the columns by the weight."""
+    `space_to_depth` is a Transpose((0, 1, 3, 5, 2, 4)) (src/kernels/transpose.py) for stride > 1."""
     x = x.astype(weight.dtype)  # mixed precision (amp O2/O3) casts the weight, not always this input
     b, c, h, w = x.shape
     out_ch = weight.shape[0]
@@ -76,8 +73,7 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
     depth = x.shape[1]
     x = x.astype(weight.dtype)  # under amp O2/O3 the columns' and space-to-depth's cells return float16
-    weight = weight.reshape(out_ch, depth, 1, 1)
-    y = pointwise(x, weight) if pointwise is not None else ops.conv2d(x, weight)
+    y = ops.conv2d(x, weight.reshape(out_ch, depth, 1, 1))
     if y.shape[3] != out_w:  # the columns that wrap around the padded row, unless `columns` left them out
         y = y[:, :, :, :out_w]
     return y
@@ -85,8 +81,7 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d with PyTorch's symmetric padding; on CPU, k x k and strided convolutions
-    run as `conv_as_matmul` (same parameters, same result), and the 1x1 product in which every
-    convolution ends as the own kernel (src/kernels/pointwise.py)."""
+    run as `conv_as_matmul` (same parameters, same result)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = False):
@@ -98,24 +93,17 @@ class Conv2d(nn.Conv2d):
         self.choose_formulation()
         kk = (kernel_size + stride - 1) // stride
         self.columns = Columns(kk) if kk > 1 else None
-        self.pointwise = Pointwise() if groups == 1 else None
 
     def choose_formulation(self, plain: bool = False) -> None:
-        """The matmul formulation where the device wants it and it applies; a 1x1 unstrided convolution is
-        the product alone (`Pointwise`, which itself falls back to MindSpore's op off CPU)."""
-        k, s, p = self.square
-        cpu = not plain and cpu_formulation() and self.group == 1
-        self.as_matmul = cpu and (k > 1 or s > 1)
-        self.as_product = cpu and k == 1 and s == 1 and p == 0
+        """The matmul formulation where the device wants it and it applies (1x1 unstrided is a matmul already)."""
+        k, s, _ = self.square
+        self.as_matmul = not plain and cpu_formulation() and self.group == 1 and (k > 1 or s > 1)
 
     def construct(self, x):
-        k, s, p = self.square
-        if self.as_matmul:
-            y = conv_as_matmul(x, self.weight, k, s, p, self.columns, self.space_to_depth, self.pointwise)
-        elif self.as_product and self.pointwise.use_kernels:
-            y = self.pointwise(x, self.weight)
-        else:
+        if not self.as_matmul:
             return super().construct(x)
+        k, s, p = self.square
+        y = conv_as_matmul(x, self.weight, k, s, p, self.columns, self.space_to_depth)
         if self.has_bias:
             y = ops.bias_add(y, self.bias)  # not a broadcast Add: see DropPath
         return y

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from src.kernels import gemm
+from src.kernels import dense
 from src.kernels.build import kernel_library
 from src.kernels.dense import Dense
 from weighted_sum import SumGrads
@@ -70,7 +70,7 @@ def test_gemm_gives_the_same_layer_on_any_number_of_threads(threads):
 
 
 def test_without_onednn_the_layer_keeps_matmul_with_the_bias_kernel(monkeypatch):
-    monkeypatch.setitem(gemm._GEMM, kernel_library(), False)
+    monkeypatch.setitem(dense._GEMM, kernel_library(), False)
     layer = Dense(7, 5)
     assert layer.use_kernels and not layer.gemm.use_kernels
     results, sens = _results(layer, (4, 7), 5, np.random.RandomState(0))

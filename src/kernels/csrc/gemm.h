@@ -4,7 +4,7 @@
 // says so and the Python side keeps MindSpore's MatMul. The wheel's oneDNN runs dnnl_sgemm on the
 // calling thread, while MindSpore splits its own MatMul over its runtime threads, so a product big
 // enough to pay for starting threads is shared by the calling thread and as many helpers as MindSpore
-// has threads besides it (CkSetGemmThreads): all take blocks of the work from one counter, so a helper
+// has threads besides it (set_gemm_threads): all take blocks of C's rows from one counter, so a helper
 // the scheduler starts late (a busy machine) takes fewer blocks instead of holding the caller up. No
 // pool outlives the call: nothing spins between kernels against MindSpore's threads, and nothing is
 // tied to the library's lifetime.
@@ -40,54 +40,36 @@ inline std::atomic<int> &gemm_threads() {
     return threads;
 }
 
-// How many threads to share `macs` multiply-adds in `blocks` pieces: MindSpore's count, fewer when a
-// thread would get too little work.
-inline int64_t threads_for(int64_t macs, int64_t blocks) {
-    int64_t threads = gemm_threads();
-    while (threads > 1 && (macs < threads * kMacsPerThread || blocks < threads)) --threads;
-    return threads;
-}
-
-// fn(i, worker) for i in [0, count), on `threads` threads (the caller is worker 0, helpers 1..): each
-// takes the next i from one counter until none is left.
-template <class Fn>
-void share(int64_t count, int64_t threads, const Fn &fn) {
-    std::atomic<int64_t> next{0};
-    auto work = [&](int64_t worker) {
-        for (int64_t i; (i = next.fetch_add(1)) < count;) fn(i, worker);
-    };
-    std::vector<std::thread> helpers;
-    try {
-        for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work, t);
-    } catch (const std::system_error &) {  // no more threads to be had: those running take every block
-    }
-    work(0);
-    for (std::thread &helper : helpers) helper.join();
-}
-
-// C [m, n] = op(A) [m, k] op(B) [k, n] + beta C; 'T' takes A as [k, m] (B as [n, k]). Shared among
-// threads in blocks of C's rows, or of its columns when it has fewer rows than columns. Returns 0,
-// or oneDNN's nonzero status.
-inline int gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+// C [m, n] = op(A) [m, k] op(B) [k, n] + beta C; 'T' takes A as [k, m] (B as [n, k]). Returns 0, or
+// oneDNN's nonzero status.
+static inline int gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     const SgemmFn f = sgemm();
     if (!f) return 1;
     if (m == 0 || n == 0) return 0;
-    const bool by_rows = m >= n;
-    const int64_t extent = by_rows ? m : n;
-    const int64_t threads = threads_for(m * n * k, extent / 16);
+    int64_t threads = gemm_threads();
+    while (threads > 1 && (m * n * k < threads * kMacsPerThread || m < threads * 16)) --threads;
     if (threads == 1) return f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
     const int64_t blocks = threads * kBlocksPerThread;
-    const int64_t size = ((extent + blocks - 1) / blocks + 15) / 16 * 16;  // whole 16-wide panels
+    const int64_t rows = ((m + blocks - 1) / blocks + 15) / 16 * 16;  // whole 16-row panels
+    const int64_t count = (m + rows - 1) / rows;
+    std::atomic<int64_t> next{0};
     std::atomic<int> status{0};
-    share((extent + size - 1) / size, threads, [&](int64_t i, int64_t) {
-        const int64_t at = i * size, len = at + size < extent ? size : extent - at;
-        const int s = by_rows ? f(ta, tb, len, n, k, 1.0f, ta == 'N' ? a + at * lda : a + at, lda, b, ldb, beta,
-                                  c + at * ldc, ldc)
-                              : f(ta, tb, m, len, k, 1.0f, a, lda, tb == 'N' ? b + at : b + at * ldb, ldb, beta,
-                                  c + at, ldc);
-        if (s) status = s;
-    });
+    auto work = [&] {
+        for (int64_t i; (i = next.fetch_add(1)) < count;) {
+            const int64_t r0 = i * rows, r = r0 + rows < m ? rows : m - r0;
+            const float *ai = ta == 'N' ? a + r0 * lda : a + r0;
+            const int s = f(ta, tb, r, n, k, 1.0f, ai, lda, b, ldb, beta, c + r0 * ldc, ldc);
+            if (s) status = s;
+        }
+    };
+    std::vector<std::thread> helpers;
+    try {
+        for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+    } catch (const std::system_error &) {  // no more threads to be had: those running take every block
+    }
+    work();
+    for (std::thread &helper : helpers) helper.join();
     return status;
 }
 
