@@ -26,7 +26,7 @@ from src.io import replacing, user_cache_folder
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 LIBRARY_NAME = "libconformer_kernels.so"
 # -fopenmp-simd: the `omp simd` reductions vectorise without linking an OpenMP runtime
-CXXFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-pthread")
+CXXFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 CACHE_ENV = "CONFORMER_KERNEL_CACHE"
 COMPILE_SECONDS = 300
 

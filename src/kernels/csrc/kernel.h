@@ -2,8 +2,7 @@
 // outputs; 0 returned for success) and the shapes of its arguments. Every kernel runs on the thread
 // MindSpore calls it on: OpenMP teams spin between kernels and fight MindSpore's own threads, and a
 // pool of sleeping threads gained nothing measurable in a whole step while its lifetime, tied to the
-// library's static objects, could deadlock a process that loaded the library more than once. The one
-// exception is the GEMM (gemm.h), whose products are large enough to pay for threads started per call.
+// library's static objects, could deadlock a process that loaded the library more than once.
 #pragma once
 #include <cstdint>
 
