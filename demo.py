@@ -27,6 +27,7 @@ import time
 
 from src.errors import ConformerError
 from src.inference.heads import HEADS
+from src.trainer.run_record import CONFIG_HEADER
 from tools.fashion_mnist import DEFAULT_SRC, HOW_TO_GET, IdxError, have_source, prepare_digits, prepare_fashion_mnist
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,6 @@ DEFAULT_RATES = {"train": 500.0, "eval": 800.0, "onnx": 5000.0}  # refined from 
 STARTUP = {"train": 25.0, "eval": 8.0, "export": 5.0, "onnx": 2.0, "infer": 5.0}  # import + compile, s
 # train.py's progress line: the mean img/s of the summary is in no file train.py writes, and the
 # live estimates need it while train.py runs, before any file is written
-CONFIG_HEADER = "resolved configuration (also in summary_root_dir/config.yaml):"  # train.py's, keys indented below
 PROGRESS_RATE = re.compile(r"^epoch \d+/\d+ step \d+/\d+ .*img/s ([\d.]+)")
 
 

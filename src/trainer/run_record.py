@@ -22,6 +22,10 @@ def command_line(argv: list) -> str:
     return shlex.join(["python", *argv])
 
 
+# what train.py prints above the resolved configuration, each key indented below it (demo.py folds the block)
+CONFIG_HEADER = "resolved configuration (also in summary_root_dir/config.yaml):"
+
+
 def record_yaml(cfg, argv: list) -> str:
     """config.yaml's text: the resolved configuration, after a comment with the command that started the run."""
     return (f"# the resolved configuration of the run started by:\n#   {command_line(argv)}\n"

@@ -30,7 +30,7 @@ from src.trainer.loss import create_loss
 from src.trainer.lr_schedule import build_lr_schedule
 from src.trainer.optimizer import create_optimizer, current_lr
 from src.trainer.recompute import recompute_blocks
-from src.trainer.run_record import record_yaml, write_run_record
+from src.trainer.run_record import CONFIG_HEADER, record_yaml, write_run_record
 from src.trainer.signals import Interrupted, StopRequest, SumOverRanks
 from src.trainer.tensorboard import TensorBoardLog
 from src.trainer.train_one_step import ACCUMULATED, GRAD_NORM, NetWithLoss, TrainOneStep
@@ -181,8 +181,7 @@ class Trainer:
         if self.is_main:
             write_run_record(cfg, sys.argv, self.rank_size, self.resume_from)
             # indented, so no line of it reads as one of the run's own lines (e.g. `epochs:` beside `epoch 1`)
-            self._print("resolved configuration (also in summary_root_dir/config.yaml):\n"
-                        + textwrap.indent(config_yaml(cfg, TRAIN), "  ").rstrip())
+            self._print(CONFIG_HEADER + "\n" + textwrap.indent(config_yaml(cfg, TRAIN), "  ").rstrip())
 
     def _newest_intact_checkpoint(self) -> tuple:
         """--checkpoint auto: (path, its entries) of the newest readable checkpoint of this run in
