@@ -5,6 +5,7 @@ A Custom op runs under ms.grad in GRAPH mode only with a bprop; the backward ops
 outside the bprop functions, which only call them.
 """
 from mindspore import ops
+from mindspore.common import dtype as mstype
 
 
 def _custom(library: str, name: str, out_shape, out_dtype, bprop=None):
@@ -43,3 +44,18 @@ def softmax_op(library: str):
         return backward(out, dout, scale), ops.zeros_like(scale)
 
     return _custom(library, "SoftmaxForward", lambda x, s: x, lambda x, s: x, bprop)
+
+
+def max_pool_op(library: str, size: int, stride: int, pad: int):
+    """(x [B, C, H, W], window [3] int32 = (size, stride, pad)) -> (y, argmax int32): PyTorch's max
+    pooling (padding is -inf); the window's values are the ones given here, which shape the output."""
+    backward = _custom(library, "MaxPoolBackward", lambda dy, a, x: x, lambda dy, a, x: dy)
+
+    def bprop(x, window, out, dout):
+        return backward(dout[0], out[1], x), ops.zeros_like(window)
+
+    def out_shape(x, window):
+        rows, cols = ((n + 2 * pad - size) // stride + 1 for n in x[2:])
+        return [x[0], x[1], rows, cols], [x[0], x[1], rows, cols]
+
+    return _custom(library, "MaxPoolForward", out_shape, lambda x, window: (x, mstype.int32), bprop)

@@ -11,7 +11,7 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.kernels.ops import gelu_op
+from src.kernels.ops import gelu_op, max_pool_op
 from src.kernels.switch import KernelCell
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -70,21 +70,30 @@ def set_exportable(net: nn.Cell, exportable: bool = True) -> nn.Cell:
     return net
 
 
-class TorchMaxPool2d(nn.Cell):
+class TorchMaxPool2d(KernelCell):
     """nn.MaxPool2d(kernel_size, stride, padding=1) with PyTorch's padding semantics.
 
-    PyTorch pads with -inf; padding with a copy of the edge row/column gives the
-    same maxima whenever kernel_size >= 2 (the copied value is already inside
-    the window), and concatenation exports where `pad_mode='pad'` does not.
+    On CPU the own kernel (src/kernels). Elsewhere, and in exported graphs: PyTorch pads with -inf;
+    padding with a copy of the edge row/column gives the same maxima whenever kernel_size >= 2 (the
+    copied value is already inside the window), and concatenation exports where `pad_mode='pad'`
+    does not.
     """
 
     def __init__(self, kernel_size: int = 3, stride: int = 2):
         super().__init__()
         if kernel_size < 2:
             raise ValueError("TorchMaxPool2d needs kernel_size >= 2 for edge padding to equal -inf padding")
+        self.kernel_size, self.stride = kernel_size, stride
         self.pool = nn.MaxPool2d(kernel_size=kernel_size, stride=stride, pad_mode="valid")
+        self.choose_kernels()
+
+    def make_kernels(self, library: str) -> None:
+        self.kernel = max_pool_op(library, self.kernel_size, self.stride, 1)
+        self.window = ms.Tensor([self.kernel_size, self.stride, 1], ms.int32)
 
     def construct(self, x):
+        if self.use_kernels and x.dtype == ms.float32:
+            return self.kernel(x, self.window)[0]
         x = ops.cat((x[:, :, :1], x, x[:, :, -1:]), axis=2)
         x = ops.cat((x[:, :, :, :1], x, x[:, :, :, -1:]), axis=3)
         return self.pool(x)
