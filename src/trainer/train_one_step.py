@@ -5,6 +5,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.communication.management import GlobalComm
 
+from src.kernels.square_sum import SquareSum
+
 from .allocator import release_free_memory
 
 
@@ -47,14 +49,6 @@ def _drain_one_tensor(buffer, grad):
     """grad + buffer; the buffer is zeroed once read."""
     total = grad + buffer
     return ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer)))
-
-
-_flat = ops.MultitypeFuncGraph("flat")
-
-
-@_flat.register("Tensor")
-def _flat_tensor(grad):
-    return ops.cast(grad, ms.float32).reshape(-1)
 
 
 _scale_by = ops.MultitypeFuncGraph("scale_by")
@@ -113,6 +107,7 @@ class TrainOneStep(nn.Cell):
                              if device_num > 1 else nn.Identity())
         self.accumulation_steps = accumulation_steps
         self.hyper_map = ops.HyperMap()
+        self.square_sum = SquareSum()
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix=ACCUMULATED, init="zeros")
             self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.accumulated)
@@ -145,8 +140,7 @@ class TrainOneStep(nn.Cell):
         # overflow too), and unscaling and clipping are one factor applied by one multiply each.
         # (ms.amp.all_finite, a division and ops.clip_by_global_norm took five passes, ~5 kernels
         # per parameter tensor, and the kernel count is what a step of small tensors costs.)
-        flat = ops.cat(self.hyper_map(_flat, grads))  # one reduction, not one per tensor
-        square_sum = ops.reduce_sum(flat * flat)
+        square_sum = self.square_sum(grads)  # one pass over all of them, not one reduction per tensor
         finite = ops.isfinite(square_sum)
         overflow = ops.logical_not(finite)
         unscale = 1.0 / (scale * self.accumulation_steps)
