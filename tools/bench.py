@@ -46,6 +46,7 @@ from src.data.batch_workers import BatchWorkers  # noqa: E402
 from src.data.imagenet import DecodedImages, create_dataset, data_workers  # noqa: E402
 from src.errors import ConformerError  # noqa: E402
 from src.kernels import KernelCell, LayerNorm, Softmax, Transpose, kernels_in_use, set_plain_kernels  # noqa: E402
+from src.kernels.square_sum import SquareSum  # noqa: E402
 from src.kernels.dense import Dense  # noqa: E402
 from src.kernels.switch import cpu_kernels_wanted  # noqa: E402
 from src.deploy.export import export_model, load_mindir, output_names  # noqa: E402
@@ -53,7 +54,7 @@ from src.inference.network import InferenceNet  # noqa: E402
 from src.deploy.onnx_inference import add_ort_threads_arg, onnx_forward  # noqa: E402
 from src.layers.conv2d import Conv2d, conv2d, cpu_formulation, set_plain_convs  # noqa: E402
 from src.layers.conv_block import batch_norm  # noqa: E402
-from src.layers.exportable_ops import GELU  # noqa: E402
+from src.layers.exportable_ops import GELU, TorchMaxPool2d  # noqa: E402
 from src.runtime.console import run_main  # noqa: E402
 from src.runtime.device import init_context, set_graph_kernel_fusion  # noqa: E402
 from src.trainer.loss import create_loss  # noqa: E402
@@ -453,6 +454,8 @@ def kernel_op(case: dict) -> nn.Cell:
         return _HeadSplit(case["heads"])
     if kind == "conv3x3":
         return conv2d(shape[1], shape[1], 3, padding=1)
+    if kind == "maxpool":
+        return TorchMaxPool2d(3, 2)
     return batch_norm(shape[1])
 
 
@@ -502,12 +505,16 @@ def bench_kernels(cfg, worker=None) -> list:
     return rows
 
 
-def train_step_call(cfg, net, updates: int):
-    """A call of one train step of `net` on a fixed batch of cfg.train_batch, for `updates` calls."""
+def train_step_call(cfg, net, updates: int, plain_kinds=frozenset()):
+    """A call of one train step of `net` on a fixed batch of cfg.train_batch, for `updates` calls; the
+    step's own kernels (KernelCell classes) named in `plain_kinds` run MindSpore's ops."""
     optimizer = create_optimizer(cfg, net, np.full(updates, cfg.base_lr, np.float32))
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
                         clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0)
+    for _, cell in step.cells_and_names():
+        if isinstance(cell, KernelCell) and type(cell).__name__ in plain_kinds:
+            cell.choose_kernels(plain=True)
     step.set_train(True)
     batch = cfg.train_batch
     x = ms.Tensor(_images(batch, cfg.image_size))
@@ -536,7 +543,9 @@ def bench_cpu_kernels(cfg, each_kind: bool = False) -> list:
     if not cpu_kernels_wanted():  # not on CPU, switched off (cpu_kernels), or no library
         return []
     first = create_model_from_config(cfg)
-    kinds = sorted({type(cell).__name__ for _, cell in first.cells_and_names() if isinstance(cell, KernelCell)})
+    # the model's kinds and the train step's own (SquareSum, the gradients' global norm)
+    kinds = sorted({type(cell).__name__ for _, cell in first.cells_and_names() if isinstance(cell, KernelCell)}
+                   | {SquareSum.__name__})
     plain = {"MindSpore ops": set(kinds), "own kernels": set(),
              **({f"own kernels but {kind}": {kind} for kind in kinds} if each_kind else {})}
     nets = {}
@@ -558,7 +567,7 @@ def bench_cpu_kernels(cfg, each_kind: bool = False) -> list:
         summed.set_train(False)
         calls["forward"][label] = lambda summed=summed: summed(x).asnumpy()
     for label, net in nets.items():
-        calls["train step"][label] = train_step_call(cfg, net, rounds + 2)
+        calls["train step"][label] = train_step_call(cfg, net, rounds + 2, plain[label])
     rows = []
     for what, timed in calls.items():
         load = os.getloadavg()[0]

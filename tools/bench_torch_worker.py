@@ -214,7 +214,8 @@ def _kernel(torch, batch: int, name: str, spec: dict) -> tuple:
            "head_split": lambda: lambda x: x.reshape(shape[0], shape[1], 3 * heads, -1).permute(0, 2, 1, 3)
            .contiguous(),
            "conv3x3": lambda: nn.Conv2d(shape[1], shape[1], 3, padding=1, bias=False),
-           "batchnorm": lambda: nn.BatchNorm2d(shape[1], eps=1e-6)}
+           "batchnorm": lambda: nn.BatchNorm2d(shape[1], eps=1e-6),
+           "maxpool": lambda: nn.MaxPool2d(3, 2, padding=1)}
     op = ops[kind]()
     generator = torch.Generator().manual_seed(spec["seed"])
     inputs = [torch.randn(shape, generator=generator) for _ in range(2 if kind == "scores" else 1)]

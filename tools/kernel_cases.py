@@ -3,11 +3,12 @@
 Plain Python, neither MindSpore nor torch: bench.py builds each case with MindSpore and
 tools/bench_torch_worker.py with torch, from the same names and shapes.  The cases are the
 transformer block's ops at [batch, tokens, embed] and the CNN branch's first bottleneck 3x3
-convolution with its BatchNorm (a quarter of the image size, as after the stem).
+convolution with its BatchNorm (a quarter of the image size, as after the stem) and the stem's max
+pool (on the stem convolution's 64-channel map at half the image size).
 """
 from src.variants import EXPANSION
 
-KINDS = ("linear", "layernorm", "gelu", "softmax", "scores", "head_split", "conv3x3", "batchnorm")
+KINDS = ("linear", "layernorm", "gelu", "softmax", "scores", "head_split", "conv3x3", "batchnorm", "maxpool")
 
 
 def kernel_cases(hp: dict, image_size: int, batch: int) -> dict:
@@ -29,4 +30,6 @@ def kernel_cases(hp: dict, image_size: int, batch: int) -> dict:
         "qkv split into heads": {"kind": "head_split", "shape": (batch, tokens, 3 * embed), "heads": heads},
         f"conv 3x3 {width}->{width} @{side}": {"kind": "conv3x3", "shape": (batch, width, side, side)},
         f"BatchNorm {width} @{side}": {"kind": "batchnorm", "shape": (batch, width, side, side)},
+        f"max pool 3x3/2 (stem) 64 @{image_size // 2}": {"kind": "maxpool",
+                                                         "shape": (batch, 64, image_size // 2, image_size // 2)},
     }

@@ -145,7 +145,7 @@ def test_against_the_official_pytorch_code(tmp_path):
     assert torch_op["ours_over_torch"] == torch_op["us_per_kernel"] / ours_kernel["us_per_kernel"]
 
     kernels = [r for what, r in rows.items() if what.startswith("kernel: ")]
-    assert len(kernels) == 8 and all(r["torch_ms_fwd"] > 0 and r["torch_ms_fwd_bwd"] > 0 for r in kernels)
+    assert len(kernels) == 9 and all(r["torch_ms_fwd"] > 0 and r["torch_ms_fwd_bwd"] > 0 for r in kernels)
     assert all(r["ours_over_torch"] == r["torch_ms_fwd_bwd"] / r["ms_fwd_bwd"] for r in kernels)
 
     numerics = [r for what, r in rows.items() if what.startswith("numerics:")]
@@ -283,14 +283,14 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
     assert [r["what"] for r in kernels] == [
         "kernel: Linear 192->768 (fc1)", "kernel: LayerNorm 192", "kernel: GELU (MLP, 768)",
         "kernel: softmax (attention)", "kernel: q @ k^T", "kernel: qkv split into heads",
-        "kernel: conv 3x3 8->8 @8", "kernel: BatchNorm 8 @8"]
+        "kernel: conv 3x3 8->8 @8", "kernel: BatchNorm 8 @8", "kernel: max pool 3x3/2 (stem) 64 @16"]
     assert all(r["batch"] == 2 and r["ms_fwd"] > 0 and r["ms_fwd_bwd"] > 0 and "ours_over_torch" not in r
                for r in kernels)
     # every op but q @ k^T also as the own CPU kernels (the linear layer: its bias)
     own = [r["what"] for r in kernels if "own_ms_fwd" in r]
     assert own == ["kernel: Linear 192->768 (fc1)", "kernel: LayerNorm 192", "kernel: GELU (MLP, 768)",
                    "kernel: softmax (attention)", "kernel: qkv split into heads", "kernel: conv 3x3 8->8 @8",
-                   "kernel: BatchNorm 8 @8"]
+                   "kernel: BatchNorm 8 @8", "kernel: max pool 3x3/2 (stem) 64 @16"]
     assert all(r["own_ms_fwd"] > 0 and r["own_ms_fwd_bwd"] > 0 and "own kernel" in r["note"]
                for r in kernels if "own_ms_fwd" in r)
     # the model with MindSpore's ops and with the own kernels, interleaved
