@@ -20,31 +20,44 @@ def shifted_columns(x, kk: int):
     return ops.cat(parts, 1).reshape(b, kk * kk * c, rows - kk, cols)
 
 
-def columns_op(library: str, kk: int):
+def columns_op(library: str, kk: int, pad: int = 0):
     """The columns as one kernel, without the wrap-around ones: x [B, C, R, W] -> [B, kk * kk * C,
-    R - kk, W - kk + 1]; its gradient as one kernel that adds them back into place."""
+    R - kk, W - kk + 1] (a map padded before, with the flat slices' overrun row); with `pad`, of x
+    with `pad` zeros on every side that the kernel reads without building them: [B, kk * kk * C,
+    R + 2 pad - kk + 1, W + 2 pad - kk + 1]. Its gradient: one kernel that adds them back into place."""
     backward = _custom(library, "ColumnsBackward", lambda dcol, x: x, lambda dcol, x: x)
 
     def bprop(x, out, dout):
         return (backward(dout, x),)
 
-    return _custom(library, "ColumnsForward", lambda x: [x[0], kk * kk * x[1], x[2] - kk, x[3] - kk + 1],
-                   lambda x: x, bprop)
+    def out_shape(x):
+        rows = x[2] + 2 * pad - kk + 1 if pad else x[2] - kk
+        return [x[0], kk * kk * x[1], rows, x[3] + 2 * pad - kk + 1]
+
+    return _custom(library, "ColumnsForward", out_shape, lambda x: x, bprop)
 
 
 class Columns(KernelCell):
     """The columns of one convolution whose kernel size after space-to-depth is kk > 1: the kernel's
-    (the valid columns only) on CPU, else `shifted_columns` (the caller crops what wraps around)."""
+    (the valid columns only) on CPU, else `shifted_columns` (the caller crops what wraps around).
+    `pad` > 0 (a stride-1 convolution's padding): `pads_itself` tells the caller when the kernel
+    reads the padding itself, so the map is given unpadded."""
 
-    def __init__(self, kk: int):
+    def __init__(self, kk: int, pad: int = 0):
         super().__init__()
-        self.kk = kk
+        self.kk, self.pad = kk, pad
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
         self.kernel = columns_op(library, self.kk)
+        self.padding_kernel = columns_op(library, self.kk, self.pad) if self.pad else None
+
+    def pads_itself(self, x) -> bool:
+        return self.use_kernels and self.pad > 0 and x.dtype == ms.float32
 
     def construct(self, x):
+        if self.pads_itself(x):
+            return self.padding_kernel(x)
         if self.use_kernels and x.dtype == ms.float32:
             return self.kernel(x)
         return shifted_columns(x, self.kk)

@@ -56,6 +56,9 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     if right < 0:
         x = x[:, :, :, :w + right]
         right = 0
+    if s == 1 and columns is not None and columns.pads_itself(x):  # the kernel reads the zeros itself
+        x = columns(x)
+        return ops.conv2d(x, weight.transpose(0, 2, 3, 1).reshape(out_ch, x.shape[1], 1, 1))
     overrun = 1 if kk > 1 else 0  # the last offset's flat slice runs kk-1 values past the map
     x = zero_pad(x, p, bottom + overrun * s, p, right)
     rows += overrun
@@ -92,7 +95,7 @@ class Conv2d(nn.Conv2d):
         self.space_to_depth = Transpose((0, 1, 3, 5, 2, 4)) if stride > 1 else None
         self.choose_formulation()
         kk = (kernel_size + stride - 1) // stride
-        self.columns = Columns(kk) if kk > 1 else None
+        self.columns = Columns(kk, padding if stride == 1 else 0) if kk > 1 else None
 
     def choose_formulation(self, plain: bool = False) -> None:
         """The matmul formulation where the device wants it and it applies (1x1 unstrided is a matmul already)."""

@@ -1,11 +1,13 @@
 // The columns (im2col) of a stride-1 kk x kk convolution, as the CPU formulation
-// (src/layers/conv2d.py) multiplies them by its weight: of a zero-padded map x [B, C, R, W], for
-// each kernel offset (i, j), the window of out_h x out_w values starting at row i, column j,
-// stacked offset-major: col [B, kk * kk * C, out_h, out_w], out_w = W - kk + 1 (out_h is the
-// output's, so rows of x below the last window are never read). MindSpore runs the same as kk * kk
-// slices of the flattened map and a Concat (whose gradient pads every slice back to the full map
-// and sums them), then crops the columns that wrap around the row: here the forward is one copy per
-// output row and the backward adds each row of the gradient back into place.
+// (src/layers/conv2d.py) multiplies them by its weight: of a map x [B, C, R, W] with `pad` zeros on
+// every side, for each kernel offset (i, j), the window of out_h x out_w values starting at row i,
+// column j, stacked offset-major: col [B, kk * kk * C, out_h, out_w], out_w = W + 2 pad - kk + 1
+// (out_h is the output's, so rows of x below the last window are never read). The padding is read
+// as zeros here, not built: MindSpore pads by concatenation, whose gradient is a slice per side.
+// MindSpore runs the columns as kk * kk slices of the flattened map and a Concat (whose gradient
+// pads every slice back to the full map and sums them), then crops the columns that wrap around the
+// row: here the forward is one copy per output row and the backward adds each row of the gradient
+// back into place.
 #include <cstring>
 
 #include "kernel.h"
@@ -13,15 +15,30 @@
 namespace {
 
 struct Geometry {
-    int64_t batch, channels, rows, width, kk, out_h, out_w;
+    int64_t batch, channels, rows, width, kk, out_h, out_w, pad;
 };
 
-// x [B, C, R, W] and col [B, kk * kk * C, out_h, out_w]: kk from the channel ratio.
+// x [B, C, R, W] and col [B, kk * kk * C, out_h, out_w]: kk from the channel ratio, and the zero
+// padding the kernel adds around x (the same on every side, as a stride-1 convolution's) from the
+// widths: out_w = W + 2 pad - kk + 1 (pad 0 for a map padded before, out_w = W - kk + 1).
 Geometry geometry(const int64_t *x, const int64_t *col) {
-    Geometry g{x[0], x[1], x[2], x[3], 1, col[2], col[3]};
+    Geometry g{x[0], x[1], x[2], x[3], 1, col[2], col[3], 0};
     const int64_t offsets = g.channels ? col[1] / g.channels : 0;
     while ((g.kk + 1) * (g.kk + 1) <= offsets) ++g.kk;
+    g.pad = (g.out_w - g.width + g.kk - 1) / 2;
     return g;
+}
+
+// For kernel offset (i, j): the output rows [r0, r1) and columns [q0, q1) whose input lies inside
+// x; the rest of the window reads the zero padding.
+struct Span {
+    int64_t r0, r1, q0, q1;
+};
+
+Span span(const Geometry &g, int64_t i, int64_t j) {
+    auto clamp = [](int64_t v, int64_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); };
+    return {clamp(g.pad - i, g.out_h), clamp(g.rows + g.pad - i, g.out_h), clamp(g.pad - j, g.out_w),
+            clamp(g.width + g.pad - j, g.out_w)};
 }
 
 }  // namespace
@@ -32,16 +49,20 @@ CK_KERNEL(ColumnsForward) {
     float *col = static_cast<float *>(params[1]);
     const Geometry g = geometry(shapes[0], shapes[1]);
     const int64_t offsets = g.kk * g.kk, map = g.rows * g.width, plane = g.out_h * g.out_w;
-    const size_t row_bytes = static_cast<size_t>(g.out_w) * sizeof(float);
+    if (g.pad > 0) std::memset(col, 0, static_cast<size_t>(g.batch * offsets * g.channels * plane) * sizeof(float));
     // channel-outer: the channel's map stays in cache while its kk * kk windows are copied out
     for (int64_t b = 0; b < g.batch; ++b) {
         float *colb = col + b * offsets * g.channels * plane;
         for (int64_t c = 0; c < g.channels; ++c) {
             const float *src = x + (b * g.channels + c) * map;
             for (int64_t o = 0; o < offsets; ++o) {
-                const float *s = src + (o / g.kk) * g.width + o % g.kk;
+                const int64_t i = o / g.kk, j = o % g.kk;
+                const Span sp = span(g, i, j);
+                if (sp.q1 <= sp.q0) continue;
+                const size_t bytes = static_cast<size_t>(sp.q1 - sp.q0) * sizeof(float);
                 float *d = colb + (o * g.channels + c) * plane;
-                for (int64_t r = 0; r < g.out_h; ++r) std::memcpy(d + r * g.out_w, s + r * g.width, row_bytes);
+                for (int64_t r = sp.r0; r < sp.r1; ++r)
+                    std::memcpy(d + r * g.out_w + sp.q0, src + (r + i - g.pad) * g.width + sp.q0 + j - g.pad, bytes);
             }
         }
     }
@@ -60,13 +81,14 @@ CK_KERNEL(ColumnsBackward) {
         for (int64_t c = 0; c < g.channels; ++c) {
             float *dst = dx + (b * g.channels + c) * map;
             for (int64_t o = 0; o < offsets; ++o) {
+                const int64_t i = o / g.kk, j = o % g.kk;
+                const Span sp = span(g, i, j);
                 const float *s = dcolb + (o * g.channels + c) * plane;
-                float *d = dst + (o / g.kk) * g.width + o % g.kk;
-                for (int64_t r = 0; r < g.out_h; ++r) {
+                for (int64_t r = sp.r0; r < sp.r1; ++r) {
                     const float *sr = s + r * g.out_w;
-                    float *dr = d + r * g.width;
+                    float *dr = dst + (r + i - g.pad) * g.width + j - g.pad;
 #pragma omp simd
-                    for (int64_t t = 0; t < g.out_w; ++t) dr[t] += sr[t];
+                    for (int64_t t = sp.q0; t < sp.q1; ++t) dr[t] += sr[t];
                 }
             }
         }
