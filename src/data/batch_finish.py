@@ -8,6 +8,7 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.data.augment.mixup import create_mixup
 from src.data.augment.noise import MASK, MULTIPLIER, SHIFT, UNIFORM_BITS
 from src.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from src.data.train_batches import CUTMIX_FIELDS, ERASE_FIELDS
@@ -68,12 +69,14 @@ class NormalizedInput(nn.Cell):
 
 class BatchFinish(nn.Cell):
     """(pixels uint8 [B, 3, S, S], weights float32 [B, 2], boxes int64 [B, 4 + 5 E]) -> float32
-    [B, 3, S, S]; `erase_mode` the recipe's re_mode, `erase_slots` E its re_count (0: no erasing)."""
+    [B, 3, S, S]; `erase_mode` the recipe's re_mode, `erase_slots` E its re_count (0: no erasing);
+    `mixing` False for a recipe that never mixes (its weights are always (1, 0) and its boxes empty),
+    whose graph then leaves the mixing out."""
 
-    def __init__(self, erase_mode: str = "pixel", erase_slots: int = 0):
+    def __init__(self, erase_mode: str = "pixel", erase_slots: int = 0, mixing: bool = True):
         super().__init__()
         self.normalize = Normalize()
-        self.erase_mode, self.erase_slots = erase_mode, erase_slots
+        self.erase_mode, self.erase_slots, self.mixing = erase_mode, erase_slots, mixing
 
     def construct(self, pixels, weights, boxes):
         images = self.normalize(pixels)
@@ -93,6 +96,8 @@ class BatchFinish(nn.Cell):
                 fill = _standard_normal(seed, channel * h * w + (rows - top) * w + (cols - left))
             erased = _mask(_inside(rows, cols, top, top + h, left, left + w))
             images = images * (1.0 - erased) + fill * erased
+        if not self.mixing:
+            return images
         cut = _mask(_inside(rows, cols, *(fields[:, j:j + 1] for j in range(CUTMIX_FIELDS))))
         own = weights[:, 0].reshape(-1, 1, 1, 1) * (1.0 - cut)
         partner = weights[:, 1].reshape(-1, 1, 1, 1) * (1.0 - cut) + cut
@@ -101,4 +106,4 @@ class BatchFinish(nn.Cell):
 
 def batch_finish(cfg) -> BatchFinish:
     """The BatchFinish of `cfg`'s training recipe."""
-    return BatchFinish(cfg.re_mode, cfg.re_count if cfg.re_prob > 0 else 0)
+    return BatchFinish(cfg.re_mode, cfg.re_count if cfg.re_prob > 0 else 0, create_mixup(cfg).active)

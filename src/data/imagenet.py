@@ -18,7 +18,7 @@ from functools import lru_cache, partial
 import mindspore.dataset as ds
 import numpy as np
 
-from src.data.augment import Mixup
+from src.data.augment import create_mixup
 from src.data.batch_workers import BatchWorkers, WorkerBatches, worker_batches
 from src.data.eval_batches import EvalBatches
 from src.data.folder import DatasetError
@@ -123,8 +123,7 @@ class _InWorkers:
 
 def _mix_batch(cfg, epoch: int) -> _MixBatch:
     """Mixup/CutMix with label smoothing; label smoothing only from epoch mixup_off_epoch on (0 = never)."""
-    mixup = Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
-                  cfg.label_smoothing)
+    mixup = create_mixup(cfg)
     if mixup.active and cfg.mixup_mode == "pair" and cfg.batch_size % 2:
         raise ValueError(f"mixup_mode pair needs an even batch_size, got {cfg.batch_size}")
     return _MixBatch(mixup, mix=not (cfg.mixup_off_epoch > 0 and epoch >= cfg.mixup_off_epoch),

@@ -257,13 +257,16 @@ def test_train_batches_equal_the_samples_augmented_one_by_one(noise_root, mode):
         assert len(store.images) == 16  # the resumed epoch (4 batches of 4) ran through the store
 
 
-@pytest.mark.parametrize("mode, extra", [("process", ()), ("thread", ("--mixup_mode", "pair", "--re_count", "2"))])
+@pytest.mark.parametrize("mode, extra", [("process", ()), ("thread", ("--mixup_mode", "pair", "--re_count", "2")),
+                                         ("thread", ("--mixup", "0", "--cutmix", "0"))])
 def test_raw_batches_finished_in_the_graph_equal_the_samples_augmented_one_by_one(noise_root, mode, extra):
     """What train.py runs: uint8 batches with the draws of erasing (per-pixel noise) and mixing, finished
     by BatchFinish in the graph, equal the one-by-one reference within float rounding; finished by
-    NumPy (finish_batch), bit-identical to it."""
+    NumPy (finish_batch), bit-identical to it. A recipe without Mixup/CutMix leaves the mixing out of
+    the graph."""
     cfg = _cfg(noise_root, "--re_prob", "1", "--min_crop", "0.2", "--data_workers_mode", mode, *extra)
     finish = batch_finish(cfg)
+    assert finish.mixing == ("--mixup" not in extra)
     raw = list(create_dataset(cfg, "train", epoch=1, skip_batches=1, raw=True).create_tuple_iterator(
         num_epochs=1, output_numpy=True))
     expected = _one_by_one(cfg, 1, 1)

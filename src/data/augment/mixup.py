@@ -123,3 +123,10 @@ class Mixup:
         else:
             weights[rows] = (lam, 1.0 - lam)
         return lam
+
+
+def create_mixup(cfg) -> Mixup:
+    """The Mixup/CutMix of `cfg`'s recipe (mixup, cutmix, mixup_prob, switch_prob, mixup_mode,
+    label_smoothing)."""
+    return Mixup(cfg.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.switch_prob, cfg.mixup_mode,
+                 cfg.label_smoothing)
