@@ -505,6 +505,14 @@ def bench_kernels(cfg, worker=None) -> list:
     return rows
 
 
+def _run_plain(cell: nn.Cell, kinds) -> nn.Cell:
+    """`cell` with its own kernels of the `kinds` (KernelCell class names) switched to MindSpore's ops."""
+    for _, sub in cell.cells_and_names():
+        if isinstance(sub, KernelCell) and type(sub).__name__ in kinds:
+            sub.choose_kernels(plain=True)
+    return cell
+
+
 def train_step_call(cfg, net, updates: int, plain_kinds=frozenset()):
     """A call of one train step of `net` on a fixed batch of cfg.train_batch, for `updates` calls; the
     step's own kernels (KernelCell classes) named in `plain_kinds` run MindSpore's ops."""
@@ -512,9 +520,7 @@ def train_step_call(cfg, net, updates: int, plain_kinds=frozenset()):
     step = TrainOneStep(NetWithLoss(net, create_loss(cfg)), optimizer, loss_scale=float(cfg.loss_scale),
                         dynamic_loss_scale=cfg.is_dynamic_loss_scale,
                         clip_grad_norm=cfg.clip_grad_norm if cfg.use_clip_grad_norm else 0.0)
-    for _, cell in step.cells_and_names():
-        if isinstance(cell, KernelCell) and type(cell).__name__ in plain_kinds:
-            cell.choose_kernels(plain=True)
+    _run_plain(step, plain_kinds)
     step.set_train(True)
     batch = cfg.train_batch
     x = ms.Tensor(_images(batch, cfg.image_size))
@@ -554,10 +560,7 @@ def bench_cpu_kernels(cfg, each_kind: bool = False) -> list:
         if nets:
             ms.load_param_into_net(net, {p.name: ms.Parameter(p.data.copy(), name=p.name)
                                          for p in first.get_parameters()})
-        for _, cell in net.cells_and_names():
-            if isinstance(cell, KernelCell) and type(cell).__name__ in kinds_off:
-                cell.choose_kernels(plain=True)
-        nets[label] = net
+        nets[label] = _run_plain(net, kinds_off)
     rounds = max(cfg.repeats, INTERLEAVED_ROUNDS)
     batch = max(cfg.batches)
     x = ms.Tensor(_images(batch, cfg.image_size))

@@ -49,15 +49,15 @@ class Columns(KernelCell):
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
-        self.kernel = columns_op(library, self.kk)
-        self.padding_kernel = columns_op(library, self.kk, self.pad) if self.pad else None
+        self.kernel = columns_op(library, self.kk, self.pad)
 
     def pads_itself(self, x) -> bool:
-        return self.use_kernels and self.pad > 0 and x.dtype == ms.float32
+        return self.pad > 0 and self.uses_kernel(x)
+
+    def uses_kernel(self, x) -> bool:
+        return self.use_kernels and x.dtype == ms.float32
 
     def construct(self, x):
-        if self.pads_itself(x):
-            return self.padding_kernel(x)
-        if self.use_kernels and x.dtype == ms.float32:
+        if self.uses_kernel(x):
             return self.kernel(x)
         return shifted_columns(x, self.kk)

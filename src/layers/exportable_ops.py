@@ -88,8 +88,9 @@ class TorchMaxPool2d(KernelCell):
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
-        self.kernel = max_pool_op(library, self.kernel_size, self.stride, 1)
-        self.window = ms.Tensor([self.kernel_size, self.stride, 1], ms.int32)
+        window = (self.kernel_size, self.stride, 1)  # padding 1
+        self.kernel = max_pool_op(library, *window)
+        self.window = ms.Tensor(window, ms.int32)
 
     def construct(self, x):
         if self.use_kernels and x.dtype == ms.float32:

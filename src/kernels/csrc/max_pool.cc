@@ -35,10 +35,13 @@ CK_KERNEL(MaxPoolForward) {
         for (int64_t r = 0; r < oh; ++r) {
             float *best = y + (p * oh + r) * ow;
             int32_t *at = argmax + (p * oh + r) * ow;
-            for (int64_t c = 0; c < ow; ++c) best[c] = -INFINITY;
-            const int64_t r0 = r * s - win.pad;
-            bool first = true;
-            for (int64_t i = r0 < 0 ? 0 : r0; i < r0 + win.size && i < h; ++i) {
+            const int64_t r0 = r * s - win.pad, rs = r0 < 0 ? 0 : r0;
+            for (int64_t c = 0; c < ow; ++c) {  // before any comparison: -inf at the window's first valid element
+                const int64_t c0 = c * s - win.pad;
+                best[c] = -INFINITY;
+                at[c] = static_cast<int32_t>(rs * w + (c0 < 0 ? 0 : c0));
+            }
+            for (int64_t i = rs; i < r0 + win.size && i < h; ++i) {
                 const float *row = src + i * w;
                 for (int64_t j = 0; j < win.size; ++j) {
                     // the columns c whose window holds input column c * s - pad + j
@@ -46,13 +49,6 @@ CK_KERNEL(MaxPoolForward) {
                     const int64_t lo = shift < 0 ? (-shift + s - 1) / s : 0;
                     int64_t hi = (w - 1 - shift) / s + 1;
                     hi = hi > ow ? ow : hi;
-                    if (first) {  // the window's first valid element: the argmax before any comparison
-                        for (int64_t c = 0; c < ow; ++c) {
-                            const int64_t c0 = c * s - win.pad;
-                            at[c] = static_cast<int32_t>(i * w + (c0 < 0 ? 0 : c0));
-                        }
-                        first = false;
-                    }
                     const int32_t base = static_cast<int32_t>(i * w + shift);
 #pragma omp simd
                     for (int64_t c = lo; c < hi; ++c) {
