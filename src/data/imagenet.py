@@ -19,19 +19,18 @@ import mindspore.dataset as ds
 import numpy as np
 
 from src.data.augment import create_mixup
+from src.data.batch_threads import BatchThreads
 from src.data.batch_workers import BatchWorkers, WorkerBatches, worker_batches
 from src.data.eval_batches import EvalBatches
 from src.data.folder import DatasetError
 from src.data.labels import split_samples
-from src.data.preprocess import ImageReadError, eval_pixels, load_rgb
+from src.data.preprocess import eval_pixels
 from src.data.train_batches import DecodedImages, SkippedImages, TrainTransform, _MixBatch, _Samples, _TrainBatches
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 RAW_COLUMNS = ["image", "label", "mix", "boxes"]  # a raw training batch (create_dataset's raw)
-_PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # stands in for an unreadable image until the filter drops it
-_PYTHON_MULTIPROCESSING = False  # threads: PIL releases the GIL (docs/development.md, the data pipeline)
 
 
 def _subset(samples: list, num: int, key: str, root: str) -> list:
@@ -78,34 +77,6 @@ def _repeated_shard(order: np.ndarray, repeats: int, rank_id: int, rank_size: in
     return np.resize(np.repeat(order, repeats), total)[rank_id::rank_size][:selected]
 
 
-class _LoadImage:
-    """Map (eval): sample index -> (transform(RGB PIL image), '', index), or for an unreadable file
-    (placeholder, reason, index)."""
-
-    def __init__(self, paths: list, transform):
-        self.paths, self.transform = paths, transform
-
-    def __call__(self, index):
-        try:
-            img = load_rgb(self.paths[int(index)])
-        except ImageReadError as e:
-            return _PLACEHOLDER, np.array(str(e)), index
-        return self.transform(img), np.array(""), index
-
-
-class _KeepReadable:
-    """Filter predicate (runs in the main process): False for a failed decode, which it records."""
-
-    def __init__(self, paths: list, skipped: SkippedImages):
-        self.paths, self.skipped = paths, skipped
-
-    def __call__(self, error, index) -> bool:
-        reason = str(error.item())
-        if reason:
-            self.skipped.record(self.paths[int(index)], reason)
-        return not reason
-
-
 def _eval_transform(cfg):
     return partial(eval_pixels, image_size=cfg.image_size, crop_pct=cfg.crop_pct)
 
@@ -141,15 +112,6 @@ def _split_samples(cfg, is_train: bool):
     key = "train_num_samples" if is_train else "val_num_samples"
     samples = _subset(samples, getattr(cfg, key), key, root)
     return root, classes, [path for path, _ in samples], np.array([label for _, label in samples], np.int32)
-
-
-def _readable_images(samples: _Samples, paths, load: _LoadImage, workers: int, skipped: SkippedImages):
-    """Columns (image, label) of `samples` loaded by `load`, unreadable files dropped."""
-    data = ds.GeneratorDataset(samples, ["index", "label", "position"], shuffle=False, num_parallel_workers=1)
-    data = data.map(load, input_columns=["index"], output_columns=["image", "error", "index"],
-                    num_parallel_workers=workers, python_multiprocessing=_PYTHON_MULTIPROCESSING)
-    data = data.filter(_KeepReadable(paths, skipped), input_columns=["error", "index"], num_parallel_workers=1)
-    return data.project(["image", "label"])
 
 
 def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffle=None, drop_remainder=None,
@@ -203,14 +165,14 @@ def create_dataset(cfg, split: str, rank_id: int = 0, rank_size: int = 1, shuffl
             source = WorkerBatches(source, batch_workers)
         data = ds.GeneratorDataset(source, RAW_COLUMNS if raw else ["image", "label"], shuffle=False,
                                    num_parallel_workers=1)
-    elif in_processes:
+    else:
         kept = samples.order[:batches * cfg.batch_size - first]
         source = EvalBatches(paths, kept, labels, _eval_transform(cfg), cfg.batch_size, skipped)
-        data = ds.GeneratorDataset(_InWorkers(source, batch_workers), ["image", "label"], shuffle=False,
+        pool = batch_workers if in_processes else BatchThreads(workers)
+        data = ds.GeneratorDataset(_InWorkers(source, pool), ["image", "label"], shuffle=False,
                                    num_parallel_workers=1)
-    else:
-        load = _LoadImage(paths, _eval_transform(cfg))
-        data = _readable_images(samples, paths, load, workers, skipped).batch(cfg.batch_size, drop_remainder)
+        if not in_processes:
+            weakref.finalize(data, pool.close)
     if own_workers:
         weakref.finalize(data, batch_workers.close)
     # train: exact (unreadable images are replaced); val: nominal, since counting what the filter keeps
