@@ -115,6 +115,16 @@ resume_command() {
 # reaches only this script) and a SIGTERM/SIGINT here becomes one SIGTERM to each worker of this node
 # (mpirun: to mpirun): train.py then stops every rank after the same step, rank 0 writing a checkpoint.
 # A second signal is forwarded too, and stops the workers at once.
+# msrun's processes of role $1 (MS_WORKER, MS_SCHED) running train.py: not its `tail -f`s.
+msrun_children() {
+  local pid
+  for pid in $(pgrep -P "$LAUNCH_PID" || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "MS_ROLE=$1" &&
+      grep -q train.py "/proc/$pid/cmdline" 2>/dev/null; then
+      echo "$pid"
+    fi
+  done
+}
 STOPPED=""
 forward_stop() {
   STOPPED=1
@@ -123,23 +133,39 @@ forward_stop() {
     kill -TERM "$LAUNCH_PID" 2>/dev/null || true
     return
   fi
-  for pid in $(pgrep -P "$LAUNCH_PID" || true); do  # the workers, not the scheduler or msrun's `tail -f`s
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx MS_ROLE=MS_WORKER &&
-      grep -q train.py "/proc/$pid/cmdline" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
+  for pid in $(msrun_children MS_WORKER); do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+}
+# When a worker fails (or stops on a signal) msrun kills the others, then waits for its scheduler, which
+# waits out the dead workers' heartbeat timeout before it ends. Once msrun has logged the failure (in
+# this run's part of msrun.log, from byte $1), that wait serves nothing: the scheduler is ended.
+end_scheduler_after_failure() {
+  while kill -0 "$LAUNCH_PID" 2>/dev/null; do
+    sleep 1
+    if grep -q "exit with exception" < <(tail -c +"$1" "$LOG_DIR/msrun.log" 2>/dev/null); then
+      kill -KILL $(msrun_children MS_SCHED) 2>/dev/null || true
+      return
     fi
   done
 }
 mkdir -p "$LOG_DIR"
 trap forward_stop TERM INT
 # msrun's own messages and its traceback when a worker fails go to msrun.log; the workers' output is shown
+LOG_START=$(($(stat -c %s "$LOG_DIR/$LAUNCHER.log" 2>/dev/null || echo 0) + 1))
 setsid "${CMD[@]}" 2>>"$LOG_DIR/$LAUNCHER.log" &
 LAUNCH_PID=$!
+WATCH_PID=""
+if [[ $LAUNCHER == msrun ]]; then
+  end_scheduler_after_failure "$LOG_START" </dev/null >/dev/null 2>&1 &
+  WATCH_PID=$!
+fi
 while :; do
   status=0
   wait "$LAUNCH_PID" || status=$?
   kill -0 "$LAUNCH_PID" 2>/dev/null || break  # else a trapped signal interrupted the wait
 done
+[[ -z $WATCH_PID ]] || kill "$WATCH_PID" 2>/dev/null || true
 trap - TERM INT
 ((status != 0)) || { echo "logs: $LOG_DIR"; exit 0; }
 

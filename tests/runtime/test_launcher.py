@@ -337,6 +337,7 @@ def test_sigterm_under_msrun_stops_every_rank_after_the_same_step(tmp_path, targ
     state = read_checkpoint(stop.group(2))  # rank 0 wrote it, complete
     assert int(state["global_step"].asnumpy()[0]) == int(step) and int(state["step_in_epoch"].asnumpy()) == int(step)
     assert os.listdir(tmp_path / "ckpt") == [os.path.basename(stop.group(2))]
+    assert "timed out" not in (log_dir / "scheduler.log").read_text()  # ended with the workers
 
 
 def test_a_device_this_mindspore_lacks_fails_in_one_line_before_any_worker_starts(tmp_path):
@@ -363,3 +364,5 @@ def test_a_failing_worker_ends_the_job_with_one_line_naming_its_log(tmp_path):
         f"run_distribute_train_gpu.sh: error: training failed (exit {result.returncode}); {log_dir}/worker_0.log "
         f"ends: train.py: error: data folder not found: {tmp_path}/nowhere/val"], result.stderr[-3000:]
     assert "Traceback" in (log_dir / "msrun.log").read_text()  # msrun's own report, kept out of the console
+    # msrun's scheduler was ended at the failure, not after waiting out the dead worker's heartbeat timeout
+    assert "timed out" not in (log_dir / "scheduler.log").read_text()
