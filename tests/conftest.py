@@ -63,6 +63,17 @@ def graph_mode_kept():
         pytest.fail("the test left MindSpore in PYNATIVE mode")
 
 
+@pytest.fixture
+def pynative():
+    """PYNATIVE for a test whose subject is a net's shapes or values, not its graph: one forward pass of a
+    depth-12 net runs in seconds where compiling its graph takes longer (the scripts' GRAPH-mode runs
+    cover the full-size variants: test_fidelity.py, test_resolution.py, test_export.py)."""
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
 def free_port() -> int:
     """A TCP port free at the time of the call, for msrun's scheduler (a fixed one could be taken by
     another run on the machine)."""

@@ -31,15 +31,6 @@ class _Embeddings(ms.nn.Cell):
         return self.net.conv_cls_head(conv), self.net.trans_cls_head(trans), conv, trans
 
 
-@pytest.fixture
-def pynative():
-    """PYNATIVE for single forward passes of a depth-12 net: compiling each size's graph takes longer (GRAPH mode
-    at such sizes runs in test_resolution.py, test_embeddings.py and test_curves.py)."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_outputs_equal_mmpretrain_at_sizes_not_multiple_of_32(case, pynative):
     net, _, _ = build_from_fixture(case["weights"])

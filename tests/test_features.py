@@ -13,8 +13,7 @@ def _features(net, h, w):
     return [o.asnumpy() for o in net(x)]
 
 
-@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
-def test_strides_channels_and_shapes_at_224_and_384():
+def test_strides_channels_and_shapes_at_224_and_384(pynative):
     # depth 6 = two blocks per stage, so every feature exists (as at depth 12)
     net = create_model("conformer_reduced_patch16", depth=6, features_only=True)
     assert net.feature_strides == (4, 8, 16, 32, 16)
@@ -25,15 +24,13 @@ def test_strides_channels_and_shapes_at_224_and_384():
         assert shapes == expected + [(1, 1 + (size // 16) ** 2, 192)]
 
 
-@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
-def test_tiny_at_224_matches_the_documented_table():
+def test_tiny_at_224_matches_the_documented_table(pynative):
     net = create_model("conformer_tiny_patch16", features_only=True, out_indices=(3, 0, 4))
     assert [f.shape for f in _features(net, 224, 224)] == [(1, 256, 7, 7), (1, 64, 56, 56), (1, 197, 384)]
     assert net.feature_strides == (32, 4, 16) and net.feature_channels == (256, 64, 384)
 
 
-@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
-def test_features_are_the_classifier_s_maps_and_a_classifier_checkpoint_loads(tmp_path):
+def test_features_are_the_classifier_s_maps_and_a_classifier_checkpoint_loads(tmp_path, pynative):
     full = create_model("conformer_reduced_patch16", num_classes=3)
     ckpt = str(tmp_path / "full.ckpt")
     ms.save_checkpoint(full, ckpt)

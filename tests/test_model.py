@@ -61,21 +61,20 @@ def _forward(net, batch, size):
     return [o.asnumpy() for o in net(x)]
 
 
-@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
 @pytest.mark.parametrize("size", [224, 160])
-def test_tiny_output_shapes(size):
+def test_tiny_output_shapes(size, pynative):
     conv, trans = _forward(create_model("conformer_tiny_patch16", num_classes=7), 1, size)
     assert conv.shape == (1, 7) and trans.shape == (1, 7)
     assert np.isfinite(conv).all() and np.isfinite(trans).all()
 
 
 @pytest.mark.parametrize("arch,size", [("conformer_small_patch32", 64), ("conformer_reduced_patch16", 96)])
-def test_other_variants_forward(arch, size):
+def test_other_variants_forward(arch, size, pynative):
     conv, trans = _forward(create_model(arch, num_classes=5), 2, size)
     assert conv.shape == (2, 5) and trans.shape == (2, 5)
 
 
-def test_features_map_and_tokens_shapes():
+def test_features_map_and_tokens_shapes(pynative):
     net = create_model("conformer_reduced_patch16", num_classes=3)
     net.set_train(False)
     x = ms.Tensor(np.zeros((2, 3, 64, 96), np.float32))
@@ -143,15 +142,14 @@ def test_reduced_variant_is_marked_as_such():
     assert "conformer_reduced_patch16" not in OFFICIAL
 
 
-def test_med_blocks_keep_official_names_and_run():
+def test_med_blocks_keep_official_names_and_run(pynative):
     net = create_model("conformer_reduced_patch16", num_classes=3, num_med_block=1)
     assert "conv_trans_2.med_block.0.conv2.weight" in net.parameters_dict()
     conv, trans = _forward(net, 1, 64)
     assert conv.shape == trans.shape == (1, 3)
 
 
-@pytest.mark.e2e  # trains or compiles a full-size variant: long to compile
-def test_a_config_that_sets_only_arch_is_the_official_model(tmp_path):
+def test_a_config_that_sets_only_arch_is_the_official_model(tmp_path, pynative):
     from src.config import parse_args
     from src.conformer import create_model_from_config
     path = tmp_path / "arch_only.yaml"
