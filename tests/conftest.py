@@ -115,17 +115,19 @@ def _argument_identity(arg: str, cwd) -> str:
     return arg
 
 
-def compile_cache_folder(args, cwd=REPO, env=None) -> str:
+def compile_cache_folder(args, cwd=REPO, env=None, group: str = "") -> str:
     """The folder of MindSpore's compile cache for one script run: keyed by this interpreter, MindSpore's
     version, the source tree, the working directory, the command (files in it by identity) and the
     environment, so only the same command started again (a resumed run, a re-run after SIGTERM) reuses
     the graphs compiled before; the cache's own graph index is the compile order within one process,
-    and the same command compiles the same graphs in the same order."""
+    and the same command compiles the same graphs in the same order. With `group`, the group's name
+    stands for the command: the test names a group only for runs that differ in nothing that decides a
+    graph (their data, output folders, worker mode, a resume, what they log)."""
     from importlib.metadata import version
     env = dict(os.environ if env is None else env)
+    command = [f"group {group}"] if group else [_argument_identity(str(arg), cwd) for arg in args]
     key = hashlib.sha256()
-    for part in (sys.executable, version("mindspore"), _sources_digest(), os.path.realpath(cwd),
-                 *(_argument_identity(str(arg), cwd) for arg in args),
+    for part in (sys.executable, version("mindspore"), _sources_digest(), os.path.realpath(cwd), *command,
                  *(f"{k}={v}" for k, v in sorted(env.items()) if not k.startswith("PYTEST_"))):
         key.update(str(part).encode() + b"\0")
     if not _compile_cache_root:
@@ -136,13 +138,14 @@ def compile_cache_folder(args, cwd=REPO, env=None) -> str:
 
 def script_env(args, cwd=REPO, compile_cache=False) -> dict:
     """The environment a test runs a repository script in (`args` as after the interpreter): MindSpore's
-    logs off; with `compile_cache`, for a command the test starts more than once, MindSpore's compile
-    cache in `compile_cache_folder`, unless the test names a cache folder itself (MS_COMPILER_CACHE_PATH
-    is also where graph kernel fusion keeps its kernels). Off by default: a run that writes its graphs
-    into a cache nobody reads pays for the write."""
+    logs off; with `compile_cache` (True, or a group's name: `compile_cache_folder`), for a command the
+    test starts more than once, MindSpore's compile cache in `compile_cache_folder`, unless the test
+    names a cache folder itself (MS_COMPILER_CACHE_PATH is also where graph kernel fusion keeps its
+    kernels). Off by default: a run that writes its graphs into a cache nobody reads pays for the write."""
     env = dict(os.environ, GLOG_v="3")
     if compile_cache and "MS_COMPILER_CACHE_PATH" not in env:
-        env.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=compile_cache_folder(args, cwd, env))
+        group = compile_cache if isinstance(compile_cache, str) else ""
+        env.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=compile_cache_folder(args, cwd, env, group))
     return env
 
 

@@ -61,3 +61,7 @@ def test_the_key_changes_with_the_scripts_files_and_environment(tmp_path):
     os.utime(script, ns=(1, 1))  # a file named in the command: its identity is part of the key
     assert compile_cache_folder([str(script), "plus"], tmp_path) != first
     assert compile_cache_folder([str(script), "plus", "--grad_accumulation_steps", "2"], tmp_path) != first
+    # a group: the runs a test names for it share one folder whatever their commands, apart from other groups
+    group = compile_cache_folder([str(script), "plus"], tmp_path, group="g")
+    assert compile_cache_folder([str(script), "triple", "--resume", "x"], tmp_path, group="g") == group
+    assert group != first and compile_cache_folder([str(script), "plus"], tmp_path, group="h") != group

@@ -53,9 +53,14 @@ def _outputs(root, name):
             "--summary_root_dir", str(root / name / "summary")]
 
 
+# the interrupted runs C and D differ from each other only in what decides no graph (outputs, worker
+# threads, resumes, what they log): their starts share one compile cache; A compiles its own
+CACHE = "interrupted"
+
+
 def _start(args):
     return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO,
-                            env=script_env(["train.py", *args], compile_cache=True),
+                            env=script_env(["train.py", *args], compile_cache=CACHE),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -122,7 +127,7 @@ def runs(tmp_path_factory):
     newest = complete[-1]
     step = int(re.search(r"-e0002-s(\d{8})\.ckpt$", newest).group(1)) - STEPS
     assert step in (2, 4), newest
-    resumed = run_script("train.py", *args, "--resume", newest)  # --checkpoint's other name
+    resumed = run_script("train.py", *args, "--resume", newest, compile_cache=CACHE)  # --checkpoint's other name
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {newest}: epoch 2, step {step + 1}" in resumed.stdout
     done["C"] = resumed.stdout
@@ -144,7 +149,7 @@ def runs(tmp_path_factory):
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
-    final = run_script("train.py", *auto, compile_cache=True)  # the same command: the graphs of the starts before
+    final = run_script("train.py", *auto, compile_cache=CACHE)
     assert final.returncode == 0, final.stderr[-2000:]
     (line,) = [line for line in final.stderr.splitlines() if "--checkpoint auto" in line]
     assert line.startswith(f"train.py: --checkpoint auto: {newest}: ") and line.endswith("; trying the one before it")
