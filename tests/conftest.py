@@ -23,10 +23,11 @@ sys.path.insert(0, REPO)
 # The test files that take longest, longest first (docs/development.md, "Tests"): they run before all
 # others, so under `--dist loadfile` the two workers start on the long files and end on the short ones
 # together, instead of one worker starting a long file while the other runs out of work.
-LONGEST_FIRST = ("runtime/test_launcher.py", "dev/test_bench.py", "trainer/test_train.py",
-                 "trainer/test_reproducible.py", "deploy/test_export.py", "runtime/test_graph_kernel_fusion.py",
-                 "trainer/test_grad_accumulation.py", "test_weights.py", "test_model.py", "deploy/test_infer.py",
-                 "deploy/test_embeddings.py", "deploy/test_onnx_export.py", "test_features.py", "test_eval.py")
+LONGEST_FIRST = ("runtime/test_launcher.py", "dev/test_bench.py", "trainer/test_train.py", "deploy/test_export.py",
+                 "trainer/test_grad_accumulation.py", "deploy/test_infer.py", "trainer/test_reproducible.py",
+                 "test_weights.py", "runtime/test_graph_kernel_fusion.py", "kernels/test_model_kernels.py",
+                 "trainer/test_train_step_size.py", "kernels/test_kernel_ops.py", "deploy/test_embeddings.py",
+                 "deploy/test_onnx_export.py", "test_eval.py")
 
 
 def pytest_configure(config):
