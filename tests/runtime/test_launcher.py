@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, script_env
 from datasets import write_digits_folder
 from datasets import NO_AUGMENT, SMALL
 
@@ -305,7 +305,8 @@ def test_sigterm_under_msrun_stops_every_rank_after_the_same_step(tmp_path, targ
     from src.checkpoint import read_checkpoint
     data = write_digits_folder(tmp_path / "digits", train_per_class=30, val_per_class=1)
     log_dir = tmp_path / "logs"
-    env = dict(os.environ, GLOG_v="3", LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
+    # both cases launch the same job in other folders: their ranks share one compile cache (rank_N in it)
+    env = dict(script_env([SCRIPT], compile_cache="msrun-sigterm"), LOG_DIR=str(log_dir), MASTER_PORT=str(free_port()))
     extra = [*SMALL[2:], "--data_url", data, "--epochs", "1", "--batch_size", "5", *NO_AUGMENT, "--with_ema", "false",
              "--print_loss_every", "1", "--ckpt_root_dir", str(tmp_path / "ckpt"),
              "--best_ckpt_root_dir", str(tmp_path / "best"), "--summary_root_dir", str(tmp_path / "summary")]
