@@ -110,11 +110,6 @@ resume_command() {
   printf '%q ' "${out[@]}"
 }
 
-# msrun SIGKILLs its workers on SIGINT and dies of SIGTERM leaving them running; mpirun SIGKILLs its ranks
-# a few seconds after forwarding SIGTERM. So the launcher runs in its own session (a terminal's Ctrl-C
-# reaches only this script) and a SIGTERM/SIGINT here becomes one SIGTERM to each worker of this node
-# (mpirun: to mpirun): train.py then stops every rank after the same step, rank 0 writing a checkpoint.
-# A second signal is forwarded too, and stops the workers at once.
 # msrun's processes of role $1 (MS_WORKER, MS_SCHED) running train.py: not its `tail -f`s.
 msrun_children() {
   local pid
@@ -125,6 +120,12 @@ msrun_children() {
     fi
   done
 }
+
+# msrun SIGKILLs its workers on SIGINT and dies of SIGTERM leaving them running; mpirun SIGKILLs its ranks
+# a few seconds after forwarding SIGTERM. So the launcher runs in its own session (a terminal's Ctrl-C
+# reaches only this script) and a SIGTERM/SIGINT here becomes one SIGTERM to each worker of this node
+# (mpirun: to mpirun): train.py then stops every rank after the same step, rank 0 writing a checkpoint.
+# A second signal is forwarded too, and stops the workers at once.
 STOPPED=""
 forward_stop() {
   STOPPED=1

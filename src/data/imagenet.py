@@ -83,9 +83,9 @@ def _eval_transform(cfg):
 
 class _InWorkers:
     """Iterable source of GeneratorDataset: the batches of `source` (an EvalBatches) computed by `pool`
-    on each pass, batches left without a readable image dropped."""
+    (worker processes or threads) on each pass, batches left without a readable image dropped."""
 
-    def __init__(self, source: EvalBatches, pool: BatchWorkers):
+    def __init__(self, source: EvalBatches, pool):
         self.source, self.pool = source, pool
 
     def __iter__(self):
