@@ -8,12 +8,27 @@ from mindspore import nn, ops
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
 
-@_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                         "Tensor", "Tensor", "Tensor", "Tensor")
-def _adamw_update_one(fused, beta1, beta2, eps_hat, lr_hat, decay_per_lr, weight_decay, param, m, v, grad):
-    """torch.optim.AdamW on one tensor, as one fused AdamWeightDecay kernel (see AdamW.construct)."""
+def _adamw_update_one(fused, beta1, beta2, eps_hat, lr_hat, decay_per_lr, grad_scale, weight_decay, param, m, v,
+                      grad):
+    """torch.optim.AdamW on one tensor of the gradient times `grad_scale`, as one AdamWeightDecay kernel (see
+    AdamW.construct) after the multiplication."""
+    grad = ops.cast(grad, param.dtype)
     return fused(param, m, v, lr_hat, beta1, beta2, eps_hat, weight_decay * decay_per_lr,
-                 ops.cast(grad, param.dtype))
+                 grad * ops.cast(grad_scale, grad.dtype))
+
+
+_adamw_update_scaling = ops.MultitypeFuncGraph("adamw_update_scaling")
+
+
+@_adamw_update_scaling.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                                "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_update_scaling_one(fused, beta1, beta2, eps_hat, lr_hat, decay_per_lr, inverse_scale, weight_decay, param,
+                              m, v, grad):
+    """The same as one FusedCastAdamWeightDecay kernel, which multiplies the gradient by 1 / its last input."""
+    return fused(param, m, v, lr_hat, beta1, beta2, eps_hat, weight_decay * decay_per_lr,
+                 ops.cast(grad, param.dtype), inverse_scale)
 
 
 class AdamW(nn.Optimizer):
@@ -29,7 +44,14 @@ class AdamW(nn.Optimizer):
     equals its  p <- p - lr_hat * (m / (sqrt(v) + eps_hat) + decay * p)  with
         lr_hat = lr * sqrt(bc2) / bc1,  eps_hat = eps * sqrt(bc2),  decay = wd * lr / lr_hat,
     so the three are computed per step and passed in (the kernel takes them as tensors).
+
+    The gradients come with a factor `grad_scale` (the train step's unscaling and clipping). On CPU the
+    update runs MindSpore's FusedCastAdamWeightDecay, the same update that multiplies the gradient by
+    the factor itself: one kernel per tensor instead of two. It is a CPU kernel only; elsewhere a
+    multiplication precedes AdamWeightDecay.
     """
+
+    takes_grad_scale = True
 
     def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(learning_rate, params, weight_decay)
@@ -38,9 +60,12 @@ class AdamW(nn.Optimizer):
         self.eps = ms.Tensor(eps, ms.float32)
         self.moments1 = self._parameters.clone(prefix="adam_m", init="zeros")
         self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
-        self.fused = ops.AdamWeightDecay()
+        self.scales_in_kernel = ms.get_context("device_target") == "CPU"
+        self.fused = ops.FusedCastAdamWeightDecay() if self.scales_in_kernel else ops.AdamWeightDecay()
 
-    def construct(self, gradients):
+    def construct(self, gradients, grad_scale=None):
+        if grad_scale is None:
+            grad_scale = ops.ones((), ms.float32)
         lr = self.get_lr()  # entry `global_step` of the schedule, read before the increment
         weight_decay = self.get_weight_decay()
         step = ops.cast(self.global_step, ms.float32).reshape(()) + 1.0
@@ -49,8 +74,12 @@ class AdamW(nn.Optimizer):
         lr_hat = lr * bias_correction2_sqrt / bias_correction1
         decay_per_lr = bias_correction1 / bias_correction2_sqrt  # wd * lr / lr_hat = wd * this
         self.assignadd(self.global_step, self.global_step_increase_tensor)
-        update = ops.partial(_adamw_update, self.fused, self.beta1, self.beta2, self.eps * bias_correction2_sqrt,
-                             lr_hat, decay_per_lr)
+        if self.scales_in_kernel:
+            update = ops.partial(_adamw_update_scaling, self.fused, self.beta1, self.beta2,
+                                 self.eps * bias_correction2_sqrt, lr_hat, decay_per_lr, 1.0 / grad_scale)
+        else:
+            update = ops.partial(_adamw_update, self.fused, self.beta1, self.beta2, self.eps * bias_correction2_sqrt,
+                                 lr_hat, decay_per_lr, grad_scale)
         if self.is_group:
             return self.hyper_map(update, weight_decay, self._parameters, self.moments1, self.moments2,
                                   gradients)

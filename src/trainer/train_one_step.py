@@ -93,6 +93,7 @@ class TrainOneStep(nn.Cell):
         self.net_with_loss = net_with_loss
         self.optimizer = optimizer
         self.weights = optimizer.parameters
+        self.optimizer_scales = getattr(optimizer, "takes_grad_scale", False)  # AdamW: with its update
         self.grad_fn = ms.value_and_grad(_ScaledLoss(net_with_loss), None, self.weights)
         self.scale_sense = ms.Parameter(ms.Tensor(loss_scale, ms.float32), name="scale_sense")
         # Dynamic: halve on overflow, double after 2000 clean steps (torch GradScaler's window).
@@ -149,9 +150,11 @@ class TrainOneStep(nn.Cell):
         loss = ops.depend(loss, ops.assign(self.grad_norm, norm))
         if self.clip_grad_norm > 0:  # ops.clip_by_global_norm's rule: g * clip / max(norm, clip)
             factor = unscale * self.clip_grad_norm / ops.maximum(norm, self.clip_grad_norm)
-        grads = self.hyper_map(ops.partial(_scale_by, factor), grads)
         if finite:
-            loss = ops.depend(loss, self.optimizer(grads))
+            if self.optimizer_scales:
+                loss = ops.depend(loss, self.optimizer(grads, factor))
+            else:
+                loss = ops.depend(loss, self.optimizer(self.hyper_map(ops.partial(_scale_by, factor), grads)))
             if self.ema is not None:
                 loss = ops.depend(loss, self.ema())
         else:

@@ -195,6 +195,34 @@ def test_optimizer_matches_torch(name):
     assert np.abs(_flat(net) - np.array(REFERENCE[name])).max() < 1e-6
 
 
+class _ScaledTrainStep(_TrainStep):
+    """A train step that leaves a factor on the gradients for AdamW to apply (as TrainOneStep's unscaling
+    and clipping do)."""
+
+    def __init__(self, net, optimizer, factor: float):
+        super().__init__(net, optimizer)
+        self.factor = ms.Tensor(factor, ms.float32)
+
+    def construct(self, *inputs):
+        grads = self.grad_fn(*inputs)
+        return ops.depend(self.optimizer(grads, self.factor), grads)
+
+
+@pytest.mark.parametrize("in_kernel", [True, False], ids=["FusedCastAdamWeightDecay", "Mul+AdamWeightDecay"])
+def test_adamw_applies_the_gradient_factor(in_kernel):
+    """AdamW(grads / 1000, grad_scale 1000) == torch on grads, with the factor inside the CPU kernel and as the
+    multiplication other devices run (gradients this small meet eps, so Adam's normalisation hides no
+    missing factor)."""
+    init, grads = _reference_inputs()
+    net = _LinearNet(init)
+    optimizer = _optimizer("adamw", net)
+    assert optimizer.scales_in_kernel  # the CPU choice
+    if not in_kernel:
+        optimizer.scales_in_kernel, optimizer.fused = False, ops.AdamWeightDecay()
+    _run(_ScaledTrainStep(net, optimizer, 1000.0), [{k: v / 1000.0 for k, v in g.items()} for g in grads])
+    assert np.abs(_flat(net) - np.array(REFERENCE["adamw"])).max() < 1e-6
+
+
 def test_adamw_differs_from_mindspore_adamweightdecay():
     """Why optimizer.py has its own AdamW: nn.AdamWeightDecay skips bias correction."""
     init, grads = _reference_inputs()
