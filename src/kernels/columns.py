@@ -1,9 +1,10 @@
-"""The columns of the CPU convolution formulation (src/layers/conv2d.py): the own kernel on CPU,
-MindSpore's slices and concatenation elsewhere (and in exported graphs)."""
+"""The columns (im2col) of the CPU convolution formulation (src/layers/conv2d.py): one own kernel of
+any kernel size, stride and padding on CPU; MindSpore's slices and concatenation of the
+space-to-depth map elsewhere (and in exported graphs)."""
 import mindspore as ms
 from mindspore import ops
 
-from .ops import _custom
+from .ops import _custom, window_tensor
 from .switch import KernelCell
 
 
@@ -20,44 +21,40 @@ def shifted_columns(x, kk: int):
     return ops.cat(parts, 1).reshape(b, kk * kk * c, rows - kk, cols)
 
 
-def columns_op(library: str, kk: int, pad: int = 0):
-    """The columns as one kernel, without the wrap-around ones: x [B, C, R, W] -> [B, kk * kk * C,
-    R - kk, W - kk + 1] (a map padded before, with the flat slices' overrun row); with `pad`, of x
-    with `pad` zeros on every side that the kernel reads without building them: [B, kk * kk * C,
-    R + 2 pad - kk + 1, W + 2 pad - kk + 1]. Its gradient: one kernel that adds them back into place."""
-    backward = _custom(library, "ColumnsBackward", lambda dcol, x: x, lambda dcol, x: x)
+def output_size(n: int, kernel_size: int, stride: int, padding: int) -> int:
+    return (n + 2 * padding - kernel_size) // stride + 1
 
-    def bprop(x, out, dout):
-        return (backward(dout, x),)
 
-    def out_shape(x):
-        rows = x[2] + 2 * pad - kk + 1 if pad else x[2] - kk
-        return [x[0], kk * kk * x[1], rows, x[3] + 2 * pad - kk + 1]
+def columns_op(library: str):
+    """(x [B, C, H, W], window_tensor(k, s, p)) -> the convolution's columns [B, k * k * C, out_h,
+    out_w], offset-major (kernel offset (i, j), then channel). Its gradient: one kernel that adds them
+    back into place."""
+    backward = _custom(library, "ColumnsBackward", lambda dcol, x, window: x, lambda dcol, x, window: x)
 
-    return _custom(library, "ColumnsForward", out_shape, lambda x: x, bprop)
+    def bprop(x, window, out, dout):
+        return backward(dout, x, window), ops.zeros_like(window)
+
+    def out_shape(x, window):
+        k, s, p = window[0], window[1], window[2] - 1
+        return [x[0], k * k * x[1], output_size(x[2], k, s, p), output_size(x[3], k, s, p)]
+
+    return _custom(library, "ColumnsForward", out_shape, lambda x, window: x, bprop)
 
 
 class Columns(KernelCell):
-    """The columns of one convolution whose kernel size after space-to-depth is kk > 1: the kernel's
-    (the valid columns only) on CPU, else `shifted_columns` (the caller crops what wraps around).
-    `pad` > 0 (a stride-1 convolution's padding): `pads_itself` tells the caller when the kernel
-    reads the padding itself, so the map is given unpadded."""
+    """The columns of one square convolution (kernel_size, stride, padding) as the own kernel, for
+    float32 maps on CPU (`uses_kernel`); the caller takes MindSpore's formulation otherwise."""
 
-    def __init__(self, kk: int, pad: int = 0):
+    def __init__(self, kernel_size: int, stride: int = 1, padding: int = 0):
         super().__init__()
-        self.kk, self.pad = kk, pad
+        self.window = window_tensor(kernel_size, stride, padding)
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
-        self.kernel = columns_op(library, self.kk, self.pad)
-
-    def pads_itself(self, x) -> bool:
-        return self.pad > 0 and self.uses_kernel(x)
+        self.kernel = columns_op(library)
 
     def uses_kernel(self, x) -> bool:
         return self.use_kernels and x.dtype == ms.float32
 
     def construct(self, x):
-        if self.uses_kernel(x):
-            return self.kernel(x)
-        return shifted_columns(x, self.kk)
+        return self.kernel(x, self.window)

@@ -4,6 +4,8 @@ made of the matching backward kernel (float32 only).
 A Custom op runs under ms.grad in GRAPH mode only with a bprop; the backward ops are made here,
 outside the bprop functions, which only call them.
 """
+import numpy as np
+import mindspore as ms
 from mindspore import ops
 from mindspore.common import dtype as mstype
 
@@ -11,6 +13,13 @@ from mindspore.common import dtype as mstype
 def _custom(library: str, name: str, out_shape, out_dtype, bprop=None):
     return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot",
                       bprop=bprop)
+
+
+def window_tensor(size: int, stride: int, padding: int) -> ms.Tensor:
+    """A window's geometry as a kernel input: a tensor of shape (size, stride, padding + 1), values unused.
+    In its shape, MindSpore's shape inference sees it: PyNative keeps one inference per custom function,
+    so a geometry held on the Python side would be the first window's for every later one."""
+    return ms.Tensor(np.zeros((size, stride, padding + 1), np.int8))
 
 
 def layer_norm_op(library: str):
@@ -46,15 +55,16 @@ def softmax_op(library: str):
     return _custom(library, "SoftmaxForward", lambda x, s: x, lambda x, s: x, bprop)
 
 
-def max_pool_op(library: str, size: int, stride: int, pad: int):
-    """(x [B, C, H, W], window [3] int32 = (size, stride, pad)) -> (y, argmax int32): PyTorch's max
-    pooling (padding is -inf); the window's values are the ones given here, which shape the output."""
+def max_pool_op(library: str):
+    """(x [B, C, H, W], window_tensor(size, stride, pad)) -> (y, argmax int32): PyTorch's max pooling
+    (padding is -inf)."""
     backward = _custom(library, "MaxPoolBackward", lambda dy, a, x: x, lambda dy, a, x: dy)
 
     def bprop(x, window, out, dout):
         return backward(dout[0], out[1], x), ops.zeros_like(window)
 
     def out_shape(x, window):
+        size, stride, pad = window[0], window[1], window[2] - 1
         rows, cols = ((n + 2 * pad - size) // stride + 1 for n in x[2:])
         return [x[0], x[1], rows, cols], [x[0], x[1], rows, cols]
 

@@ -39,12 +39,16 @@ def zero_pad(x, top: int, bottom: int, left: int, right: int):
 
 
 def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, columns=None, space_to_depth=None):
-    """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one batched matmul; `columns`
-    (src/kernels/columns.py) gathers the shifted slices when the kernel size after space-to-depth is > 1,
-    `space_to_depth` is a Transpose((0, 1, 3, 5, 2, 4)) (src/kernels/transpose.py) for stride > 1."""
+    """ops.conv2d(x, weight, stride, padding) (groups 1, square kernel) as one 1x1 convolution over the
+    columns: gathered by `columns` (src/kernels/columns.py) when it runs its kernel, else by contiguous
+    shifted slices of the padded map after space-to-depth (`space_to_depth` a Transpose((0, 1, 3, 5, 2, 4))
+    of src/kernels/transpose.py, for stride > 1)."""
     x = x.astype(weight.dtype)  # mixed precision (amp O2/O3) casts the weight, not always this input
-    b, c, h, w = x.shape
     out_ch = weight.shape[0]
+    if columns is not None and columns.uses_kernel(x):
+        x = columns(x)  # (offset i, offset j, channel) order, as the weight below
+        return ops.conv2d(x, weight.transpose(0, 2, 3, 1).reshape(out_ch, x.shape[1], 1, 1))
+    b, c, h, w = x.shape
     k, s, p = kernel_size, stride, padding
     kk = (k + s - 1) // s  # kernel size after space-to-depth
     out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
@@ -56,9 +60,6 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
     if right < 0:
         x = x[:, :, :, :w + right]
         right = 0
-    if s == 1 and columns is not None and columns.pads_itself(x):  # the kernel reads the zeros itself
-        x = columns(x)
-        return ops.conv2d(x, weight.transpose(0, 2, 3, 1).reshape(out_ch, x.shape[1], 1, 1))
     overrun = 1 if kk > 1 else 0  # the last offset's flat slice runs kk-1 values past the map
     x = zero_pad(x, p, bottom + overrun * s, p, right)
     rows += overrun
@@ -69,15 +70,15 @@ def conv_as_matmul(x, weight, kernel_size: int, stride: int, padding: int, colum
         weight = weight.transpose(0, 1, 3, 5, 2, 4).reshape(out_ch, c * s * s, kk, kk)
     x = x.reshape(b, c * s * s, rows, cols)
     if kk > 1:
-        x = columns(x) if columns is not None else shifted_columns(x, kk)
+        x = shifted_columns(x, kk)
         weight = weight.transpose(0, 2, 3, 1)  # (offset i, offset j, channel): the order of the columns
     # The product as a 1x1 convolution over the [B, K, out_h, width] columns: MindSpore's 1x1 Conv2D is a
     # plain matmul per image, while ops.matmul of a 2-D weight and a 3-D batch first broadcasts the
     # weight to [B, out_ch, K] (BroadcastTo is slow on CPU) and its gradient sums a [B, out_ch, K] tensor.
     depth = x.shape[1]
-    x = x.astype(weight.dtype)  # under amp O2/O3 the columns' and space-to-depth's cells return float16
+    x = x.astype(weight.dtype)  # under amp O2/O3 the space-to-depth cell returns float16
     y = ops.conv2d(x, weight.reshape(out_ch, depth, 1, 1))
-    if y.shape[3] != out_w:  # the columns that wrap around the padded row, unless `columns` left them out
+    if y.shape[3] != out_w:  # the columns that wrap around the padded row
         y = y[:, :, :, :out_w]
     return y
 
@@ -94,8 +95,7 @@ class Conv2d(nn.Conv2d):
         self.square = (kernel_size, stride, padding)
         self.space_to_depth = Transpose((0, 1, 3, 5, 2, 4)) if stride > 1 else None
         self.choose_formulation()
-        kk = (kernel_size + stride - 1) // stride
-        self.columns = Columns(kk, padding if stride == 1 else 0) if kk > 1 else None
+        self.columns = Columns(kernel_size, stride, padding) if kernel_size > 1 or stride > 1 else None
 
     def choose_formulation(self, plain: bool = False) -> None:
         """The matmul formulation where the device wants it and it applies (1x1 unstrided is a matmul already)."""

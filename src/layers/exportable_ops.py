@@ -11,7 +11,7 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.kernels.ops import gelu_op, max_pool_op
+from src.kernels.ops import gelu_op, max_pool_op, window_tensor
 from src.kernels.switch import KernelCell
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -88,9 +88,8 @@ class TorchMaxPool2d(KernelCell):
         self.choose_kernels()
 
     def make_kernels(self, library: str) -> None:
-        window = (self.kernel_size, self.stride, 1)  # padding 1
-        self.kernel = max_pool_op(library, *window)
-        self.window = ms.Tensor(window, ms.int32)
+        self.kernel = max_pool_op(library)
+        self.window = window_tensor(self.kernel_size, self.stride, 1)  # padding 1
 
     def construct(self, x):
         if self.use_kernels and x.dtype == ms.float32:

@@ -1,79 +1,72 @@
-"""The columns kernel of the CPU convolution equals MindSpore's slices and concatenation
-(src/kernels/columns.py: shifted_columns) without the columns that wrap around, forward and
-gradient, in GRAPH mode under ms.grad, over odd sizes and the kernel sizes the model's convolutions
-take after space-to-depth (2, 3, 4); and, given a stride-1 convolution's padding, the same of the
-map padded by concatenation, which the kernel reads as zeros instead."""
+"""The columns kernel of the CPU convolution equals im2col written out in NumPy (every output value
+read from x or from the zero padding), and its gradient equals the columns' gradient added back into
+place, in GRAPH mode under ms.grad, over odd sizes and every kernel size, stride and padding the
+model's convolutions take (the convolution built on it: tests/layers/test_conv2d.py)."""
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import nn
 
-from src.kernels.columns import Columns
-from src.layers.conv2d import zero_pad
+from src.kernels.columns import Columns, output_size
 from weighted_sum import SumGrads
 
-# (batch, channels, rows, width, kk): rows - kk output rows of width - kk + 1 columns
-CASES = [(1, 1, 3, 2, 2), (2, 3, 5, 7, 3), (3, 12, 20, 19, 4), (2, 16, 17, 58, 3), (1, 5, 4, 3, 3), (4, 64, 11, 10, 2)]
+# (batch, channels, rows, width, kernel size, stride, padding)
+CASES = [
+    (2, 3, 32, 32, 7, 2, 3),    # the stem
+    (1, 3, 33, 18, 7, 2, 3),    # the stem on odd sizes
+    (2, 5, 16, 16, 4, 4, 0),    # patch embedding, patch 16
+    (1, 4, 30, 35, 4, 4, 0),    # patch embedding, input not a multiple of the stride
+    (2, 6, 8, 8, 3, 1, 1),      # bottleneck 3x3
+    (3, 4, 9, 7, 3, 2, 1),      # first bottleneck of a stage, odd sizes
+    (2, 8, 7, 9, 1, 2, 0),      # strided residual 1x1
+    (1, 1, 1, 1, 3, 1, 1),      # one pixel: all but the centre is padding
+    (2, 3, 5, 7, 5, 3, 2),      # a shape the model does not use
+    (1, 2, 4, 3, 2, 1, 1),      # an even kernel with padding
+]
 
 
-class _Valid(nn.Cell):
-    """MindSpore's columns, the wrap-around ones cut."""
-
-    def __init__(self, kk: int):
-        super().__init__()
-        self.columns = Columns(kk)
-        self.columns.choose_kernels(plain=True)
-        self.kk = kk
-
-    def construct(self, x):
-        return self.columns(x)[:, :, :, :x.shape[3] - self.kk + 1]
-
-
-@pytest.mark.parametrize("b,c,rows,width,kk", CASES, ids=str)
-def test_columns_kernel_equals_slices_and_concat(b, c, rows, width, kk):
-    fast, plain = Columns(kk), _Valid(kk)
-    assert fast.use_kernels and not plain.columns.use_kernels
-    rng = np.random.RandomState(b * 1000 + c * 10 + kk)
-    x = ms.Tensor(rng.randn(b, c, rows, width).astype(np.float32))
-    shape = (b, kk * kk * c, rows - kk, width - kk + 1)
-    sens = ms.Tensor(rng.randn(*shape).astype(np.float32))
-    expected, got = plain(x).asnumpy(), fast(x).asnumpy()
-    assert got.shape == expected.shape == shape
-    np.testing.assert_array_equal(got, expected)  # a copy: bit for bit
-    expected, got = SumGrads(plain)(x, sens).asnumpy(), SumGrads(fast)(x, sens).asnumpy()
-    assert got.shape == expected.shape == (b, c, rows, width)
-    # sums of up to kk * kk values, possibly in another order
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1.0))
+def im2col(x: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
+    b, c, h, w = x.shape
+    padded = np.zeros((b, c, h + 2 * p, w + 2 * p), x.dtype)
+    padded[:, :, p:p + h, p:p + w] = x
+    oh, ow = output_size(h, k, s, p), output_size(w, k, s, p)
+    col = np.empty((b, k * k, c, oh, ow), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            col[:, i * k + j] = padded[:, :, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s]
+    return col.reshape(b, k * k * c, oh, ow)
 
 
-class _PaddedValid(nn.Cell):
-    """MindSpore's columns of the map padded by concatenation (the CPU convolution's way without
-    the kernel), with the overrun row the flat slices need, the wrap-around columns cut."""
-
-    def __init__(self, kk: int, pad: int):
-        super().__init__()
-        self.valid = _Valid(kk)
-        self.pad = pad
-
-    def construct(self, x):
-        return self.valid(zero_pad(x, self.pad, self.pad + 1, self.pad, self.pad))
+def col2im(dcol: np.ndarray, shape: tuple, k: int, s: int, p: int) -> np.ndarray:
+    b, c, h, w = shape
+    oh, ow = dcol.shape[2:]
+    padded = np.zeros((b, c, h + 2 * p, w + 2 * p), np.float64)
+    parts = dcol.reshape(b, k * k, c, oh, ow)
+    for i in range(k):
+        for j in range(k):
+            padded[:, :, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s] += parts[:, i * k + j]
+    return padded[:, :, p:p + h, p:p + w]
 
 
-# (batch, channels, rows, width, kk, pad): a stride-1 convolution's padding, read as zeros by the kernel
-PADDED = [(1, 1, 1, 1, 3, 1), (2, 3, 5, 7, 3, 1), (2, 16, 14, 9, 3, 1), (1, 4, 6, 5, 5, 2), (3, 2, 2, 3, 2, 1)]
+@pytest.mark.parametrize("b,c,h,w,k,s,p", CASES, ids=str)
+def test_columns_kernel_equals_numpy_im2col_and_its_gradient(b, c, h, w, k, s, p):
+    cell = Columns(k, s, p)
+    rng = np.random.RandomState(b * 1000 + c * 100 + k * 10 + s + p)
+    x = rng.randn(b, c, h, w).astype(np.float32)
+    assert cell.uses_kernel(ms.Tensor(x))
+    expected = im2col(x, k, s, p)
+    got = cell(ms.Tensor(x)).asnumpy()
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)  # a copy: bit for bit, zeros where the padding is read
+    sens = rng.randn(*expected.shape).astype(np.float32)
+    grad = SumGrads(cell)(ms.Tensor(x), ms.Tensor(sens)).asnumpy()
+    reference = col2im(sens, x.shape, k, s, p)
+    # sums of up to k * k values in float32, in another order than float64's
+    np.testing.assert_allclose(grad, reference, rtol=0, atol=1e-5 * max(np.abs(reference).max(), 1.0))
 
 
-@pytest.mark.parametrize("b,c,rows,width,kk,pad", PADDED, ids=str)
-def test_padding_columns_kernel_equals_concatenated_zeros_then_slices(b, c, rows, width, kk, pad):
-    fast, plain = Columns(kk, pad), _PaddedValid(kk, pad)
-    rng = np.random.RandomState(b * 1000 + c * 10 + kk + pad)
-    x = ms.Tensor(rng.randn(b, c, rows, width).astype(np.float32))
-    assert fast.pads_itself(x)
-    shape = (b, kk * kk * c, rows + 2 * pad - kk + 1, width + 2 * pad - kk + 1)
-    sens = ms.Tensor(rng.randn(*shape).astype(np.float32))
-    expected, got = plain(x).asnumpy(), fast(x).asnumpy()
-    assert got.shape == expected.shape == shape
-    np.testing.assert_array_equal(got, expected)
-    expected, got = SumGrads(plain)(x, sens).asnumpy(), SumGrads(fast)(x, sens).asnumpy()
-    assert got.shape == expected.shape == (b, c, rows, width)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1.0))
+def test_every_geometry_in_one_pynative_process(pynative):
+    """PyNative keeps one shape inference per custom function: each convolution's geometry must reach it
+    through the inputs, or every later one would get the first one's output shape."""
+    for b, c, h, w, k, s, p in CASES:
+        x = np.random.RandomState(k * 10 + s).randn(b, c, h, w).astype(np.float32)
+        np.testing.assert_array_equal(Columns(k, s, p)(ms.Tensor(x)).asnumpy(), im2col(x, k, s, p))

@@ -66,3 +66,14 @@ def test_max_pool_kernel_breaks_ties_and_nans_as_pytorch(size, stride):
     y_ref, dx_ref = _reference(x, sens, size, stride)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=1e-6)
+
+
+def test_every_window_in_one_pynative_process(pynative):
+    """PyNative keeps one shape inference per custom function: each window's geometry must reach it
+    through the inputs, or every later pool would get the first one's output shape."""
+    x = np.random.RandomState(5).randn(2, 3, 9, 8).astype(np.float32)
+    for size, stride in [(3, 2), (2, 1), (3, 1)]:
+        fast, _ = _pools(size, stride)
+        out = (2, 3, (9 + 2 - size) // stride + 1, (8 + 2 - size) // stride + 1)
+        expected, _ = _reference(x, np.zeros(out, np.float32), size, stride)
+        np.testing.assert_array_equal(fast(ms.Tensor(x)).asnumpy(), expected)

@@ -1,4 +1,5 @@
-"""The CPU matmul formulation of k x k / strided convolutions equals MindSpore's Conv2D op.
+"""The CPU matmul formulation of k x k / strided convolutions equals MindSpore's Conv2D op, both ways
+it gathers the columns: the own kernel (cpu_kernels on) and MindSpore's slices of the space-to-depth map.
 
 Forward output and the gradients with respect to input, weight and bias are compared
 on random inputs for every convolution shape the variants use, plus odd sizes that
@@ -10,6 +11,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.conformer import create_model
+from src.kernels import set_plain_kernels
 from src.layers.conv2d import Conv2d, conv2d, set_plain_convs
 
 # (in, out, kernel, stride, padding, height, width)
@@ -54,11 +56,15 @@ def _forward_and_grads(conv, x, sens):
     return [out, dx.asnumpy(), *(d.asnumpy() for d in dparams)]
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["columns kernel", "MindSpore ops"])
 @pytest.mark.parametrize("cin,cout,k,s,p,h,w", CASES)
-def test_matmul_formulation_equals_conv2d(cin, cout, k, s, p, h, w):
+def test_matmul_formulation_equals_conv2d(cin, cout, k, s, p, h, w, kernels):
     rng = np.random.RandomState(k * 100 + s * 10 + h)
     fast = conv2d(cin, cout, k, stride=s, padding=p, bias=True)
     assert fast.as_matmul, "on CPU every k x k or strided convolution takes the matmul formulation"
+    assert fast.columns.use_kernels
+    if not kernels:
+        set_plain_kernels(fast)
     plain = conv2d(cin, cout, k, stride=s, padding=p, bias=True)
     plain.choose_formulation(plain=True)
     plain.weight.set_data(fast.weight.data)

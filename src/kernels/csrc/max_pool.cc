@@ -15,17 +15,18 @@ struct Window {
     int64_t size, stride, pad;
 };
 
-Window window(const int32_t *w) { return {w[0], w[1], w[2]}; }
+// from the window input's shape (size, stride, padding + 1): src/kernels/ops.py window_tensor
+Window window(const int64_t *shape) { return {shape[0], shape[1], shape[2] - 1}; }
 
 }  // namespace
 
-// params: x [B, C, H, W], window [3] (size, stride, padding; int32) -> y [B, C, OH, OW], argmax (int32)
+// params: x [B, C, H, W], window -> y [B, C, OH, OW], argmax (int32)
 // Each output row is built by one pass per window offset (i, j) over its columns, in row-major
 // offset order (so the first maximum wins); the pass is a branch-free select the compiler
 // vectorises, where a compare-and-branch per element mispredicts on half of them.
 CK_KERNEL(MaxPoolForward) {
     const float *x = static_cast<const float *>(params[0]);
-    const Window win = window(static_cast<const int32_t *>(params[1]));
+    const Window win = window(shapes[1]);
     float *y = static_cast<float *>(params[2]);
     int32_t *argmax = static_cast<int32_t *>(params[3]);
     const int64_t planes = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
