@@ -51,8 +51,7 @@ class Conformer(nn.Cell):
                                       name="cls_token")
         # stem: [B, 3, 224, 224] -> [B, 64, 56, 56]; this BN alone keeps torch's eps 1e-5
         self.conv1 = conv2d(in_chans, 64, 7, stride=2, padding=3)
-        self.bn1 = batch_norm(64, eps=1e-5)
-        self.act1 = nn.ReLU()
+        self.bn1 = batch_norm(64, eps=1e-5, relu=True)  # with act1
         self.maxpool = (TorchMaxPool2d(3, 2) if pytorch_maxpool
                         else nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same"))  # ModelZoo semantics
 
@@ -98,7 +97,7 @@ class Conformer(nn.Cell):
         Block 1 is conv_1 + trans_1, block i > 1 is conv_trans_i; `feature_blocks`
         says which of these maps are the stride-4/8/16/32 features.
         """
-        x_base = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x_base = self.maxpool(self.bn1(self.conv1(x)))
         # both branches see the padded map (mmpretrain's auto_pad); shapes are static, so this is decided at compile
         x_base = pad_to_multiple(x_base, self.trans_dw_stride)
         x, _ = self.conv_1(x_base)

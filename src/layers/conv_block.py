@@ -6,13 +6,14 @@ from .conv2d import conv2d
 from ..variants import EXPANSION  # shared with the MAC count
 
 
-def batch_norm(channels: int, eps: float = 1e-6) -> BatchNorm2d:
-    """BatchNorm2d; the official code uses eps 1e-6 everywhere but the stem (1e-5).
+def batch_norm(channels: int, eps: float = 1e-6, relu: bool = False) -> BatchNorm2d:
+    """BatchNorm2d, with `relu` followed by the official code's ReLU (`act*`); the official code uses
+    eps 1e-6 everywhere but the stem (1e-5).
 
     MindSpore's momentum is the weight of the running value (0.9 == torch's 0.1); on CPU it runs the
-    own kernels (src/kernels/batch_norm.py).
+    own kernels (src/kernels/batch_norm.py), BatchNorm and ReLU as one.
     """
-    return BatchNorm2d(channels, eps=eps, momentum=0.9)
+    return BatchNorm2d(channels, eps=eps, momentum=0.9, relu=relu)
 
 
 class ConvBlock(nn.Cell):
@@ -29,11 +30,9 @@ class ConvBlock(nn.Cell):
         super().__init__()
         med_planes = outplanes // EXPANSION
         self.conv1 = conv2d(inplanes, med_planes, 1)
-        self.bn1 = batch_norm(med_planes)
-        self.act1 = nn.ReLU()
+        self.bn1 = batch_norm(med_planes, relu=True)  # with act1
         self.conv2 = conv2d(med_planes, med_planes, 3, stride=stride, padding=1, groups=groups)
-        self.bn2 = batch_norm(med_planes)
-        self.act2 = nn.ReLU()
+        self.bn2 = batch_norm(med_planes, relu=True)  # with act2
         self.conv3 = conv2d(med_planes, outplanes, 1)
         self.bn3 = batch_norm(outplanes)
         self.act3 = nn.ReLU()
@@ -44,10 +43,10 @@ class ConvBlock(nn.Cell):
 
     def construct(self, x, x_t=None):
         residual = x
-        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn1(self.conv1(x))
         if x_t is not None:
             x = x + x_t
-        x2 = self.act2(self.bn2(self.conv2(x)))
+        x2 = self.bn2(self.conv2(x))
         x = self.bn3(self.conv3(x2))
         if self.res_conv:
             residual = self.residual_bn(self.residual_conv(residual))

@@ -47,12 +47,11 @@ class FCUUp(nn.Cell):
         super().__init__()
         self.up_stride = up_stride
         self.conv_project = conv2d(inplanes, outplanes, 1, bias=True)
-        self.bn = batch_norm(outplanes)
-        self.act = nn.ReLU()
+        self.bn = batch_norm(outplanes, relu=True)  # with the official `act`
         self.channels_first = Transpose((0, 3, 1, 2))
 
     def construct(self, x, h: int, w: int):
         c = x.shape[2]
         x = self.channels_first(x[:, 1:].reshape(-1, h, w, c))  # a channels-last input onnxruntime's reorder takes
-        x = self.act(self.bn(self.conv_project(x)))
+        x = self.bn(self.conv_project(x))
         return upsample_nearest(x, self.up_stride)

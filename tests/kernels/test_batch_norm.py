@@ -1,6 +1,7 @@
-"""The own BatchNorm2d kernels equal nn.BatchNorm2d: the training forward, every gradient and the
-running statistics it leaves (momentum and the unbiased variance as MindSpore's op), and the
-inference forward and its gradients, in GRAPH mode under ms.grad, over odd sizes."""
+"""The own BatchNorm2d kernels equal nn.BatchNorm2d (and, with `relu`, nn.BatchNorm2d then ReLU): the
+training forward, every gradient and the running statistics it leaves (momentum and the unbiased
+variance as MindSpore's op), and the inference forward and its gradients, in GRAPH mode under ms.grad,
+over odd sizes."""
 import numpy as np
 import pytest
 import mindspore as ms
@@ -12,8 +13,8 @@ SHAPES = [(2, 3, 5, 7), (1, 5, 1, 3), (3, 17, 9, 11), (16, 16, 14, 14), (5, 64, 
 NAMES = ("y", "dx", "dgamma", "dbeta")
 
 
-def _pair(channels: int, rng):
-    fast, plain = BatchNorm2d(channels, 1e-6, 0.9), BatchNorm2d(channels, 1e-6, 0.9)
+def _pair(channels: int, rng, relu: bool = False):
+    fast, plain = BatchNorm2d(channels, 1e-6, 0.9, relu), BatchNorm2d(channels, 1e-6, 0.9, relu)
     plain.choose_kernels(plain=True)
     assert fast.use_kernels and not plain.use_kernels
     for name in ("gamma", "beta", "moving_mean", "moving_variance"):
@@ -31,11 +32,12 @@ def _close(name, got, expected, atol):
     assert err <= atol * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn+relu"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_batch_norm_kernel_equals_nn_batch_norm(shape, training):
+def test_batch_norm_kernel_equals_nn_batch_norm(shape, training, relu):
     rng = np.random.RandomState(sum(shape) + training)
-    fast, plain = _pair(shape[1], rng)
+    fast, plain = _pair(shape[1], rng, relu)
     x = ms.Tensor((rng.randn(*shape) * 3 + 5).astype(np.float32))  # a mean far from 0
     sens = ms.Tensor(rng.randn(*shape).astype(np.float32))
     results = []
@@ -46,6 +48,8 @@ def test_batch_norm_kernel_equals_nn_batch_norm(shape, training):
         results.append([y, dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy(),
                         cell.moving_mean.asnumpy(), cell.moving_variance.asnumpy()])
     expected, got = results
+    if relu:
+        assert (expected[0] == 0).mean() > 0.05  # the ReLU cuts part of the map
     for name, e, g in zip(NAMES, expected, got):
         _close(name, g, e, 3e-6)
     # the running statistics after two training calls (the forward, then the gradient's), or untouched

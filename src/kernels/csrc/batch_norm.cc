@@ -1,7 +1,8 @@
 // BatchNorm over the channels of an NCHW map: the training forward (the batch's statistics, and the
 // running statistics moved towards them), its backward pass, and the inference forward (the running
-// statistics). Per-channel sums run over N * H * W values: in float over each image's H * W values
-// (vectorised), in double across the images.
+// statistics); each also followed by a ReLU (the *Relu* kernels: the CNN branch's BatchNorm -> ReLU
+// pairs, one kernel and no intermediate map each way). Per-channel sums run over N * H * W values: in
+// float over each image's H * W values (vectorised), in double across the images.
 #include <cmath>
 
 #include "kernel.h"
@@ -19,22 +20,25 @@ Map map_of(int ndim, const int64_t *shape) {
     return m;
 }
 
-// y = (x - mu) * scale + b over channel c of every image
+// y = (x - mu) * scale + b over channel c of every image, then max(y, 0) with kRelu
+template <bool kRelu>
 void normalise_channel(const Map &m, int64_t c, const float *x, float *y, float mu, float scale, float b) {
     for (int64_t n = 0; n < m.n; ++n) {
         const float *xc = x + (n * m.c + c) * m.hw;
         float *yc = y + (n * m.c + c) * m.hw;
 #pragma omp simd
-        for (int64_t i = 0; i < m.hw; ++i) yc[i] = (xc[i] - mu) * scale + b;
+        for (int64_t i = 0; i < m.hw; ++i) {
+            const float v = (xc[i] - mu) * scale + b;
+            yc[i] = kRelu ? (v > 0.0f ? v : 0.0f) : v;
+        }
     }
 }
-
-}  // namespace
 
 // params: x, gamma [C], beta [C], moving_mean [C], moving_var [C], momentum [1] (the weight of the
 // batch's statistics), eps [1] -> y, mean [C], rstd [C], new moving_mean [C], new moving_var [C]
 // (the running variance moves towards the unbiased batch variance, as MindSpore's and PyTorch's do)
-CK_KERNEL(BatchNormTrainForward) {
+template <bool kRelu>
+int train_forward(void **params, int *ndims, int64_t **shapes) {
     const float *x = static_cast<const float *>(params[0]);
     const float *gamma = static_cast<const float *>(params[1]);
     const float *beta = static_cast<const float *>(params[2]);
@@ -49,7 +53,8 @@ CK_KERNEL(BatchNormTrainForward) {
     float *new_var = static_cast<float *>(params[11]);
     const Map m = map_of(ndims[0], shapes[0]);
     const int64_t count = m.n * m.hw;
-    for (int64_t c = 0; c < m.c; ++c) {
+    ck::parallel_for(m.c, 2 * count, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) {
         // one pass: the sums of d = x - k and d * d, k a value of the channel (so the variance
         // does not cancel when the mean is far from 0), in float per image and in double across
         const float k = x[c * m.hw];
@@ -69,39 +74,47 @@ CK_KERNEL(BatchNormTrainForward) {
         const double shift = s / count, mean = k + shift;
         const double q = ss - s * shift > 0.0 ? ss - s * shift : 0.0;  // the sum of (x - mean)^2
         const float rstd = static_cast<float>(1.0 / std::sqrt(q / count + eps));
-        normalise_channel(m, c, x, y, static_cast<float>(mean), rstd * gamma[c], beta[c]);
+        normalise_channel<kRelu>(m, c, x, y, static_cast<float>(mean), rstd * gamma[c], beta[c]);
         mean_out[c] = static_cast<float>(mean);
         rstd_out[c] = rstd;
         const double unbiased = count > 1 ? q / (count - 1) : q;
         new_mean[c] = static_cast<float>((1.0 - momentum) * moving_mean[c] + momentum * mean);
         new_var[c] = static_cast<float>((1.0 - momentum) * moving_var[c] + momentum * unbiased);
     }
+    });
     return 0;
 }
 
-// params: dy, x, mean [C], rstd [C], gamma [C] -> dx, dgamma [C], dbeta [C]
-CK_KERNEL(BatchNormTrainBackward) {
+// params: dy, x, mean [C], rstd [C], gamma [C], with kRelu also y (the forward's output, whose
+// zeros block the gradient) -> dx, dgamma [C], dbeta [C]
+template <bool kRelu>
+int train_backward(void **params, int *ndims, int64_t **shapes) {
     const float *dy = static_cast<const float *>(params[0]);
     const float *x = static_cast<const float *>(params[1]);
     const float *mean = static_cast<const float *>(params[2]);
     const float *rstd = static_cast<const float *>(params[3]);
     const float *gamma = static_cast<const float *>(params[4]);
-    float *dx = static_cast<float *>(params[5]);
-    float *dgamma = static_cast<float *>(params[6]);
-    float *dbeta = static_cast<float *>(params[7]);
+    const float *y = kRelu ? static_cast<const float *>(params[5]) : nullptr;
+    const int out = kRelu ? 6 : 5;
+    float *dx = static_cast<float *>(params[out]);
+    float *dgamma = static_cast<float *>(params[out + 1]);
+    float *dbeta = static_cast<float *>(params[out + 2]);
     const Map m = map_of(ndims[0], shapes[0]);
     const int64_t count = m.n * m.hw;
-    for (int64_t c = 0; c < m.c; ++c) {
+    ck::parallel_for(m.c, 3 * count, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) {
         const float mu = mean[c], rs = rstd[c];
         double sum_dy = 0.0, sum_dy_xhat = 0.0;  // in float per image, in double across
         for (int64_t n = 0; n < m.n; ++n) {
             const float *xc = x + (n * m.c + c) * m.hw;
             const float *gc = dy + (n * m.c + c) * m.hw;
+            const float *yc = kRelu ? y + (n * m.c + c) * m.hw : nullptr;
             float a = 0.0f, b = 0.0f;
 #pragma omp simd reduction(+ : a, b)
             for (int64_t i = 0; i < m.hw; ++i) {
-                a += gc[i];
-                b += gc[i] * ((xc[i] - mu) * rs);
+                const float g = kRelu ? (yc[i] > 0.0f ? gc[i] : 0.0f) : gc[i];
+                a += g;
+                b += g * ((xc[i] - mu) * rs);
             }
             sum_dy += a;
             sum_dy_xhat += b;
@@ -114,17 +127,22 @@ CK_KERNEL(BatchNormTrainBackward) {
         for (int64_t n = 0; n < m.n; ++n) {
             const float *xc = x + (n * m.c + c) * m.hw;
             const float *gc = dy + (n * m.c + c) * m.hw;
+            const float *yc = kRelu ? y + (n * m.c + c) * m.hw : nullptr;
             float *dc = dx + (n * m.c + c) * m.hw;
 #pragma omp simd
-            for (int64_t i = 0; i < m.hw; ++i)
-                dc[i] = k * (gc[i] - mean_dy - (xc[i] - mu) * rs * mean_dy_xhat);
+            for (int64_t i = 0; i < m.hw; ++i) {
+                const float g = kRelu ? (yc[i] > 0.0f ? gc[i] : 0.0f) : gc[i];
+                dc[i] = k * (g - mean_dy - (xc[i] - mu) * rs * mean_dy_xhat);
+            }
         }
     }
+    });
     return 0;
 }
 
 // params: x, gamma [C], beta [C], moving_mean [C], moving_var [C], eps [1] -> y
-CK_KERNEL(BatchNormInferForward) {
+template <bool kRelu>
+int infer_forward(void **params, int *ndims, int64_t **shapes) {
     const float *x = static_cast<const float *>(params[0]);
     const float *gamma = static_cast<const float *>(params[1]);
     const float *beta = static_cast<const float *>(params[2]);
@@ -133,8 +151,19 @@ CK_KERNEL(BatchNormInferForward) {
     const float eps = *static_cast<const float *>(params[5]);
     float *y = static_cast<float *>(params[6]);
     const Map m = map_of(ndims[0], shapes[0]);
-    for (int64_t c = 0; c < m.c; ++c) {
-        normalise_channel(m, c, x, y, moving_mean[c], gamma[c] / std::sqrt(moving_var[c] + eps), beta[c]);
-    }
+    ck::parallel_for(m.c, m.n * m.hw, [&](int64_t lo, int64_t hi) {
+        for (int64_t c = lo; c < hi; ++c)
+            normalise_channel<kRelu>(m, c, x, y, moving_mean[c], gamma[c] / std::sqrt(moving_var[c] + eps),
+                                     beta[c]);
+    });
     return 0;
 }
+
+}  // namespace
+
+CK_KERNEL(BatchNormTrainForward) { return train_forward<false>(params, ndims, shapes); }
+CK_KERNEL(BatchNormReluTrainForward) { return train_forward<true>(params, ndims, shapes); }
+CK_KERNEL(BatchNormTrainBackward) { return train_backward<false>(params, ndims, shapes); }
+CK_KERNEL(BatchNormReluTrainBackward) { return train_backward<true>(params, ndims, shapes); }
+CK_KERNEL(BatchNormInferForward) { return infer_forward<false>(params, ndims, shapes); }
+CK_KERNEL(BatchNormReluInferForward) { return infer_forward<true>(params, ndims, shapes); }

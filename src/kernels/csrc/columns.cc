@@ -71,11 +71,12 @@ CK_KERNEL(ColumnsForward) {
     float *col = static_cast<float *>(params[2]);
     const Geometry g = geometry(shapes[0], shapes[1], shapes[2]);
     const int64_t offsets = g.k * g.k, map = g.rows * g.width, plane = g.out_h * g.out_w, s = g.stride;
-    std::vector<float> phases(static_cast<size_t>(g.phases_size()), 0.0f);  // the padding stays zero
-    float *ph = phases.data();
-    for (int64_t b = 0; b < g.batch; ++b) {
-        for (int64_t c = 0; c < g.channels; ++c) {
-            const float *src = x + (b * g.channels + c) * map;
+    ck::parallel_for(g.batch * g.channels, map + offsets * plane, [&](int64_t lo, int64_t hi) {
+        std::vector<float> phases(static_cast<size_t>(g.phases_size()), 0.0f);  // the padding stays zero
+        float *ph = phases.data();
+        for (int64_t bc = lo; bc < hi; ++bc) {
+            const int64_t b = bc / g.channels, c = bc % g.channels;
+            const float *src = x + bc * map;
             for (int64_t y = 0; y < g.rows; ++y) pack_row(g, src + y * g.width, ph, y);
             for (int64_t o = 0; o < offsets; ++o) {
                 const int64_t i = o / g.k, j = o % g.k;
@@ -88,7 +89,7 @@ CK_KERNEL(ColumnsForward) {
                 }
             }
         }
-    }
+    });
     return 0;
 }
 
@@ -98,10 +99,11 @@ CK_KERNEL(ColumnsBackward) {
     float *dx = static_cast<float *>(params[3]);
     const Geometry g = geometry(shapes[1], shapes[2], shapes[0]);
     const int64_t offsets = g.k * g.k, map = g.rows * g.width, plane = g.out_h * g.out_w, s = g.stride;
-    std::vector<float> phases(static_cast<size_t>(g.phases_size()));
-    float *ph = phases.data();
-    for (int64_t b = 0; b < g.batch; ++b) {
-        for (int64_t c = 0; c < g.channels; ++c) {
+    ck::parallel_for(g.batch * g.channels, map + offsets * plane, [&](int64_t lo, int64_t hi) {
+        std::vector<float> phases(static_cast<size_t>(g.phases_size()));
+        float *ph = phases.data();
+        for (int64_t bc = lo; bc < hi; ++bc) {
+            const int64_t b = bc / g.channels, c = bc % g.channels;
             for (int64_t n = 0; n < g.phases_size(); ++n) ph[n] = 0.0f;
             for (int64_t o = 0; o < offsets; ++o) {
                 const int64_t i = o / g.k, j = o % g.k;
@@ -113,9 +115,9 @@ CK_KERNEL(ColumnsBackward) {
                     for (int64_t q = 0; q < g.out_w; ++q) dr[q] += sr[q];
                 }
             }
-            float *dst = dx + (b * g.channels + c) * map;
+            float *dst = dx + bc * map;
             for (int64_t y = 0; y < g.rows; ++y) unpack_row(g, ph, dst + y * g.width, y);
         }
-    }
+    });
     return 0;
 }

@@ -1,10 +1,18 @@
 // What every kernel shares: MindSpore's AOT calling convention (inputs first in `params`, then
-// outputs; 0 returned for success) and the shapes of its arguments. Every kernel runs on the thread
-// MindSpore calls it on: OpenMP teams spin between kernels and fight MindSpore's own threads, and a
-// pool of sleeping threads gained nothing measurable in a whole step while its lifetime, tied to the
-// library's static objects, could deadlock a process that loaded the library more than once.
+// outputs; 0 returned for success), the shapes of its arguments, and how a kernel splits its work.
+// A kernel runs on the thread MindSpore calls it on; one with enough work to pay for starting threads
+// (parallel_for) also starts threads for parts of it and joins them before it returns. No thread
+// outlives a call: OpenMP teams spin between kernels and fight MindSpore's own threads, and a pool
+// whose lifetime is tied to the library's static objects can deadlock a process that loads the
+// library more than once.
 #pragma once
+#include <sched.h>
+
 #include <cstdint>
+#include <cstdlib>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #define CK_KERNEL(name)                                                                                \
     extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, \
@@ -24,6 +32,51 @@ static inline int64_t numel(int ndim, const int64_t *shape) {
     int64_t n = 1;
     for (int i = 0; i < ndim; ++i) n *= shape[i];
     return n;
+}
+
+// The threads a large kernel splits over: CONFORMER_KERNEL_THREADS when set (1: every kernel on the
+// calling thread alone), else the CPUs this process may run on, at most 8.
+static inline int kernel_threads() {
+    if (const char *env = std::getenv("CONFORMER_KERNEL_THREADS")) {
+        const int n = std::atoi(env);
+        return n > 0 ? n : 1;
+    }
+    cpu_set_t set;
+    const int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    return cpus < 8 ? (cpus > 0 ? cpus : 1) : 8;
+}
+
+// How many parts `n` items of about `cost` values each are split into: 1 below about a quarter of a
+// million values, where starting a thread (tens of microseconds) costs more than it saves.
+static inline int parts_for(int64_t n, int64_t cost) {
+    const int64_t min_values = int64_t{1} << 18;
+    if (n < 2 || n * cost < min_values) return 1;
+    const int t = kernel_threads();
+    return n < t ? static_cast<int>(n) : t;
+}
+
+// fn(lo, hi, part) over `parts` contiguous ranges of [0, n): part 0 on the calling thread, the others on
+// threads started here (on the calling thread, too, if one cannot be started), all joined on return.
+template <class F>
+void run_parts(int64_t n, int parts, F fn) {
+    std::vector<std::thread> started;
+    std::vector<int> inline_parts;
+    for (int k = 1; k < parts; ++k) {
+        try {
+            started.emplace_back(fn, n * k / parts, n * (k + 1) / parts, k);
+        } catch (const std::system_error &) {
+            inline_parts.push_back(k);
+        }
+    }
+    fn(int64_t{0}, n / parts, 0);
+    for (int k : inline_parts) fn(n * k / parts, n * (k + 1) / parts, k);
+    for (auto &t : started) t.join();
+}
+
+// fn(lo, hi) over [0, n), split when the work (n items of about `cost` values) pays for it
+template <class F>
+void parallel_for(int64_t n, int64_t cost, F fn) {
+    run_parts(n, parts_for(n, cost), [&fn](int64_t lo, int64_t hi, int) { fn(lo, hi); });
 }
 
 }  // namespace ck

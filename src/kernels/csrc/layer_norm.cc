@@ -18,7 +18,8 @@ CK_KERNEL(LayerNormForward) {
     float *rstd_out = static_cast<float *>(params[6]);
     int64_t rows, d;
     ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    for (int64_t r = 0; r < rows; ++r) {
+    ck::parallel_for(rows, 2 * d, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
         double s = 0.0;
@@ -38,6 +39,7 @@ CK_KERNEL(LayerNormForward) {
         mean_out[r] = m;
         rstd_out[r] = rstd;
     }
+    });
     return 0;
 }
 
@@ -53,9 +55,12 @@ CK_KERNEL(LayerNormBackward) {
     float *dbeta = static_cast<float *>(params[7]);
     int64_t rows, d;
     ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    std::vector<double> sums(static_cast<size_t>(2 * d), 0.0);  // the column sums of dgamma, dbeta
-    double *sg = sums.data(), *sb = sg + d;
-    for (int64_t r = 0; r < rows; ++r) {
+    const int parts = ck::parts_for(rows, 3 * d);
+    // the column sums of dgamma and dbeta, per part
+    std::vector<double> sums(static_cast<size_t>(2 * d * parts), 0.0);
+    ck::run_parts(rows, parts, [&](int64_t lo, int64_t hi, int part) {
+    double *sg = sums.data() + 2 * d * part, *sb = sg + d;
+    for (int64_t r = lo; r < hi; ++r) {
         const float *gr = dy + r * d;
         const float *xr = x + r * d;
         float *dr = dx + r * d;
@@ -77,9 +82,15 @@ CK_KERNEL(LayerNormBackward) {
             dr[j] = rs * (gr[j] * gamma[j] - ma - xhat * mb);
         }
     }
+    });
     for (int64_t j = 0; j < d; ++j) {
-        dgamma[j] = static_cast<float>(sums[j]);
-        dbeta[j] = static_cast<float>(sums[d + j]);
+        double g = 0.0, b = 0.0;
+        for (int part = 0; part < parts; ++part) {
+            g += sums[2 * d * part + j];
+            b += sums[2 * d * part + d + j];
+        }
+        dgamma[j] = static_cast<float>(g);
+        dbeta[j] = static_cast<float>(b);
     }
     return 0;
 }

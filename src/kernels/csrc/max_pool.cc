@@ -31,7 +31,8 @@ CK_KERNEL(MaxPoolForward) {
     int32_t *argmax = static_cast<int32_t *>(params[3]);
     const int64_t planes = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
     const int64_t oh = shapes[2][2], ow = shapes[2][3], s = win.stride;
-    for (int64_t p = 0; p < planes; ++p) {
+    ck::parallel_for(planes, h * w + oh * ow * win.size, [&](int64_t lo, int64_t hi) {
+    for (int64_t p = lo; p < hi; ++p) {
         const float *src = x + p * h * w;
         for (int64_t r = 0; r < oh; ++r) {
             float *best = y + (p * oh + r) * ow;
@@ -62,6 +63,7 @@ CK_KERNEL(MaxPoolForward) {
             }
         }
     }
+    });
     return 0;
 }
 
@@ -72,12 +74,14 @@ CK_KERNEL(MaxPoolBackward) {
     float *dx = static_cast<float *>(params[3]);
     const int64_t planes = shapes[2][0] * shapes[2][1], plane = shapes[2][2] * shapes[2][3];
     const int64_t out_plane = shapes[0][2] * shapes[0][3];
-    std::memset(dx, 0, static_cast<size_t>(planes * plane) * sizeof(float));
-    for (int64_t p = 0; p < planes; ++p) {
-        float *d = dx + p * plane;
-        const float *g = dy + p * out_plane;
-        const int32_t *a = argmax + p * out_plane;
-        for (int64_t o = 0; o < out_plane; ++o) d[a[o]] += g[o];
-    }
+    ck::parallel_for(planes, plane + out_plane, [&](int64_t lo, int64_t hi) {
+        std::memset(dx + lo * plane, 0, static_cast<size_t>((hi - lo) * plane) * sizeof(float));
+        for (int64_t p = lo; p < hi; ++p) {
+            float *d = dx + p * plane;
+            const float *g = dy + p * out_plane;
+            const int32_t *a = argmax + p * out_plane;
+            for (int64_t o = 0; o < out_plane; ++o) d[a[o]] += g[o];
+        }
+    });
     return 0;
 }

@@ -10,7 +10,8 @@ CK_KERNEL(SoftmaxForward) {
     float *y = static_cast<float *>(params[2]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    for (int64_t r = 0; r < rows; ++r) {
+    ck::parallel_for(rows, 2 * n, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
         float m = xr[0] * scale;
@@ -27,6 +28,7 @@ CK_KERNEL(SoftmaxForward) {
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
     }
+    });
     return 0;
 }
 
@@ -38,7 +40,8 @@ CK_KERNEL(SoftmaxBackward) {
     float *dx = static_cast<float *>(params[3]);
     int64_t rows, n;
     ck::rows_cols(ndims[0], shapes[0], &rows, &n);
-    for (int64_t r = 0; r < rows; ++r) {
+    ck::parallel_for(rows, 3 * n, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
         const float *yr = y + r * n;
         const float *gr = dy + r * n;
         float *dr = dx + r * n;
@@ -48,5 +51,6 @@ CK_KERNEL(SoftmaxBackward) {
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) dr[j] = scale * yr[j] * (gr[j] - s);
     }
+    });
     return 0;
 }
