@@ -4,7 +4,7 @@ space-to-depth map elsewhere (and in exported graphs)."""
 import mindspore as ms
 from mindspore import ops
 
-from .ops import _custom, window_tensor
+from .ops import _custom, output_size, window_tensor
 from .switch import KernelCell
 
 
@@ -19,10 +19,6 @@ def shifted_columns(x, kk: int):
         for j in range(kk):
             parts.append(flat[:, :, i * cols + j:i * cols + j + length])
     return ops.cat(parts, 1).reshape(b, kk * kk * c, rows - kk, cols)
-
-
-def output_size(n: int, kernel_size: int, stride: int, padding: int) -> int:
-    return (n + 2 * padding - kernel_size) // stride + 1
 
 
 def columns_op(library: str):

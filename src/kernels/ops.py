@@ -15,6 +15,11 @@ def _custom(library: str, name: str, out_shape, out_dtype, bprop=None):
                       bprop=bprop)
 
 
+def output_size(n: int, size: int, stride: int, padding: int) -> int:
+    """The output length of a window sliding over n values padded by `padding` on each side."""
+    return (n + 2 * padding - size) // stride + 1
+
+
 def window_tensor(size: int, stride: int, padding: int) -> ms.Tensor:
     """A window's geometry as a kernel input: a tensor of shape (size, stride, padding + 1), values unused.
     In its shape, MindSpore's shape inference sees it: PyNative keeps one inference per custom function,
@@ -64,8 +69,7 @@ def max_pool_op(library: str):
         return backward(dout[0], out[1], x), ops.zeros_like(window)
 
     def out_shape(x, window):
-        size, stride, pad = window[0], window[1], window[2] - 1
-        rows, cols = ((n + 2 * pad - size) // stride + 1 for n in x[2:])
+        rows, cols = (output_size(n, window[0], window[1], window[2] - 1) for n in x[2:])
         return [x[0], x[1], rows, cols], [x[0], x[1], rows, cols]
 
     return _custom(library, "MaxPoolForward", out_shape, lambda x, window: (x, mstype.int32), bprop)

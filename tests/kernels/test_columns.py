@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from src.kernels.columns import Columns, output_size
+from src.kernels.columns import Columns
+from src.kernels.ops import output_size
 from weighted_sum import SumGrads
 
 # (batch, channels, rows, width, kernel size, stride, padding)
