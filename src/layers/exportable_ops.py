@@ -49,8 +49,11 @@ class GELU(KernelCell):
     def make_kernels(self, library: str) -> None:
         self.kernel = gelu_op(library)
 
+    def uses_kernel(self, x) -> bool:
+        return self.use_kernels and not self.approximate and not self.exportable and x.dtype == ms.float32
+
     def construct(self, x):
-        if self.use_kernels and not self.approximate and not self.exportable and x.dtype == ms.float32:
+        if self.uses_kernel(x):
             return self.kernel(x)
         if self.approximate:
             # 0.5 * (1 + tanh(z)) == sigmoid(2z); MindSpore's CPU tanh is off by up to 1e-4, sigmoid by 7e-7

@@ -322,7 +322,8 @@ def test_kernel_cases_have_the_shapes_of_the_models_own_layers():
             return hook
         hooks = [net.trans_1.mlp.fc1.register_forward_pre_hook(record("fc1")),
                  net.trans_1.norm1.register_forward_pre_hook(record("norm")),
-                 net.trans_1.mlp.act.register_forward_pre_hook(record("gelu")),
+                 # the GELU's input, seen as fc2's input (on CPU it runs inside fc1's bias kernel)
+                 net.trans_1.mlp.fc2.register_forward_pre_hook(record("gelu")),
                  net.conv_1.conv2.register_forward_pre_hook(record("conv"))]
         net.set_train(False)
         net(ms.Tensor(np.zeros((2, 3, 224, 224), np.float32)))

@@ -36,3 +36,43 @@ def test_dense_bias_kernel_equals_nn_dense(shape, out):
     exact = sens.asnumpy().astype(np.float64).reshape(-1, out).sum(0)
     assert np.abs(results[1][3] - exact).max() <= np.abs(results[0][3] - exact).max() + 1e-6 * np.abs(exact).max()
 
+
+
+@pytest.mark.parametrize("shape,out", CASES, ids=str)
+def test_dense_with_gelu_kernel_equals_nn_dense_then_gelu(shape, out):
+    """fc1 then the exact GELU: the bias and the GELU as one kernel, against nn.Dense then the GELU cell's
+    MindSpore formulation (erf), forward and the gradients of input, weight and bias."""
+    from mindspore import nn
+    from src.layers.exportable_ops import GELU
+
+    class DenseGelu(nn.Cell):
+        def __init__(self, plain: bool):
+            super().__init__()
+            self.fc, self.act = Dense(shape[-1], out), GELU(approximate=False)
+            if plain:
+                self.fc.choose_kernels(plain=True)
+                self.act.choose_kernels(plain=True)
+
+        def construct(self, x):  # as Mlp (src/layers/mlp.py)
+            if self.fc.uses_kernel(x) and self.act.uses_kernel(x):
+                return self.fc(x, True)
+            return self.act(self.fc(x))
+
+    rng = np.random.RandomState(shape[-1] * 3 + out)
+    fast, plain = DenseGelu(False), DenseGelu(True)
+    for name in ("weight", "bias"):
+        value = ms.Tensor(rng.randn(*getattr(fast.fc, name).shape).astype(np.float32))
+        getattr(fast.fc, name).set_data(value)
+        getattr(plain.fc, name).set_data(value)
+    x = ms.Tensor(rng.randn(*shape).astype(np.float32))
+    sens = ms.Tensor(rng.randn(*shape[:-1], out).astype(np.float32))
+    results = []
+    for cell in (plain, fast):
+        dx, (dweight, dbias) = SumGrads(cell)(x, sens)
+        results.append([cell(x).asnumpy(), dx.asnumpy(), dweight.asnumpy(), dbias.asnumpy()])
+    assert (results[0][0] < 0).mean() > 0.02  # inputs in GELU's curved, negative part too
+    for name, e, g in zip(("y", "dx", "dweight", "dbias"), *results):
+        assert g.shape == e.shape, name
+        scale = max(np.abs(e).max(), 1.0)
+        err = np.abs(g - e).max()
+        assert err <= 3e-6 * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"

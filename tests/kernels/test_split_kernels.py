@@ -5,12 +5,26 @@ op: the other tests of this folder.)"""
 import numpy as np
 import pytest
 import mindspore as ms
+from mindspore import nn
 
-from src.kernels import LayerNorm, Softmax
+from src.kernels import LayerNorm, Softmax, Transpose
 from src.kernels.batch_norm import BatchNorm2d
 from src.kernels.columns import Columns
+from src.kernels.dense import Dense
 from src.layers.exportable_ops import GELU, TorchMaxPool2d
 from weighted_sum import SumGrads
+
+class _DenseGelu(nn.Cell):
+    """fc1 and its GELU as the MLP runs them on CPU: one kernel after the product."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = Dense(48, 1031)
+        self.use_kernels = self.fc.use_kernels
+
+    def construct(self, x):
+        return self.fc(x, True)
+
 
 # (cell, input shape): each well above the quarter million values below which a kernel does not split
 CASES = {
@@ -22,6 +36,10 @@ CASES = {
     "TorchMaxPool2d": (lambda: TorchMaxPool2d(3, 2), (3, 17, 61, 58)),
     "Columns 7x7/2": (lambda: Columns(7, 2, 3), (3, 3, 67, 65)),
     "Columns 3x3/1": (lambda: Columns(3, 1, 1), (2, 21, 40, 37)),
+    "Dense (its bias)": (lambda: Dense(48, 1031), (7, 97, 48)),
+    "Dense (its bias) + GELU": (lambda: _DenseGelu(), (7, 97, 48)),
+    "Transpose, runs": (lambda: Transpose((0, 2, 1, 3)), (5, 97, 18, 64)),
+    "Transpose, tiles": (lambda: Transpose((0, 2, 3, 1)), (5, 64, 29, 31)),
 }
 
 
@@ -44,7 +62,8 @@ def test_split_kernel_equals_one_thread(name, monkeypatch):
     alone, split = _run(cell, x, sens, "1", monkeypatch), _run(cell, x, sens, "3", monkeypatch)
     assert len(alone) == len(split) >= 2
     for k, (a, s) in enumerate(zip(alone, split)):
-        if name == "LayerNorm" and k >= 2:  # dgamma, dbeta: each part's column sums, added up at the end
+        # LayerNorm's dgamma, dbeta and the bias gradient: each part's column sums, added up at the end
+        if (name == "LayerNorm" and k >= 2) or (name.startswith("Dense") and k >= 2):
             np.testing.assert_allclose(s, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
         else:
             np.testing.assert_array_equal(s, a)

@@ -49,15 +49,27 @@ bool reduce(int ndim, const int64_t *shape, const int64_t *perm, Reduced *r) {
     return true;
 }
 
-// Walks the indices of `n` outer axes (sizes `size`, input steps `in_step`, output steps `out_step`) in
-// order and calls body(in_offset, out_offset) for each.
-template <typename Body>
-void for_each_outer(int n, const int64_t *size, const int64_t *in_step, const int64_t *out_step, Body body) {
+// The number of index combinations of `n` outer axes of sizes `size`.
+int64_t outer_count(int n, const int64_t *size) {
     int64_t count = 1;
     for (int i = 0; i < n; ++i) count *= size[i];
+    return count;
+}
+
+// Walks the combinations [k0, k1) (in order) of the indices of `n` outer axes (sizes `size`, input steps
+// `in_step`, output steps `out_step`) and calls body(in_offset, out_offset) for each.
+template <typename Body>
+void for_each_outer(int n, const int64_t *size, const int64_t *in_step, const int64_t *out_step, int64_t k0,
+                    int64_t k1, Body body) {
     int64_t index[kMaxDims] = {0};
     int64_t in_off = 0, out_off = 0;
-    for (int64_t k = 0; k < count; ++k) {
+    for (int64_t i = n - 1, rest = k0; i >= 0; --i) {  // k0 in the axes' mixed radix
+        index[i] = rest % size[i];
+        rest /= size[i];
+        in_off += index[i] * in_step[i];
+        out_off += index[i] * out_step[i];
+    }
+    for (int64_t k = k0; k < k1; ++k) {
         body(in_off, out_off);
         for (int i = n - 1; i >= 0; --i) {
             if (++index[i] < size[i]) {
@@ -86,8 +98,11 @@ void transpose(const float *x, float *y, const Reduced &r) {
     }
     if (r.in_step[n - 1] == 1) {  // runs of the input's last axis stay contiguous
         const int64_t run = r.size[n - 1];
-        for_each_outer(n - 1, r.size, r.in_step, out_step,
-                       [&](int64_t in_off, int64_t out_off) { std::memcpy(y + out_off, x + in_off, run * sizeof(float)); });
+        ck::parallel_for(outer_count(n - 1, r.size), 2 * run, [&](int64_t k0, int64_t k1) {
+            for_each_outer(n - 1, r.size, r.in_step, out_step, k0, k1, [&](int64_t in_off, int64_t out_off) {
+                std::memcpy(y + out_off, x + in_off, run * sizeof(float));
+            });
+        });
         return;
     }
     // the output axis `q` that walks the input's last axis (step 1), and the output's last axis `n - 1`
@@ -104,7 +119,8 @@ void transpose(const float *x, float *y, const Reduced &r) {
     }
     const int64_t rows = r.size[q], cols = r.size[n - 1];
     const int64_t out_row = out_step[q], in_col = r.in_step[n - 1];
-    for_each_outer(m, size, in_step, o_step, [&](int64_t in_off, int64_t out_off) {
+    ck::parallel_for(outer_count(m, size), 2 * rows * cols, [&](int64_t k0, int64_t k1) {
+    for_each_outer(m, size, in_step, o_step, k0, k1, [&](int64_t in_off, int64_t out_off) {
         const float *src = x + in_off;
         float *dst = y + out_off;
         // dst[i * out_row + j] = src[j * in_col + i]
@@ -119,6 +135,7 @@ void transpose(const float *x, float *y, const Reduced &r) {
                 }
             }
         }
+    });
     });
 }
 
