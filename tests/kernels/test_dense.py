@@ -11,16 +11,12 @@ from weighted_sum import SumGrads
 CASES = [((1, 7), 1), ((3, 5, 193), 31), ((2, 384), 1536), ((3, 677, 517), 96), ((64, 5, 192), 576)]
 
 
-@pytest.mark.parametrize("shape,out", CASES, ids=str)
-def test_dense_bias_kernel_equals_nn_dense(shape, out):
-    rng = np.random.RandomState(shape[-1] + out)
-    fast, plain = Dense(shape[-1], out), Dense(shape[-1], out)
-    plain.choose_kernels(plain=True)
-    assert fast.use_kernels and not plain.use_kernels
+def _compare(plain, fast, plain_dense, fast_dense, shape, out, rng, atol: float) -> tuple:
+    """The same weights in both; (results of plain, of fast, sens): output, dx, dweight, dbias."""
     for name in ("weight", "bias"):
-        value = ms.Tensor(rng.randn(*getattr(fast, name).shape).astype(np.float32))
-        getattr(fast, name).set_data(value)
-        getattr(plain, name).set_data(value)
+        value = ms.Tensor(rng.randn(*getattr(fast_dense, name).shape).astype(np.float32))
+        getattr(fast_dense, name).set_data(value)
+        getattr(plain_dense, name).set_data(value)
     x = ms.Tensor(rng.randn(*shape).astype(np.float32))
     sens = ms.Tensor(rng.randn(*shape[:-1], out).astype(np.float32))
     results = []
@@ -31,11 +27,19 @@ def test_dense_bias_kernel_equals_nn_dense(shape, out):
         assert g.shape == e.shape, name
         scale = max(np.abs(e).max(), 1.0)
         err = np.abs(g - e).max()
-        # dbias sums up to 2031 rows: MindSpore's float sum is off the exact one by ~1e-6 of the scale
-        assert err <= 2e-6 * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"
-    exact = sens.asnumpy().astype(np.float64).reshape(-1, out).sum(0)
-    assert np.abs(results[1][3] - exact).max() <= np.abs(results[0][3] - exact).max() + 1e-6 * np.abs(exact).max()
+        assert err <= atol * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"
+    return results[0], results[1], sens
 
+
+@pytest.mark.parametrize("shape,out", CASES, ids=str)
+def test_dense_bias_kernel_equals_nn_dense(shape, out):
+    fast, plain = Dense(shape[-1], out), Dense(shape[-1], out)
+    plain.choose_kernels(plain=True)
+    assert fast.use_kernels and not plain.use_kernels
+    # dbias sums up to 2031 rows: MindSpore's float sum is off the exact one by ~1e-6 of the scale
+    expected, got, sens = _compare(plain, fast, plain, fast, shape, out, np.random.RandomState(shape[-1] + out), 2e-6)
+    exact = sens.asnumpy().astype(np.float64).reshape(-1, out).sum(0)
+    assert np.abs(got[3] - exact).max() <= np.abs(expected[3] - exact).max() + 1e-6 * np.abs(exact).max()
 
 
 @pytest.mark.parametrize("shape,out", CASES, ids=str)
@@ -58,21 +62,7 @@ def test_dense_with_gelu_kernel_equals_nn_dense_then_gelu(shape, out):
                 return self.fc(x, True)
             return self.act(self.fc(x))
 
-    rng = np.random.RandomState(shape[-1] * 3 + out)
     fast, plain = DenseGelu(False), DenseGelu(True)
-    for name in ("weight", "bias"):
-        value = ms.Tensor(rng.randn(*getattr(fast.fc, name).shape).astype(np.float32))
-        getattr(fast.fc, name).set_data(value)
-        getattr(plain.fc, name).set_data(value)
-    x = ms.Tensor(rng.randn(*shape).astype(np.float32))
-    sens = ms.Tensor(rng.randn(*shape[:-1], out).astype(np.float32))
-    results = []
-    for cell in (plain, fast):
-        dx, (dweight, dbias) = SumGrads(cell)(x, sens)
-        results.append([cell(x).asnumpy(), dx.asnumpy(), dweight.asnumpy(), dbias.asnumpy()])
-    assert (results[0][0] < 0).mean() > 0.02  # inputs in GELU's curved, negative part too
-    for name, e, g in zip(("y", "dx", "dweight", "dbias"), *results):
-        assert g.shape == e.shape, name
-        scale = max(np.abs(e).max(), 1.0)
-        err = np.abs(g - e).max()
-        assert err <= 3e-6 * scale, f"{name}: error {err:.2e} (scale {scale:.1f})"
+    expected, _, _ = _compare(plain, fast, plain.fc, fast.fc, shape, out, np.random.RandomState(shape[-1] * 3 + out),
+                              3e-6)
+    assert (expected[0] < 0).mean() > 0.02  # inputs in GELU's curved, negative part too

@@ -8,6 +8,7 @@
 #pragma once
 #include <sched.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <system_error>
@@ -77,6 +78,33 @@ void run_parts(int64_t n, int parts, F fn) {
 template <class F>
 void parallel_for(int64_t n, int64_t cost, F fn) {
     run_parts(n, parts_for(n, cost), [&fn](int64_t lo, int64_t hi, int) { fn(lo, hi); });
+}
+
+// out[j] = the sum over `rows` rows of the values add_row(r, p) adds into p[0..d) for row r (a linear
+// layer's bias gradient): in float over blocks of 64 rows (a vectorised add per row), in double across
+// blocks and across the parts the rows are split into, so a sum over thousands of rows keeps float's
+// precision.
+template <class AddRow>
+void column_sums(int64_t rows, int64_t d, int64_t cost_per_value, float *out, AddRow add_row) {
+    const int64_t block = 64, blocks = (rows + block - 1) / block;
+    const int parts = parts_for(blocks, block * d * cost_per_value);
+    std::vector<double> totals(static_cast<size_t>(d * parts), 0.0);
+    run_parts(blocks, parts, [&](int64_t lo, int64_t hi, int part) {
+        std::vector<float> sums(static_cast<size_t>(d));
+        float *p = sums.data();
+        double *t = totals.data() + d * part;
+        for (int64_t k = lo; k < hi; ++k) {
+            const int64_t r0 = k * block, r1 = r0 + block < rows ? r0 + block : rows;
+            for (int64_t j = 0; j < d; ++j) p[j] = 0.0f;
+            for (int64_t r = r0; r < r1; ++r) add_row(r, p);
+            for (int64_t j = 0; j < d; ++j) t[j] += p[j];
+        }
+    });
+    for (int64_t j = 0; j < d; ++j) {
+        double total = 0.0;
+        for (int part = 0; part < parts; ++part) total += totals[d * part + j];
+        out[j] = static_cast<float>(total);
+    }
 }
 
 }  // namespace ck
