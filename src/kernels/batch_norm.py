@@ -15,12 +15,9 @@ def batch_norm_ops(library: str, relu: bool = False):
     new moving_mean, new moving_var), `momentum` the weight of the batch's statistics.
     Inference: (x, gamma, beta, moving_mean, moving_var, eps [1]) -> y."""
     kind = "BatchNormRelu" if relu else "BatchNorm"
-    if relu:  # the backward also reads y, whose zeros block the gradient
-        backward = _custom(library, f"{kind}TrainBackward", lambda dy, x, m, r, g, y: (x, g, g),
-                           lambda dy, x, m, r, g, y: (x, g, g))
-    else:
-        backward = _custom(library, f"{kind}TrainBackward", lambda dy, x, m, r, g: (x, g, g),
-                           lambda dy, x, m, r, g: (x, g, g))
+    # with relu the backward also reads y, whose zeros block the gradient
+    backward = _custom(library, f"{kind}TrainBackward", lambda dy, x, m, r, g, *y: (x, g, g),
+                       lambda dy, x, m, r, g, *y: (x, g, g))
 
     def train_bprop(x, gamma, beta, moving_mean, moving_var, momentum, eps, out, dout):
         if relu:

@@ -80,6 +80,15 @@ void parallel_for(int64_t n, int64_t cost, F fn) {
     run_parts(n, parts_for(n, cost), [&fn](int64_t lo, int64_t hi, int) { fn(lo, hi); });
 }
 
+// out[j] = the sum of totals[stride * part + j] over the parts (each part's sums, added up in order)
+static inline void sum_parts(const double *totals, int parts, int64_t stride, int64_t d, float *out) {
+    for (int64_t j = 0; j < d; ++j) {
+        double total = 0.0;
+        for (int part = 0; part < parts; ++part) total += totals[stride * part + j];
+        out[j] = static_cast<float>(total);
+    }
+}
+
 // out[j] = the sum over `rows` rows of the values add_row(r, p) adds into p[0..d) for row r (a linear
 // layer's bias gradient): in float over blocks of 64 rows (a vectorised add per row), in double across
 // blocks and across the parts the rows are split into, so a sum over thousands of rows keeps float's
@@ -100,11 +109,7 @@ void column_sums(int64_t rows, int64_t d, int64_t cost_per_value, float *out, Ad
             for (int64_t j = 0; j < d; ++j) t[j] += p[j];
         }
     });
-    for (int64_t j = 0; j < d; ++j) {
-        double total = 0.0;
-        for (int part = 0; part < parts; ++part) total += totals[d * part + j];
-        out[j] = static_cast<float>(total);
-    }
+    sum_parts(totals.data(), parts, d, d, out);
 }
 
 }  // namespace ck

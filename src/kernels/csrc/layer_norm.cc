@@ -83,14 +83,7 @@ CK_KERNEL(LayerNormBackward) {
         }
     }
     });
-    for (int64_t j = 0; j < d; ++j) {
-        double g = 0.0, b = 0.0;
-        for (int part = 0; part < parts; ++part) {
-            g += sums[2 * d * part + j];
-            b += sums[2 * d * part + d + j];
-        }
-        dgamma[j] = static_cast<float>(g);
-        dbeta[j] = static_cast<float>(b);
-    }
+    ck::sum_parts(sums.data(), parts, 2 * d, d, dgamma);
+    ck::sum_parts(sums.data() + d, parts, 2 * d, d, dbeta);
     return 0;
 }
