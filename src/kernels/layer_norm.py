@@ -3,7 +3,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from .ops import layer_norm_op
+from .ops import add_layer_norm_op, layer_norm_op
 from .switch import KernelCell
 
 
@@ -17,8 +17,16 @@ class LayerNorm(nn.LayerNorm, KernelCell):
 
     def make_kernels(self, library: str) -> None:
         self.kernel = layer_norm_op(library)
+        self.add_kernel = add_layer_norm_op(library)
 
-    def construct(self, x):
-        if self.use_kernels and x.dtype == ms.float32:
-            return self.kernel(x, self.gamma, self.beta, self.eps_tensor)[0]
-        return super().construct(x)
+    def construct(self, x, residual=None):
+        """self(x) -> LayerNorm(x); self(x, residual) -> (x + residual, LayerNorm(x + residual)), on CPU the
+        sum and the norm as one kernel each way (a pre-norm block's residual sum, then its next norm)."""
+        kernel = self.use_kernels and x.dtype == ms.float32
+        if residual is None:
+            return self.kernel(x, self.gamma, self.beta, self.eps_tensor)[0] if kernel else super().construct(x)
+        if kernel and residual.dtype == ms.float32:
+            out = self.add_kernel(x, residual, self.gamma, self.beta, self.eps_tensor)
+            return out[0], out[1]
+        x = x + residual
+        return x, super().construct(x)

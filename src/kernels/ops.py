@@ -40,6 +40,19 @@ def layer_norm_op(library: str):
                    lambda x, g, b, e: (x, x, x), bprop)
 
 
+def add_layer_norm_op(library: str):
+    """(a, r, gamma, beta, eps) -> (x = a + r, LayerNorm(x), mean, rstd): a residual sum and its norm."""
+    backward = _custom(library, "AddLayerNormBackward", lambda dy, dx, x, m, r, g: (x, g, g),
+                       lambda dy, dx, x, m, r, g: (x, g, g))
+
+    def bprop(a, r, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = backward(dout[1], dout[0], out[0], out[2], out[3], gamma)
+        return dx, dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    return _custom(library, "AddLayerNormForward", lambda a, r, g, b, e: (a, a, a[:-1], a[:-1]),
+                   lambda a, r, g, b, e: (a, a, a, a), bprop)
+
+
 def gelu_op(library: str):
     """Exact GELU, x -> x Phi(x)."""
     backward = _custom(library, "GeluBackward", lambda x, dy: x, lambda x, dy: x)

@@ -8,7 +8,8 @@ from .mlp import Mlp
 
 
 class Block(nn.Cell):
-    """x + DropPath(Attn(LN(x))), then x + DropPath(Mlp(LN(x))); LayerNorm eps 1e-6."""
+    """x + DropPath(Attn(LN(x))), then x + DropPath(Mlp(LN(x))); LayerNorm eps 1e-6. With `residual`, the
+    block's input is x + residual (each residual sum is made by the norm that follows it: one kernel on CPU)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  qk_scale=None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
@@ -20,6 +21,10 @@ class Block(nn.Cell):
         self.norm2 = LayerNorm(dim, epsilon=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, approximate_gelu)
 
-    def construct(self, x):
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def construct(self, x, residual=None):
+        if residual is None:
+            h = self.norm1(x)
+        else:
+            x, h = self.norm1(x, residual)
+        x, h = self.norm2(x, self.drop_path(self.attn(h)))
+        return x + self.drop_path(self.mlp(h))

@@ -36,7 +36,7 @@ class ConvTransBlock(nn.Cell):
         x, x2 = self.cnn_block(x)
         _, _, h, w = x2.shape
         # FCU-down's tokens carry x_t's class token, so the sum doubles it (as official)
-        x_t = self.trans_block(self.squeeze_block(x2, x_t) + x_t)
+        x_t = self.trans_block(self.squeeze_block(x2, x_t), x_t)
         if self.num_med_block > 0:
             for med in self.med_block:
                 x = med(x)

@@ -3,6 +3,7 @@ over odd sizes (a last axis of 7, 193, 384 and 517 values; one row, 3 x 5 rows, 
 import numpy as np
 import pytest
 import mindspore as ms
+from mindspore import nn, ops
 
 from src.kernels import LayerNorm, Softmax
 from src.layers.exportable_ops import GELU
@@ -49,6 +50,32 @@ def test_layer_norm_kernel_equals_nn_layer_norm(shape):
     x = (rng.randn(*shape) * 3 + 5).astype(np.float32)  # a mean far from 0: the variance must not cancel
     params = {"gamma": rng.randn(d).astype(np.float32), "beta": rng.randn(d).astype(np.float32)}
     _compare(lambda: LayerNorm(d, epsilon=1e-6), x, 2e-6, ("y", "dx", "dgamma", "dbeta"), params)
+
+
+class _AddNorm(nn.Cell):
+    """x [2, ..] -> stack(x[0] + x[1], LayerNorm(x[0] + x[1])): the residual sum and its norm, both outputs
+    in the loss, both summands' gradients in dx."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.norm = LayerNorm(d, epsilon=1e-6)
+        self.use_kernels = self.norm.use_kernels
+
+    def choose_kernels(self, plain: bool = False):
+        self.norm.choose_kernels(plain)
+        self.use_kernels = self.norm.use_kernels
+
+    def construct(self, x):
+        return ops.stack(self.norm(x[0], x[1]))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_residual_sum_and_layer_norm_kernel_equals_add_then_nn_layer_norm(shape):
+    rng = np.random.RandomState(len(shape) + shape[-1] + 3)
+    d = shape[-1]
+    x = (rng.randn(2, *shape) * 3 + 5).astype(np.float32)
+    params = {"gamma": rng.randn(d).astype(np.float32), "beta": rng.randn(d).astype(np.float32)}
+    _compare(lambda: _AddNorm(d), x, 2e-6, ("sum and y", "d(a, r)", "dgamma", "dbeta"), params)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
