@@ -1,6 +1,6 @@
 """The own BatchNorm2d kernels equal nn.BatchNorm2d (and, with `relu`, nn.BatchNorm2d then ReLU): the
 training forward, every gradient and the running statistics it leaves (momentum and the unbiased
-variance as MindSpore's op), and the inference forward and its gradients, in GRAPH mode under ms.grad,
+variance as MindSpore's op), and the inference forward and its gradients, under ms.grad,
 over odd sizes."""
 import numpy as np
 import pytest
@@ -8,6 +8,10 @@ import mindspore as ms
 
 from src.kernels.batch_norm import BatchNorm2d
 from weighted_sum import SumGrads
+
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
 
 SHAPES = [(2, 3, 5, 7), (1, 5, 1, 3), (3, 17, 9, 11), (16, 16, 14, 14), (5, 64, 4, 4)]
 NAMES = ("y", "dx", "dgamma", "dbeta")

@@ -1,6 +1,6 @@
 """The columns kernel of the CPU convolution equals im2col written out in NumPy (every output value
 read from x or from the zero padding), and its gradient equals the columns' gradient added back into
-place, in GRAPH mode under ms.grad, over odd sizes and every kernel size, stride and padding the
+place, under ms.grad, over odd sizes and every kernel size, stride and padding the
 model's convolutions take (the convolution built on it: tests/layers/test_conv2d.py)."""
 import numpy as np
 import pytest
@@ -9,6 +9,10 @@ import mindspore as ms
 from src.kernels.columns import Columns
 from src.kernels.ops import output_size
 from weighted_sum import SumGrads
+
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
 
 # (batch, channels, rows, width, kernel size, stride, padding)
 CASES = [

@@ -1,11 +1,15 @@
 """The own bias kernel of Dense equals nn.Dense: forward and the gradients of input, weight and bias,
-in GRAPH mode under ms.grad, over odd sizes (one row to 3 x 677 rows, 1 to 517 features)."""
+under ms.grad, over odd sizes (one row to 3 x 677 rows, 1 to 517 features)."""
 import numpy as np
 import pytest
 import mindspore as ms
 
 from src.kernels.dense import Dense
 from weighted_sum import SumGrads
+
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
 
 # (input shape, out features)
 CASES = [((1, 7), 1), ((3, 5, 193), 31), ((2, 384), 1536), ((3, 677, 517), 96), ((64, 5, 192), 576)]

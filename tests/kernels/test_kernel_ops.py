@@ -1,4 +1,4 @@
-"""Each own CPU kernel equals MindSpore's op: forward and every gradient, in GRAPH mode under ms.grad,
+"""Each own CPU kernel equals MindSpore's op: forward and every gradient, under ms.grad,
 over odd sizes (a last axis of 7, 193, 384 and 517 values; one row, 3 x 5 rows, 2031 rows)."""
 import numpy as np
 import pytest
@@ -8,6 +8,10 @@ from mindspore import nn, ops
 from src.kernels import LayerNorm, Softmax
 from src.layers.exportable_ops import GELU
 from weighted_sum import SumGrads
+
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
 
 SHAPES = [(1, 7), (3, 5, 193), (2, 384), (3, 5, 7), (1, 1, 384), (3, 677, 517)]
 

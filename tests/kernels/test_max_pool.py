@@ -7,6 +7,10 @@ import mindspore as ms
 from src.layers.exportable_ops import TorchMaxPool2d
 from weighted_sum import SumGrads
 
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
+
 SHAPES = [(1, 1, 2, 2), (2, 3, 5, 7), (3, 2, 16, 16), (1, 4, 17, 33), (2, 1, 56, 9)]
 
 

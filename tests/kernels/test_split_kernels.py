@@ -14,6 +14,10 @@ from src.kernels.dense import Dense
 from src.layers.exportable_ops import GELU, TorchMaxPool2d
 from weighted_sum import SumGrads
 
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
+
 class _DenseGelu(nn.Cell):
     """fc1 and its GELU as the MLP runs them on CPU: one kernel after the product."""
 

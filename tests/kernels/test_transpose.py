@@ -1,4 +1,4 @@
-"""The own Transpose kernel equals MindSpore's Transpose, forward and gradient, in GRAPH mode under
+"""The own Transpose kernel equals MindSpore's Transpose, forward and gradient, under
 ms.grad: each permutation the model uses, over odd sizes, with axes of size 1 and zero-size tensors,
 and permutations whose input axes stay neighbours (merged by the kernel)."""
 import numpy as np
@@ -7,6 +7,10 @@ import mindspore as ms
 from mindspore import nn
 
 from src.kernels import Transpose
+
+# PyNative: each case would otherwise compile its own graphs, which is most of their time; the kernels in
+# GRAPH mode, every kind, forward and training gradients: tests/kernels/test_model_kernels.py
+pytestmark = pytest.mark.usefixtures("pynative")
 
 CASES = [
     ((3, 5, 7, 9), (0, 2, 1, 3)),  # attention: heads split and merged

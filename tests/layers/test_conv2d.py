@@ -58,7 +58,9 @@ def _forward_and_grads(conv, x, sens):
 
 @pytest.mark.parametrize("kernels", [True, False], ids=["columns kernel", "MindSpore ops"])
 @pytest.mark.parametrize("cin,cout,k,s,p,h,w", CASES)
-def test_matmul_formulation_equals_conv2d(cin, cout, k, s, p, h, w, kernels):
+def test_matmul_formulation_equals_conv2d(cin, cout, k, s, p, h, w, kernels, pynative):
+    """In PyNative: a graph per case would be most of the test's time (the formulation in GRAPH mode: the
+    model tests below and tests/kernels/test_model_kernels.py)."""
     rng = np.random.RandomState(k * 100 + s * 10 + h)
     fast = conv2d(cin, cout, k, stride=s, padding=p, bias=True)
     assert fast.as_matmul, "on CPU every k x k or strided convolution takes the matmul formulation"
