@@ -6,6 +6,7 @@ full-size variant carry `e2e`: `pytest tests -m "not e2e"` is the fast unit part
 everything.
 """
 import atexit
+import contextlib
 import functools
 import hashlib
 import os
@@ -64,15 +65,25 @@ def graph_mode_kept():
         pytest.fail("the test left MindSpore in PYNATIVE mode")
 
 
-@pytest.fixture
-def pynative():
-    """PYNATIVE for a test whose subject is a net's shapes or values, not its graph: one forward pass of a
-    depth-12 net runs in seconds where compiling its graph takes longer (the scripts' GRAPH-mode runs
-    cover the full-size variants: test_fidelity.py, test_resolution.py, test_export.py)."""
+@contextlib.contextmanager
+def pynative_mode():
+    """PYNATIVE inside the block, GRAPH after it: for what a test needs the values of, not the graph (a
+    reference forward pass beside a script's run), one forward pass of a depth-12 net runs in seconds
+    where compiling its graph takes longer."""
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE for a test whose subject is a net's shapes or values, not its graph (the scripts' GRAPH-mode
+    runs cover the full-size variants: test_fidelity.py, test_resolution.py, test_export.py)."""
+    with pynative_mode():
+        yield
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from conftest import REPO, run_script
+from conftest import REPO, pynative_mode, run_script
 from datasets import write_digits_folder
 from src.conformer import create_model, param_count_line
 from src.data.preprocess import eval_transform, load_rgb
@@ -32,7 +32,8 @@ def _by_hand(net, root):
             images.append(eval_transform(load_rgb(os.path.join(root, name, file)), 32, 0.875))
             labels.append(label)
     net.set_train(False)
-    conv, trans = (o.asnumpy().astype(np.float64) for o in net(ms.Tensor(np.stack(images))))
+    with pynative_mode():
+        conv, trans = (o.asnumpy().astype(np.float64) for o in net(ms.Tensor(np.stack(images))))
     labels = np.array(labels)
     ranked = np.argsort(-(conv + trans), axis=1)
     top1 = (ranked[:, 0] == labels).mean()

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import mindspore as ms
 
-from conftest import REPO, run_script
+from conftest import REPO, pynative_mode, run_script
 from src.checkpoint import save_checkpoint_atomic
 from src.conformer import create_model
 from src.deploy.export import load_mindir
@@ -122,7 +122,8 @@ def test_tiny_224_from_a_converted_checkpoint_mindir_and_onnx(tmp_path):
         assert result.returncode == 0, result.stderr
     x = _images(7, 224)
     net.set_train(False)
-    expected = _reference(net, x)[0]
+    with pynative_mode():
+        expected = _reference(net, x)[0]
     session = ort.InferenceSession(str(tmp_path / "conformer_tiny_patch16.onnx"), providers=["CPUExecutionProvider"])
     graph = load_mindir(str(tmp_path / "conformer_tiny_patch16.mindir"))
     scale = max(1.0, np.abs(expected).max())
