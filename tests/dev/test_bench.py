@@ -263,7 +263,7 @@ def test_a_worker_that_breaks_the_protocol_or_dies_is_one_line(tmp_path):
 def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script(BENCH, *SMALL, "--batches", "2", "--train_batch", "2", "--parts", "forward", "plain",
-                        "convs", "dispatch", "kernels", "cpu_kernels", "--json_out", str(out))
+                        "convs", "dispatch", "kernels", "--json_out", str(out))
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["results"]
     by_name = {r["what"]: r for r in rows}
@@ -293,7 +293,16 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
                    "kernel: BatchNorm 8 @8", "kernel: max pool 3x3/2 (stem) 64 @16"]
     assert all(r["own_ms_fwd"] > 0 and r["own_ms_fwd_bwd"] > 0 and "own kernel" in r["note"]
                for r in kernels if "own_ms_fwd" in r)
-    # the model with MindSpore's ops and with the own kernels, interleaved
+
+
+def test_cpu_kernels_part_times_the_model_with_mindspores_ops_and_with_the_own_kernels(pynative):
+    """The part's rows, in this process in PyNative: the rows are the subject, not the two models' graphs
+    (compiling them would be most of the test's time; the kernels in GRAPH mode: tests/kernels)."""
+    from src.config import parse_args
+    bench = _load(BENCH, "bench_script")
+    cfg = parse_args([*SMALL, "--batches", "2", "--train_batch", "2", "--parts", "cpu_kernels"], script=bench.BENCH,
+                     add_script_args=bench._script_args)
+    rows = bench.bench_cpu_kernels(cfg)
     step = [r for r in rows if r["what"].startswith("cpu_kernels: train step")]
     assert [r["what"] for r in step] == ["cpu_kernels: train step, MindSpore ops",
                                          "cpu_kernels: train step, own kernels"]
