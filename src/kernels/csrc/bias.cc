@@ -4,20 +4,7 @@
 
 // params: x [.., D], b [D] -> y
 CK_KERNEL(BiasAddForward) {
-    const float *x = static_cast<const float *>(params[0]);
-    const float *b = static_cast<const float *>(params[1]);
-    float *y = static_cast<float *>(params[2]);
-    int64_t rows, d;
-    ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    ck::parallel_for(rows, 2 * d, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) {
-            const float *xr = x + r * d;
-            float *yr = y + r * d;
-#pragma omp simd
-            for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] + b[j];
-        }
-    });
-    return 0;
+    return ck::bias_rows(params, ndims, shapes, 2, [](float v) { return v; });
 }
 
 // params: dy [.., D], b [D] (for its shape) -> db [D]

@@ -39,19 +39,7 @@ CK_KERNEL(GeluBackward) {
 
 // params: x [.., D], b [D] -> y = GELU(x + b)
 CK_KERNEL(BiasGeluForward) {
-    const float *x = static_cast<const float *>(params[0]);
-    const float *b = static_cast<const float *>(params[1]);
-    float *y = static_cast<float *>(params[2]);
-    int64_t rows, d;
-    ck::rows_cols(ndims[0], shapes[0], &rows, &d);
-    ck::parallel_for(rows, d, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) {
-            const float *xr = x + r * d;
-            float *yr = y + r * d;
-            for (int64_t j = 0; j < d; ++j) yr[j] = gelu(xr[j] + b[j]);
-        }
-    });
-    return 0;
+    return ck::bias_rows(params, ndims, shapes, 1, gelu);
 }
 
 // params: x, b, dy -> dx = dy GELU'(x + b), db = the column sums of dx (ck::column_sums)

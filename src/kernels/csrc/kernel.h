@@ -80,6 +80,26 @@ void parallel_for(int64_t n, int64_t cost, F fn) {
     run_parts(n, parts_for(n, cost), [&fn](int64_t lo, int64_t hi, int) { fn(lo, hi); });
 }
 
+// params: x [.., D], b [D] -> y [.., D] with y[r, j] = f(x[r, j] + b[j]): a linear layer's bias, alone or
+// followed by an elementwise function; split like parallel_for by `cost` per value
+template <class F>
+int bias_rows(void **params, int *ndims, int64_t **shapes, int64_t cost, F f) {
+    const float *x = static_cast<const float *>(params[0]);
+    const float *b = static_cast<const float *>(params[1]);
+    float *y = static_cast<float *>(params[2]);
+    int64_t rows, d;
+    rows_cols(ndims[0], shapes[0], &rows, &d);
+    parallel_for(rows, cost * d, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+            const float *xr = x + r * d;
+            float *yr = y + r * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; ++j) yr[j] = f(xr[j] + b[j]);
+        }
+    });
+    return 0;
+}
+
 // out[j] = the sum of totals[stride * part + j] over the parts (each part's sums, added up in order)
 static inline void sum_parts(const double *totals, int parts, int64_t stride, int64_t d, float *out) {
     for (int64_t j = 0; j < d; ++j) {
