@@ -3,7 +3,7 @@ on CPU; elsewhere MindSpore's way, one vector of every gradient and one reductio
 import mindspore as ms
 from mindspore import ops
 
-from .ops import _custom
+from .ops import _custom, to_float32
 from .switch import KernelCell
 
 _flat = ops.MultitypeFuncGraph("flat")
@@ -12,14 +12,6 @@ _flat = ops.MultitypeFuncGraph("flat")
 @_flat.register("Tensor")
 def _flat_tensor(tensor):
     return ops.cast(tensor, ms.float32).reshape(-1)
-
-
-_float32 = ops.MultitypeFuncGraph("float32")
-
-
-@_float32.register("Tensor")
-def _float32_tensor(tensor):
-    return ops.cast(tensor, ms.float32)
 
 
 class SquareSum(KernelCell):
@@ -35,6 +27,6 @@ class SquareSum(KernelCell):
 
     def construct(self, tensors):
         if self.use_kernels:
-            return self.kernel(*self.hyper_map(_float32, tensors)).reshape(())
+            return self.kernel(*self.hyper_map(to_float32, tensors)).reshape(())
         flat = ops.cat(self.hyper_map(_flat, tensors))  # one reduction, not one per tensor
         return ops.reduce_sum(flat * flat)

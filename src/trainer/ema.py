@@ -4,7 +4,10 @@ as timm averages the whole state dict -- gets a shadow copy named `ema.<name>`,
 so the shadows are saved in the same checkpoint as the weights.
 """
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
+
+from src.kernels.ops import in_place_op
+from src.kernels.switch import KernelCell
 
 EMA_PREFIX = "ema"  # of the shadows' names in checkpoints: ema.conv1.weight
 _update = ops.MultitypeFuncGraph("ema_update")
@@ -16,7 +19,10 @@ def _update_one(decay, shadow, param):
     return ops.assign(shadow, shadow * decay + param * (1.0 - decay))
 
 
-class EMA(nn.Cell):
+class EMA(KernelCell):
+    """On CPU with the own kernels (float32 parameters), one kernel updates every shadow in place;
+    elsewhere MindSpore's ops, four per parameter."""
+
     def __init__(self, params, decay: float):
         # auto_prefix=False: holding the network's parameters here must not rename them
         super().__init__(auto_prefix=False)
@@ -26,8 +32,16 @@ class EMA(nn.Cell):
         # HyperMap, not a Python loop: graph mode unrolls a loop into nested calls, and the ~630
         # parameters of the full-size variants exceed its call depth limit of 1000
         self.hyper_map = ops.HyperMap()
+        self.weights = ms.Tensor([decay, 1.0 - decay], ms.float32)
+        self.choose_kernels(any(p.dtype != ms.float32 for p in self.params))
+
+    def make_kernels(self, library: str) -> None:
+        n = len(self.params)
+        self.kernel = in_place_op(library, "EmaUpdate", [False] + [True] * n + [False] * n)
 
     def construct(self):
+        if self.use_kernels:
+            return self.kernel(self.weights, *self.shadows, *self.params)
         return self.hyper_map(ops.partial(_update, self.decay), self.shadows, self.params)
 
     def state(self) -> dict:

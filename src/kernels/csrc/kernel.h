@@ -80,6 +80,23 @@ void parallel_for(int64_t n, int64_t cost, F fn) {
     run_parts(n, parts_for(n, cost), [&fn](int64_t lo, int64_t hi, int) { fn(lo, hi); });
 }
 
+// fn(t, lo, hi) over the elements [lo, hi) of each of `n` tensors, `numel(t)` elements each: the
+// tensors' elements taken as one range and split like parallel_for by `cost` per value, so that a
+// step's many small tensors (its parameters) are split as evenly as one large one
+template <class N, class F>
+void tensor_ranges(int n, N numel, int64_t cost, F fn) {
+    std::vector<int64_t> offsets(static_cast<size_t>(n) + 1, 0);
+    for (int t = 0; t < n; ++t) offsets[t + 1] = offsets[t] + numel(t);
+    const int64_t total = offsets[n];
+    run_parts(total, parts_for(total, cost), [&](int64_t lo, int64_t hi, int) {
+        for (int t = 0; t < n; ++t) {
+            const int64_t a = offsets[t] > lo ? offsets[t] : lo;
+            const int64_t b = offsets[t + 1] < hi ? offsets[t + 1] : hi;
+            if (a < b) fn(t, a - offsets[t], b - offsets[t]);
+        }
+    });
+}
+
 // params: x [.., D], b [D] -> y [.., D] with y[r, j] = f(x[r, j] + b[j]): a linear layer's bias, alone or
 // followed by an elementwise function; split like parallel_for by `cost` per value
 template <class F>
