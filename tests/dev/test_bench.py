@@ -295,11 +295,13 @@ def test_plain_and_convs_parts_measure_the_model_before_its_cpu_formulation(tmp_
                for r in kernels if "own_ms_fwd" in r)
 
 
-def test_cpu_kernels_part_times_the_model_with_mindspores_ops_and_with_the_own_kernels(pynative):
-    """The part's rows, in this process in PyNative: the rows are the subject, not the two models' graphs
-    (compiling them would be most of the test's time; the kernels in GRAPH mode: tests/kernels)."""
+def test_cpu_kernels_part_times_the_model_with_mindspores_ops_and_with_the_own_kernels(pynative, monkeypatch):
+    """The part's rows, in this process in PyNative, from one round: the rows are the subject, not the two
+    models' graphs or timings (compiling them would be most of the test's time; the kernels in GRAPH mode:
+    tests/kernels)."""
     from src.config import parse_args
     bench = _load(BENCH, "bench_script")
+    monkeypatch.setattr(bench, "INTERLEAVED_ROUNDS", 1)
     cfg = parse_args([*SMALL, "--batches", "2", "--train_batch", "2", "--parts", "cpu_kernels"], script=bench.BENCH,
                      add_script_args=bench._script_args)
     rows = bench.bench_cpu_kernels(cfg)
@@ -307,7 +309,7 @@ def test_cpu_kernels_part_times_the_model_with_mindspores_ops_and_with_the_own_k
     assert [r["what"] for r in step] == ["cpu_kernels: train step, MindSpore ops",
                                          "cpu_kernels: train step, own kernels"]
     assert all(r["batch"] == 2 and r["img_per_s"] > 0 for r in step)
-    assert step[0]["note"].startswith("1.00x MindSpore's ops")
+    assert step[0]["note"].startswith("1.00x MindSpore's ops; interleaved, median of 1;")
     assert len([r for r in rows if r["what"].startswith("cpu_kernels: forward")]) == len(step)
 
 
