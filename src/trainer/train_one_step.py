@@ -5,7 +5,9 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.communication.management import GlobalComm
 
+from src.kernels.ops import in_place_op, to_float32
 from src.kernels.square_sum import SquareSum
+from src.kernels.switch import KernelCell
 
 from .allocator import release_free_memory
 
@@ -51,6 +53,36 @@ def _drain_one_tensor(buffer, grad):
     return ops.depend(total, ops.assign(buffer, ops.zeros_like(buffer)))
 
 
+class GradBuffers(KernelCell):
+    """Gradient accumulation's buffers (Parameters, zero between optimizer steps): `add(grads)` adds a
+    micro-batch's gradients into them, `drain(grads)` -> each buffer plus the last micro-batch's
+    gradient, the buffers zeroed. On CPU with the own kernels one kernel each for all tensors; elsewhere
+    MindSpore's ops per tensor."""
+
+    def __init__(self, buffers: ms.ParameterTuple):
+        super().__init__(auto_prefix=False)
+        self.buffers = buffers
+        self.hyper_map = ops.HyperMap()
+        self.choose_kernels(any(b.dtype != ms.float32 for b in buffers))
+
+    def make_kernels(self, library: str) -> None:
+        n = len(self.buffers)
+        written = [True] * n + [False] * n
+        self.add_kernel = in_place_op(library, "AddInto", written)
+        self.drain_kernel = in_place_op(library, "SumAndZero", written, lambda *shapes: tuple(shapes[n:]),
+                                        lambda *dtypes: tuple(dtypes[n:]))
+
+    def add(self, grads):
+        if self.use_kernels:
+            return self.add_kernel(*self.buffers, *self.hyper_map(to_float32, grads))
+        return self.hyper_map(ops.assign_add, self.buffers, grads)
+
+    def drain(self, grads):
+        if self.use_kernels:
+            return self.drain_kernel(*self.buffers, *self.hyper_map(to_float32, grads))
+        return self.hyper_map(_drain_one, self.buffers, grads)
+
+
 _scale_by = ops.MultitypeFuncGraph("scale_by")
 
 
@@ -61,19 +93,18 @@ def _scale_by_tensor(factor, grad):
 
 class _AccumulateGrads(nn.Cell):
     """(images, targets) -> loss of a micro-batch before the last of an optimizer step; adds its scaled
-    gradients to `buffers`."""
+    gradients to `grad_buffers` (GradBuffers)."""
 
-    def __init__(self, grad_fn, scale_sense: ms.Parameter, buffers: ms.ParameterTuple):
+    def __init__(self, grad_fn, scale_sense: ms.Parameter, grad_buffers: GradBuffers):
         super().__init__(auto_prefix=False)
         self.grad_fn = grad_fn
         self.scale_sense = scale_sense
-        self.buffers = buffers
-        self.hyper_map = ops.HyperMap()
+        self.grad_buffers = grad_buffers
 
     def construct(self, images, targets):
         scale = self.scale_sense
         loss, grads = self.grad_fn(images, targets, scale)
-        loss = ops.depend(loss, self.hyper_map(ops.assign_add, self.buffers, grads))
+        loss = ops.depend(loss, self.grad_buffers.add(grads))
         return loss / scale
 
 
@@ -111,7 +142,8 @@ class TrainOneStep(nn.Cell):
         self.square_sum = SquareSum()
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix=ACCUMULATED, init="zeros")
-            self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.accumulated)
+            self.grad_buffers = GradBuffers(self.accumulated)
+            self.accumulate = _AccumulateGrads(self.grad_fn, self.scale_sense, self.grad_buffers)
 
     def compile_steps(self, images, targets) -> None:
         """Compile the step's graphs (the accumulation step's first) before the first step runs, then
@@ -134,7 +166,7 @@ class TrainOneStep(nn.Cell):
         scale = self.scale_sense
         loss, grads = self.grad_fn(images, targets, scale)
         if self.accumulation_steps > 1:  # + the buffered micro-batches' gradients; the buffers are zeroed
-            grads = self.hyper_map(_drain_one, self.accumulated, grads)
+            grads = self.grad_buffers.drain(grads)
         grads = self.grad_reducer(grads)
         # Unscaling, the finite check and clipping share one pass over the gradients: their global
         # sum of squares is finite exactly when every gradient is (barring a sum above 3e38, an

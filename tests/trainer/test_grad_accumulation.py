@@ -34,6 +34,7 @@ def _step(accumulation: int, weights: dict):
     assert kernels_in_use(net)
     ms.load_param_into_net(net, {name: ms.Parameter(value.copy(), name=name) for name, value in weights.items()})
     step, _, ema = build_train_step(cfg, net, steps_per_epoch=10, rank_size=1)
+    assert accumulation == 1 or step.grad_buffers.use_kernels  # the buffers' own kernels, as on CPU by default
     # BatchNorm on its running statistics: every sample is then computed on its own, so a batch of 8
     # and two micro-batches of 4 define the same loss (in training mode each micro-batch would be
     # normalised by its own statistics, as with PyTorch accumulation, and the two would differ)
