@@ -28,10 +28,10 @@ def in_place_op(library: str, name: str, written, out_shape=lambda *shapes: [1],
                 out_dtype=lambda *dtypes: ms.float32) -> ops.Custom:
     """A kernel that overwrites some of its inputs (Parameters: weights, moments, EMA shadows, gradient
     buffers) and returns `out_shape` (by default a dummy [1]); `written` flags each input. It is declared
-    as MindSpore's own in-place primitives (ops.Assign, ops.AdamWeightDecay) are, on the instance: RW_WRITE in the signature of the inputs it
-    writes (the kernel gets the Parameters' own memory) and `side_effect_mem`, which orders it among the
-    graph's other reads and writes of them. The caller must use its output (ops.depend): a call whose
-    result nothing uses can be dropped from the graph."""
+    as MindSpore's own in-place primitives (ops.Assign, ops.AdamWeightDecay) are, on the instance:
+    RW_WRITE in the signature of the inputs it writes (the kernel gets the Parameters' own memory) and
+    `side_effect_mem`, which orders it among the graph's other reads and writes of them. The caller must
+    use its output (ops.depend): a call whose result nothing uses can be dropped from the graph."""
     op = _custom(library, name, out_shape, out_dtype)
     op.set_signatures(tuple(sig.make_sig(f"x{i}", sig.sig_rw.RW_WRITE if w else sig.sig_rw.RW_READ)
                             for i, w in enumerate(written)))

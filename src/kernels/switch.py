@@ -24,6 +24,11 @@ def cpu_kernels_wanted() -> bool:
     return _ENABLED[0] and ms.get_context("device_target") == "CPU" and kernel_library() is not None
 
 
+def all_float32(tensors) -> bool:
+    """True when every tensor is float32, the only dtype the own kernels take."""
+    return all(t.dtype == ms.float32 for t in tensors)
+
+
 class KernelCell(nn.Cell):
     """A cell with a kernel formulation and a plain one; subclasses make their ops in `make_kernels`
     and test `self.use_kernels` in construct."""

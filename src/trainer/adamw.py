@@ -1,13 +1,13 @@
-"""AdamW with torch semantics (`torch.optim.AdamW`, amsgrad=False) on MindSpore's fused kernel, taking
-the whole per-step learning-rate array and reading entry `global_step` of it at each update; why not
-MindSpore's own AdamW: docs/training.md "Optimizers"."""
+"""AdamW with torch semantics (`torch.optim.AdamW`, amsgrad=False) on one own CPU kernel or MindSpore's
+fused one, taking the whole per-step learning-rate array and reading entry `global_step` of it at each
+update; why not MindSpore's own AdamW: docs/training.md "Optimizers"."""
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
 from src.kernels.build import kernel_library
 from src.kernels.ops import in_place_op, to_float32
-from src.kernels.switch import cpu_kernels_wanted
+from src.kernels.switch import all_float32, cpu_kernels_wanted
 
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
@@ -52,7 +52,7 @@ class AdamW(nn.Optimizer):
 
     The gradients come with a factor `grad_scale` (the train step's unscaling and clipping). On CPU with
     the own kernels (float32 parameters, constant weight decay), one kernel updates every tensor in place
-    (src/kernels/csrc/adamw.cc), with torch's arithmetic (adamw.cc). Otherwise on CPU the update
+    with torch's arithmetic (src/kernels/csrc/adamw.cc). Otherwise on CPU the update
     runs MindSpore's FusedCastAdamWeightDecay, the same update that multiplies the gradient by the factor
     itself: one kernel per tensor instead of two. It is a CPU kernel only; elsewhere a multiplication
     precedes AdamWeightDecay.
@@ -69,8 +69,7 @@ class AdamW(nn.Optimizer):
         self.moments2 = self._parameters.clone(prefix="adam_v", init="zeros")
         self.scales_in_kernel = ms.get_context("device_target") == "CPU"
         self.fused = ops.FusedCastAdamWeightDecay() if self.scales_in_kernel else ops.AdamWeightDecay()
-        self.in_one_kernel = (cpu_kernels_wanted() and not self.dynamic_weight_decay
-                              and all(p.dtype == ms.float32 for p in self._parameters))
+        self.in_one_kernel = cpu_kernels_wanted() and not self.dynamic_weight_decay and all_float32(self._parameters)
         if self.in_one_kernel:
             n = len(self._parameters)
             decays = self.group_weight_decay if self.is_group else [weight_decay] * n

@@ -7,7 +7,7 @@ import mindspore as ms
 from mindspore import ops
 
 from src.kernels.ops import in_place_op
-from src.kernels.switch import KernelCell
+from src.kernels.switch import KernelCell, all_float32
 
 EMA_PREFIX = "ema"  # of the shadows' names in checkpoints: ema.conv1.weight
 _update = ops.MultitypeFuncGraph("ema_update")
@@ -33,7 +33,7 @@ class EMA(KernelCell):
         # parameters of the full-size variants exceed its call depth limit of 1000
         self.hyper_map = ops.HyperMap()
         self.weights = ms.Tensor([decay, 1.0 - decay], ms.float32)
-        self.choose_kernels(any(p.dtype != ms.float32 for p in self.params))
+        self.choose_kernels(plain=not all_float32(self.params))
 
     def make_kernels(self, library: str) -> None:
         n = len(self.params)

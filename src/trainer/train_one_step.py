@@ -7,7 +7,7 @@ from mindspore.communication.management import GlobalComm
 
 from src.kernels.ops import in_place_op, to_float32
 from src.kernels.square_sum import SquareSum
-from src.kernels.switch import KernelCell
+from src.kernels.switch import KernelCell, all_float32
 
 from .allocator import release_free_memory
 
@@ -63,7 +63,7 @@ class GradBuffers(KernelCell):
         super().__init__(auto_prefix=False)
         self.buffers = buffers
         self.hyper_map = ops.HyperMap()
-        self.choose_kernels(any(b.dtype != ms.float32 for b in buffers))
+        self.choose_kernels(plain=not all_float32(buffers))
 
     def make_kernels(self, library: str) -> None:
         n = len(self.buffers)

@@ -7,7 +7,7 @@ namespace {
 // fn(buffer, grad, out or nullptr, lo, hi) over N buffers, N gradients (float32, pairwise the same size)
 // and, with `outputs`, N outputs after them
 template <class F>
-void pairs(int nparam, void **params, int *ndims, int64_t **shapes, int n, bool outputs, F fn) {
+void pairs(void **params, int *ndims, int64_t **shapes, int n, bool outputs, F fn) {
     ck::tensor_ranges(
         n, [&](int t) { return ck::numel(ndims[t], shapes[t]); }, 1,
         [&](int t, int64_t lo, int64_t hi) {
@@ -24,7 +24,7 @@ void pairs(int nparam, void **params, int *ndims, int64_t **shapes, int n, bool 
 CK_KERNEL(AddInto) {
     const int n = (nparam - 1) / 2;
     if (n < 1 || 2 * n + 1 != nparam) return 1;
-    pairs(nparam, params, ndims, shapes, n, false, [](float *b, const float *g, float *, int64_t lo, int64_t hi) {
+    pairs(params, ndims, shapes, n, false, [](float *b, const float *g, float *, int64_t lo, int64_t hi) {
 #pragma omp simd
         for (int64_t i = lo; i < hi; ++i) b[i] += g[i];
     });
@@ -36,7 +36,7 @@ CK_KERNEL(AddInto) {
 CK_KERNEL(SumAndZero) {
     const int n = nparam / 3;
     if (n < 1 || 3 * n != nparam) return 1;
-    pairs(nparam, params, ndims, shapes, n, true, [](float *b, const float *g, float *out, int64_t lo, int64_t hi) {
+    pairs(params, ndims, shapes, n, true, [](float *b, const float *g, float *out, int64_t lo, int64_t hi) {
 #pragma omp simd
         for (int64_t i = lo; i < hi; ++i) {
             out[i] = g[i] + b[i];
